@@ -1,0 +1,180 @@
+/**
+ * Selectors: the part of a router that turns a block of logits into top-k choices and weights. Routers
+ * are composed as *logit source × selector × capacity policy*; per-token selectors run on small tiles
+ * of logits so the full `[T,E]` matrix is never built unless asked for.
+ * @module
+ */
+
+import type { Mat } from "../core/matrix.ts";
+import type { Rng } from "../core/random.ts";
+import type { ScoreFunction } from "./result.ts";
+import { checkK } from "./checks.ts";
+
+/**
+ * Output buffers a selector writes, each `[T·k]`.
+ *
+ * @example
+ * ```ts
+ * import { type SelectionBuffers } from "@moekit/moekit";
+ * const out: SelectionBuffers = {
+ *   indices: new Int32Array(4), weights: new Float32Array(4), scores: new Float32Array(4),
+ * };
+ * console.log(out.indices.length); // 4
+ * ```
+ */
+export interface SelectionBuffers {
+  /** Chosen experts. */
+  readonly indices: Int32Array;
+  /** Combine weights. */
+  readonly weights: Float32Array;
+  /** Gate scores of the chosen experts before renormalisation. */
+  readonly scores: Float32Array;
+}
+
+/**
+ * What a selector may use besides the logits.
+ *
+ * @example
+ * ```ts
+ * import { Rng, type SelectContext } from "@moekit/moekit";
+ * const ctx: SelectContext = { training: false, rng: new Rng(0), tokens: 16 };
+ * console.log(ctx.tokens); // 16
+ * ```
+ */
+export interface SelectContext {
+  /** Training mode (sampling, noise). */
+  readonly training: boolean;
+  /** The call's seeded generator. */
+  readonly rng: Rng;
+  /** Total tokens in this route call. */
+  readonly tokens: number;
+}
+
+/**
+ * Turns logits into top-k choices.
+ *
+ * @example
+ * ```ts
+ * import { matrix, Rng, softmaxTopK } from "@moekit/moekit";
+ * const sel = softmaxTopK({ k: 1 });
+ * const out = { indices: new Int32Array(1), weights: new Float32Array(1), scores: new Float32Array(1) };
+ * sel.select(matrix.fromArrays([[0, 3, 1]]), 0, out, { training: false, rng: new Rng(0), tokens: 1 });
+ * console.log(out.indices[0]); // 1
+ * ```
+ */
+export interface Selector {
+  /** Name for tables. */
+  readonly name: string;
+  /** Choices per token. */
+  readonly k: number;
+  /** Softmax or sigmoid scores. */
+  readonly scoreFunction: ScoreFunction;
+  /** True when selection couples tokens (Sinkhorn, expert choice): it then sees all logits at once. */
+  readonly needsAllTokens: boolean;
+  /** Checks the selector fits E experts (throws otherwise). */
+  validate(experts: number): void;
+  /** Selects for rows of `logits`, writing token `tokenOffset + i` at `(tokenOffset + i)·k`. */
+  select(
+    logits: Mat,
+    tokenOffset: number,
+    out: SelectionBuffers,
+    ctx: SelectContext,
+  ): Record<string, unknown> | void;
+}
+
+/**
+ * Top-k of `values[off .. off+n)`: writes the k indices (relative to `off`) into `outIdx[outOff ..]`,
+ * sorted by value descending, equal values by ascending index (`np.argsort(-x, kind="stable")[:k]`).
+ * Returns nothing; runs in O(n·k) with no allocation.
+ *
+ * @example
+ * ```ts
+ * import { topKIndices } from "@moekit/moekit";
+ * const idx = new Int32Array(2);
+ * topKIndices([2, 1, 2, 0], 0, 4, 2, idx, 0);
+ * console.log(Array.from(idx)); // [0, 2]
+ * ```
+ */
+export function topKIndices(
+  values: ArrayLike<number>,
+  off: number,
+  n: number,
+  k: number,
+  outIdx: Int32Array,
+  outOff: number,
+): void {
+  let filled = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[off + i];
+    if (filled === k) {
+      // strict >: an equal later value never displaces an earlier one (lower index wins ties)
+      if (!(v > values[off + outIdx[outOff + k - 1]])) continue;
+      filled--;
+    }
+    let p = outOff + filled;
+    while (p > outOff && v > values[off + outIdx[p - 1]]) {
+      outIdx[p] = outIdx[p - 1];
+      p--;
+    }
+    outIdx[p] = i;
+    filled++;
+  }
+}
+
+/**
+ * Options of {@link softmaxTopK}.
+ *
+ * @example
+ * ```ts
+ * import { type SoftmaxTopKOptions } from "@moekit/moekit";
+ * const o: SoftmaxTopKOptions = { k: 8, normTopkProb: false }; // OLMoE
+ * console.log(o.k); // 8
+ * ```
+ */
+export interface SoftmaxTopKOptions {
+  /** Choices per token. */
+  readonly k: number;
+  /** Renormalise the k winners' probabilities to sum to 1. Default true (Mixtral). */
+  readonly normTopkProb?: boolean;
+}
+
+/**
+ * Softmax top-k (Mixtral, Qwen, OLMoE): `p = softmax(logits)`, take the k largest, weights `p` or
+ * `p / Σp` over the winners. Top-k runs on the logits (softmax is monotonic) in float64.
+ *
+ * @example
+ * ```ts
+ * import { matrix, Rng, softmaxTopK } from "@moekit/moekit";
+ * const out = { indices: new Int32Array(2), weights: new Float32Array(2), scores: new Float32Array(2) };
+ * const logits = matrix.fromArrays([[Math.log(4), Math.log(2), 0, 0]]);
+ * softmaxTopK({ k: 2 }).select(logits, 0, out, { training: false, rng: new Rng(0), tokens: 1 });
+ * console.log(Array.from(out.scores)); // [0.5, 0.25]
+ * ```
+ */
+export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
+  const k = options.k, norm = options.normTopkProb ?? true;
+  return {
+    name: norm ? "softmax-topk" : "softmax-topk-raw",
+    k,
+    scoreFunction: "softmax",
+    needsAllTokens: false,
+    validate: (experts) => checkK(k, experts),
+    select(logits, tokenOffset, out) {
+      const E = logits.cols, L = logits.data;
+      for (let i = 0; i < logits.rows; i++) {
+        const off = i * E, o = (tokenOffset + i) * k;
+        topKIndices(L, off, E, k, out.indices, o);
+        const m = L[off + out.indices[o]];
+        let z = 0;
+        for (let e = 0; e < E; e++) z += Math.exp(L[off + e] - m);
+        let zk = 0;
+        for (let j = 0; j < k; j++) zk += Math.exp(L[off + out.indices[o + j]] - m);
+        for (let j = 0; j < k; j++) {
+          const ex = Math.exp(L[off + out.indices[o + j]] - m);
+          out.scores[o + j] = ex / z;
+          out.weights[o + j] = norm ? ex / zk : ex / z;
+        }
+      }
+    },
+  };
+}

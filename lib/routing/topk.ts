@@ -1,0 +1,194 @@
+/**
+ * The softmax top-k family: Mixtral/Qwen/OLMoE presets, Switch top-1 with capacity and jitter, and the
+ * generic top-k with capacity factor and the four drop policies.
+ * @module
+ */
+
+import type { Mat } from "../core/matrix.ts";
+import { OptionError } from "../core/errors.ts";
+import { linearGate } from "./gate.ts";
+import { softmaxTopK } from "./select.ts";
+import { composeRouter } from "./compose.ts";
+import type { CapacityOptions, DropPolicy } from "./capacity.ts";
+import type { Router } from "./result.ts";
+
+/**
+ * Model presets of the softmax top-k router (routing.md §2).
+ *
+ * @example
+ * ```ts
+ * import { TOPK_PRESETS } from "@moekit/moekit";
+ * console.log(TOPK_PRESETS.olmoe); // { experts: 64, k: 8, normTopkProb: false, auxCoef: 0.01 }
+ * ```
+ */
+export const TOPK_PRESETS = {
+  mixtral: { experts: 8, k: 2, normTopkProb: true, auxCoef: 0.001 },
+  qwen2_moe: { experts: 60, k: 4, normTopkProb: false, auxCoef: 0.001 },
+  qwen3_moe: { experts: 128, k: 8, normTopkProb: true, auxCoef: 0.001 },
+  olmoe: { experts: 64, k: 8, normTopkProb: false, auxCoef: 0.01 },
+} as const;
+
+/**
+ * Options of {@link topKRouter}.
+ *
+ * @example
+ * ```ts
+ * import { matrix, type TopKRouterOptions } from "@moekit/moekit";
+ * const o: TopKRouterOptions = { weight: matrix.zeros(64, 16), preset: "olmoe" };
+ * console.log(o.preset); // olmoe
+ * ```
+ */
+export interface TopKRouterOptions {
+  /** Gate weight `[E,d]`. */
+  readonly weight: Mat;
+  /** Optional gate bias `[E]`. */
+  readonly bias?: ArrayLike<number>;
+  /** Choices per token. Default: the preset's k, else 2. */
+  readonly k?: number;
+  /** Renormalise the winners. Default: the preset's flag, else true. */
+  readonly normTopkProb?: boolean;
+  /** Model preset (sets k and normTopkProb unless given). qwen3_moe follows the released 30B/235B (true). */
+  readonly preset?: keyof typeof TOPK_PRESETS;
+  /** Capacity and dropping; omit for none. */
+  readonly capacity?: CapacityOptions;
+  /** Multiplicative router-input jitter in training (Mixtral: 0). */
+  readonly jitter?: number;
+  /** Default training mode. */
+  readonly training?: boolean;
+  /** Default seed. */
+  readonly seed?: number;
+}
+
+/**
+ * Softmax top-k router (Mixtral `normTopkProb = true`, Qwen/OLMoE `false`).
+ *
+ * @example
+ * ```ts
+ * import { matrix, topKRouter } from "@moekit/moekit";
+ * // routing.md Example A: W = I₄, logits ln[4,2,1,1] and ln[4,1,2,1]
+ * const x = matrix.fromArrays([[4, 2, 1, 1], [4, 1, 2, 1]].map((r) => r.map(Math.log)));
+ * const r = topKRouter({ weight: matrix.identity(4), k: 2 }).route(x);
+ * console.log(Array.from(r.indices)); // [0, 1, 0, 2]
+ * ```
+ */
+export function topKRouter(options: TopKRouterOptions): Router {
+  const preset = options.preset === undefined ? undefined : TOPK_PRESETS[options.preset];
+  if (options.preset !== undefined && !preset) {
+    throw new OptionError("preset", options.preset, `use one of ${Object.keys(TOPK_PRESETS).join(", ")}`);
+  }
+  const k = options.k ?? preset?.k ?? 2;
+  const normTopkProb = options.normTopkProb ?? preset?.normTopkProb ?? true;
+  return composeRouter({
+    name: options.preset ?? (normTopkProb ? "topk" : "topk-raw"),
+    gate: linearGate(options),
+    selector: softmaxTopK({ k, normTopkProb }),
+    capacity: options.capacity,
+    jitter: options.jitter,
+    training: options.training,
+    seed: options.seed,
+  });
+}
+
+/**
+ * Options of {@link switchRouter}.
+ *
+ * @example
+ * ```ts
+ * import { matrix, type SwitchRouterOptions } from "@moekit/moekit";
+ * const o: SwitchRouterOptions = { weight: matrix.zeros(8, 16), capacityFactor: 1.25, policy: "bpr" };
+ * console.log(o.policy); // bpr
+ * ```
+ */
+export interface SwitchRouterOptions {
+  /** Gate weight `[E,d]` (no bias, as in HF Switch). */
+  readonly weight: Mat;
+  /** Capacity factor. Default 1. */
+  readonly capacityFactor?: number;
+  /** Fixed capacity or formula (see {@link CapacityOptions}); HF Switch uses a fixed 64. */
+  readonly capacity?: CapacityOptions["capacity"];
+  /** `"position"` (token order, HF/flax, default) or `"bpr"` (batch-prioritised). */
+  readonly policy?: Extract<DropPolicy, "position" | "bpr">;
+  /** Tokens per capacity group. Default: all tokens. */
+  readonly groupSize?: number;
+  /** Router-input jitter ε in training. Default 0.01. */
+  readonly jitter?: number;
+  /** Default training mode. Default false. */
+  readonly training?: boolean;
+  /** Default seed. */
+  readonly seed?: number;
+}
+
+/**
+ * Switch Transformer top-1: softmax, argmax, gate = max probability (no renorm), expert capacity per
+ * group, multiplicative jitter in training, position or BPR priority. Dropped tokens get weight 0.
+ *
+ * @example
+ * ```ts
+ * import { matrix, switchRouter } from "@moekit/moekit";
+ * const r = switchRouter({ weight: matrix.randn(4, 8, { seed: 1 }), capacityFactor: 0.5 })
+ *   .route(matrix.randn(16, 8, { seed: 2 }));
+ * console.log(r.capacity, r.k); // 2 1
+ * ```
+ */
+export function switchRouter(options: SwitchRouterOptions): Router {
+  return composeRouter({
+    name: options.policy === "bpr" ? "switch-bpr" : "switch",
+    gate: linearGate({ weight: options.weight }),
+    selector: softmaxTopK({ k: 1, normTopkProb: false }),
+    capacity: {
+      capacityFactor: options.capacityFactor ?? 1,
+      capacity: options.capacity,
+      policy: options.policy ?? "position",
+      groupSize: options.groupSize,
+    },
+    jitter: options.jitter ?? 0.01,
+    training: options.training,
+    seed: options.seed,
+  });
+}
+
+/**
+ * Options of {@link capacityRouter}.
+ *
+ * @example
+ * ```ts
+ * import { type CapacityRouterOptions, matrix } from "@moekit/moekit";
+ * const o: CapacityRouterOptions = { weight: matrix.zeros(8, 4), k: 2, capacityFactor: 1, policy: "probs" };
+ * console.log(o.k); // 2
+ * ```
+ */
+export interface CapacityRouterOptions extends CapacityOptions {
+  /** Gate weight `[E,d]`. */
+  readonly weight: Mat;
+  /** Optional gate bias `[E]`. */
+  readonly bias?: ArrayLike<number>;
+  /** Choices per token. Default 2. */
+  readonly k?: number;
+  /** Renormalise the winners before dropping. Default true. */
+  readonly normTopkProb?: boolean;
+  /** Default seed. */
+  readonly seed?: number;
+}
+
+/**
+ * Generic token-choice top-k with capacity `ceil(k·T·cf/E)` (Megatron/DeepSpeed) and any of the four
+ * drop policies of routing.md §4.
+ *
+ * @example
+ * ```ts
+ * import { capacityRouter, matrix } from "@moekit/moekit";
+ * const r = capacityRouter({ weight: matrix.randn(4, 8, { seed: 3 }), k: 2, capacityFactor: 0, policy: "probs" })
+ *   .route(matrix.randn(6, 8, { seed: 4 }));
+ * console.log(r.keep!.every((v) => v === 0)); // true: cf = 0 drops everything
+ * ```
+ */
+export function capacityRouter(options: CapacityRouterOptions): Router {
+  const k = options.k ?? 2, normTopkProb = options.normTopkProb ?? true;
+  return composeRouter({
+    name: `topk-cap-${options.policy ?? "position"}`,
+    gate: linearGate(options),
+    selector: softmaxTopK({ k, normTopkProb }),
+    capacity: options,
+    seed: options.seed,
+  });
+}

@@ -1,0 +1,39 @@
+/**
+ * moekit — Mixture-of-Experts routing and model-merging toolkit for Deno.
+ *
+ * Routers over row-major float32 matrices (softmax top-k, Switch, capacity top-k, GShard, DeepSeek-V3/V2,
+ * expert choice, noisy top-k, hash, Sinkhorn, BASE), load metrics, auxiliary losses, dispatch and a
+ * SwiGLU MoE layer.
+ *
+ * @example
+ * ```ts
+ * import { loadMetrics, matrix, topKRouter } from "@moekit/moekit";
+ * const router = topKRouter({ weight: matrix.randn(8, 64, { seed: 1, std: 0.125 }), preset: "mixtral" });
+ * const r = router.route(matrix.randn(512, 64, { seed: 2 }));
+ * console.log(loadMetrics(r).cv < 1); // true
+ * ```
+ * @module
+ */
+
+export * from "./lib/core/errors.ts";
+export * from "./lib/core/random.ts";
+export * from "./lib/core/matrix.ts";
+export * from "./lib/core/interop.ts";
+export * from "./lib/routing/result.ts";
+export * from "./lib/routing/gate.ts";
+export * from "./lib/routing/select.ts";
+export * from "./lib/routing/capacity.ts";
+export * from "./lib/routing/compose.ts";
+export * from "./lib/routing/topk.ts";
+export * from "./lib/routing/gshard.ts";
+export * from "./lib/routing/deepseek.ts";
+export * from "./lib/routing/expert_choice.ts";
+export * from "./lib/routing/noisy_topk.ts";
+export * from "./lib/routing/hash.ts";
+export * from "./lib/routing/sinkhorn.ts";
+export * from "./lib/routing/base.ts";
+export * from "./lib/routing/metrics.ts";
+export * from "./lib/routing/losses.ts";
+export * from "./lib/moe/dispatch.ts";
+export * from "./lib/moe/layer.ts";
+export * from "./lib/data/synthetic.ts";
