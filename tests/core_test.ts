@@ -26,7 +26,10 @@ Deno.test("matrix: constructors, views and products", () => {
   assert.deepEqual(matrix.toArrays(matrix.matmul(a, matrix.transpose(b))), [[4, 2], [46, 5]]);
   assert.throws(() => matrix.fromArrays([[1, 2], [3]]), ShapeError);
   assert.throws(() => matrix.from(new Float32Array(5), 2, 3), /expected shape \[6\], got \[5\]/);
-  assert.throws(() => matrix.matmulT(a, matrix.zeros(2, 2)), /matmulT: B: expected shape \[\*,3\], got \[2,2\]/);
+  assert.throws(
+    () => matrix.matmulT(a, matrix.zeros(2, 2)),
+    /matmulT: B: expected shape \[\*,3\], got \[2,2\]/,
+  );
 });
 
 Deno.test("matrix: matmulT blocked kernel equals the naive product on odd sizes", () => {
@@ -109,5 +112,14 @@ Deno.test("interop: ml-matrix round trip and its SVD", () => {
 });
 
 Deno.test("roundHalfEven matches Python round", () => {
-  assert.deepEqual([0.5, 1.5, 2.5, 4.5, -0.5, -1.5, 2.4, 2.6].map((v) => roundHalfEven(v) + 0), [0, 2, 2, 4, 0, -2, 2, 3]);
+  assert.deepEqual([0.5, 1.5, 2.5, 4.5, -0.5, -1.5, 2.4, 2.6].map((v) => roundHalfEven(v) + 0), [
+    0,
+    2,
+    2,
+    4,
+    0,
+    -2,
+    2,
+    3,
+  ]);
 });

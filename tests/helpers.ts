@@ -3,7 +3,11 @@ import assert from "node:assert/strict";
 import { type Mat, matrix } from "../mod.ts";
 
 /** Asserts |a − b| ≤ tol elementwise. */
-export function assertClose(actual: ArrayLike<number> | number, expected: ArrayLike<number> | number, tol = 5e-5): void {
+export function assertClose(
+  actual: ArrayLike<number> | number,
+  expected: ArrayLike<number> | number,
+  tol = 5e-5,
+): void {
   const a = typeof actual === "number" ? [actual] : Array.from(actual);
   const e = typeof expected === "number" ? [expected] : Array.from(expected);
   assert.equal(a.length, e.length, `length ${a.length} vs ${e.length}`);

@@ -13,14 +13,16 @@ import {
   seqAuxLoss,
   swigluForward,
   switchRouter,
-  topKRouter,
   topicStream,
+  topKRouter,
   zLoss,
 } from "../mod.ts";
 import { assertClose, probsAsTokens } from "./helpers.ts";
 
 const exampleA = () =>
-  topKRouter({ weight: matrix.identity(4), k: 2 }).route(probsAsTokens([[4, 2, 1, 1], [4, 1, 2, 1]]), { returnLogits: true });
+  topKRouter({ weight: matrix.identity(4), k: 2 }).route(probsAsTokens([[4, 2, 1, 1], [4, 1, 2, 1]]), {
+    returnLogits: true,
+  });
 
 Deno.test("Example A losses: HF 2.75, Megatron 1.375 (= HF/k), z 4.3241, seq-aux 1.375", () => {
   const r = exampleA();
@@ -29,7 +31,10 @@ Deno.test("Example A losses: HF 2.75, Megatron 1.375 (= HF/k), z 4.3241, seq-aux
   assertClose(balanceLoss(r), 1.375, 1e-6);
   assertClose(zLoss(r), Math.log(8) ** 2, 1e-5);
   assertClose(seqAuxLoss(r), 1.375, 1e-6);
-  assert.throws(() => balanceLoss(topKRouter({ weight: matrix.identity(4) }).route(matrix.zeros(1, 4))), /returnLogits: true/);
+  assert.throws(
+    () => balanceLoss(topKRouter({ weight: matrix.identity(4) }).route(matrix.zeros(1, 4))),
+    /returnLogits: true/,
+  );
 });
 
 Deno.test("uniform router: HF = k, Megatron = Switch = 1", () => {
@@ -103,7 +108,9 @@ Deno.test("dispatch: counting sort honours capacity and keeps token order", () =
   assert.deepEqual(Array.from(d.offsets), [0, 2, 3]);
   assert.deepEqual(Array.from(d.tokenIds), [0, 1, 2]);
   assertClose(d.weights, [.6, .9, .7]);
-  const big = topKRouter({ weight: matrix.randn(8, 6, { seed: 1 }), k: 3 }).route(matrix.randn(100, 6, { seed: 2 }));
+  const big = topKRouter({ weight: matrix.randn(8, 6, { seed: 1 }), k: 3 }).route(
+    matrix.randn(100, 6, { seed: 2 }),
+  );
   const db = dispatch(big);
   assert.equal(db.offsets[8], 300);
   for (let e = 0; e < 8; e++) {
@@ -118,10 +125,12 @@ Deno.test("moeLayer equals the dense reference Σ_e C[t,e]·E_e(x_t); dropped to
   const d = 6, E = 4;
   const experts = randomExperts({ experts: E, dim: d, hidden: 10, seed: 3 });
   const x = matrix.randn(12, d, { seed: 4 });
-  for (const router of [
-    topKRouter({ weight: matrix.randn(E, d, { seed: 5 }), k: 2 }),
-    switchRouter({ weight: matrix.randn(E, d, { seed: 6 }), capacity: 1 }),
-  ]) {
+  for (
+    const router of [
+      topKRouter({ weight: matrix.randn(E, d, { seed: 5 }), k: 2 }),
+      switchRouter({ weight: matrix.randn(E, d, { seed: 6 }), capacity: 1 }),
+    ]
+  ) {
     const { output, routing } = moeLayer({ router, experts }).forward(x);
     const C = combineMatrix(routing);
     const outs = experts.map((ex) => swigluForward(ex, x));
@@ -134,7 +143,10 @@ Deno.test("moeLayer equals the dense reference Σ_e C[t,e]·E_e(x_t); dropped to
       if (routing.keep && routing.keep[t] === 0) assert.ok(matrix.row(output, t).every((v) => v === 0));
     }
   }
-  assert.throws(() => moeLayer({ router: topKRouter({ weight: matrix.randn(3, d) }), experts }), /3 experts but 4/);
+  assert.throws(
+    () => moeLayer({ router: topKRouter({ weight: matrix.randn(3, d) }), experts }),
+    /3 experts but 4/,
+  );
 });
 
 Deno.test("runMoeStack: residual stack over a topic stream; routing follows topics", () => {

@@ -55,7 +55,11 @@ Deno.test("Example E: DeepSeek-V3 bias for selection only, groups, scaling", () 
   assert.deepEqual(Array.from(biased.indices), [0, 2]);
   assertClose(biased.weights, [1.5, 1.0], 1e-5);
   assertClose(biased.scores, [.9, .6], 1e-6);
-  const unnorm = deepseekV3Router({ ...base, normTopkProb: false, bias: new Float32Array([0, 0, 0, 0, -.3, -.3, 0, 0]) });
+  const unnorm = deepseekV3Router({
+    ...base,
+    normTopkProb: false,
+    bias: new Float32Array([0, 0, 0, 0, -.3, -.3, 0, 0]),
+  });
   assertClose(unnorm.route(x).weights, [2.25, 1.5], 1e-5);
   const zero = deepseekV3Router(base).route(x);
   assert.deepEqual(Array.from(zero.indices), [4, 5]);
@@ -64,7 +68,13 @@ Deno.test("Example E: DeepSeek-V3 bias for selection only, groups, scaling", () 
 
 Deno.test("Example F: V3 mask value −∞ (default) vs HF 0.0", () => {
   const x = scoresAsTokens([[.4, .3, .2, .1]]);
-  const opts = { weight: matrix.identity(4), k: 2, nGroup: 2, topkGroup: 1, bias: new Float32Array([-.5, -.5, -.7, -.7]) };
+  const opts = {
+    weight: matrix.identity(4),
+    k: 2,
+    nGroup: 2,
+    topkGroup: 1,
+    bias: new Float32Array([-.5, -.5, -.7, -.7]),
+  };
   const inf = deepseekV3Router(opts).route(x);
   assert.deepEqual(Array.from(inf.indices), [0, 1]);
   assertClose(inf.weights, [.5714, .4286], 1e-4);
@@ -84,14 +94,29 @@ Deno.test("DeepSeek-V3: group score = sum of top-2, preset, option errors", () =
     for (let j = 0; j < 8; j++) s += out.weights[t * 8 + j];
     assertClose(s, 2.5, 1e-4);
   }
-  assert.throws(() => deepseekV3Router({ weight: matrix.identity(6), k: 2, nGroup: 4 }), /nGroup = 4.*divides E = 6/);
-  assert.throws(() => deepseekV3Router({ weight: matrix.identity(8), k: 5, nGroup: 4, topkGroup: 2 }), /k = 5/);
-  assert.throws(() => deepseekV3Router({ weight: matrix.identity(8), bias: new Float32Array(3) }), /correction_bias/);
+  assert.throws(
+    () => deepseekV3Router({ weight: matrix.identity(6), k: 2, nGroup: 4 }),
+    /nGroup = 4.*divides E = 6/,
+  );
+  assert.throws(
+    () => deepseekV3Router({ weight: matrix.identity(8), k: 5, nGroup: 4, topkGroup: 2 }),
+    /k = 5/,
+  );
+  assert.throws(
+    () => deepseekV3Router({ weight: matrix.identity(8), bias: new Float32Array(3) }),
+    /correction_bias/,
+  );
 });
 
 Deno.test("DeepSeek-V2: softmax, group max, greedy, scaling vs renorm", () => {
   const x = probsAsTokens([[.3, .05, .25, .2, .1, .1]]);
-  const lim = deepseekV2Router({ weight: matrix.identity(6), k: 2, nGroup: 3, topkGroup: 1, routedScalingFactor: 16 });
+  const lim = deepseekV2Router({
+    weight: matrix.identity(6),
+    k: 2,
+    nGroup: 3,
+    topkGroup: 1,
+    routedScalingFactor: 16,
+  });
   const r = lim.route(x);
   assert.deepEqual(Array.from(r.indices), [0, 1]); // group 0 (max .3) only
   assertClose(r.weights, [.3 * 16, .05 * 16], 1e-4);
@@ -122,13 +147,17 @@ Deno.test("expert choice: routing.md §7 example and capacity rule", () => {
   const S = [[.7, .1, .1, .1], [.1, .5, .3, .1], [.4, .2, .2, .2], [.25, .25, .25, .25]];
   const r = expertChoiceRouter({ weight: matrix.identity(4), capacity: 1 }).route(probsAsTokens(S));
   assert.deepEqual(Array.from(r.extras!.expertTokens as Int32Array), [0, 1, 1, 3]);
-  const perToken = [0, 1, 2, 3].map((t) => Array.from(r.indices.subarray(t * 4, t * 4 + 4)).filter((e) => e >= 0));
+  const perToken = [0, 1, 2, 3].map((t) =>
+    Array.from(r.indices.subarray(t * 4, t * 4 + 4)).filter((e) => e >= 0)
+  );
   assert.deepEqual(perToken, [[0], [1, 2], [], [3]]);
   assertClose(r.weights.subarray(4, 6), [.5, .3]);
   const m = loadMetrics(r);
   assert.deepEqual(Array.from(m.counts), [1, 1, 1, 1]);
   assert.equal(m.droppedFraction, 0);
-  const def = expertChoiceRouter({ weight: matrix.randn(4, 3, { seed: 1 }) }).route(matrix.randn(10, 3, { seed: 2 }));
+  const def = expertChoiceRouter({ weight: matrix.randn(4, 3, { seed: 1 }) }).route(
+    matrix.randn(10, 3, { seed: 2 }),
+  );
   assert.equal(def.capacity, 5); // round(2·10/4 = 5)
   const half = expertChoiceRouter({ weight: matrix.randn(4, 3, { seed: 1 }), capacityFactor: 1 })
     .route(matrix.randn(10, 3, { seed: 2 }));
@@ -152,22 +181,32 @@ Deno.test("noisy top-k: eval example, seeded training noise, load estimate", () 
   assertClose(imp.reduce((s, v) => s + v, 0), 100, 1e-6);
   const totalLoad = load.reduce((s, v) => s + v, 0);
   assert.ok(totalLoad > 100 && totalLoad < 300, `smooth load sums near T·k: ${totalLoad}`);
-  assert.throws(() => router.route(x, { training: true, noise: matrix.zeros(3, 6) }), /noise: expected shape \[100,6\]/);
+  assert.throws(
+    () => router.route(x, { training: true, noise: matrix.zeros(3, 6) }),
+    /noise: expected shape \[100,6\]/,
+  );
 });
 
 Deno.test("hash routing: explicit table, balanced seeded table, mod fallback", () => {
   const x = matrix.zeros(4, 2);
-  assert.deepEqual(Array.from(hashRouter({ experts: 3, table: [2, 0, 1] }).route(x, { tokenIds: [0, 1, 2, 7] }).indices), [
-    2,
-    0,
-    1,
-    1,
-  ]);
+  assert.deepEqual(
+    Array.from(hashRouter({ experts: 3, table: [2, 0, 1] }).route(x, { tokenIds: [0, 1, 2, 7] }).indices),
+    [
+      2,
+      0,
+      1,
+      1,
+    ],
+  );
   const h = hashRouter({ experts: 4, vocabSize: 100, seed: 9 });
   const ids = Array.from({ length: 100 }, (_, i) => i);
   const r = h.route(matrix.zeros(100, 1), { tokenIds: ids });
   assert.deepEqual(Array.from(loadMetrics(r).counts), [25, 25, 25, 25]);
-  assert.deepEqual(r.indices, hashRouter({ experts: 4, vocabSize: 100, seed: 9 }).route(matrix.zeros(100, 1), { tokenIds: ids }).indices);
+  assert.deepEqual(
+    r.indices,
+    hashRouter({ experts: 4, vocabSize: 100, seed: 9 }).route(matrix.zeros(100, 1), { tokenIds: ids })
+      .indices,
+  );
   assert.throws(() => h.route(x), /needs \{ tokenIds \}/);
   assert.throws(() => hashRouter({ experts: 2, table: [0, 5] }), /table\[1\] = 5/);
 });
@@ -206,13 +245,21 @@ Deno.test("BASE: exact balanced assignment against brute force; eval is greedy",
   rec(0, [0, 0, 0], 0);
   const got = Array.from(a).reduce((acc, e, t) => acc + s.data[t * 3 + e], 0);
   assertClose(got, best, 1e-5);
-  assert.deepEqual(Array.from(loadMetrics({ ...topKRouter({ weight: matrix.identity(3), k: 1 }).route(s), indices: a }).counts), [
-    2,
-    2,
-    2,
-  ]);
+  assert.deepEqual(
+    Array.from(
+      loadMetrics({ ...topKRouter({ weight: matrix.identity(3), k: 1 }).route(s), indices: a }).counts,
+    ),
+    [
+      2,
+      2,
+      2,
+    ],
+  );
   const router = baseRouter({ weight: matrix.randn(4, 8, { seed: 1 }) });
   const x = matrix.randn(16, 8, { seed: 2 });
-  assert.deepEqual(router.route(x).indices, topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 1 }).route(x).indices);
+  assert.deepEqual(
+    router.route(x).indices,
+    topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 1 }).route(x).indices,
+  );
   assert.throws(() => router.route(matrix.randn(10, 8, { seed: 3 }), { training: true }), /groupSize = 10/);
 });

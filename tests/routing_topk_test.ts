@@ -53,7 +53,9 @@ Deno.test("topKIndices equals a stable argsort on random rows with ties", () => 
     const row = Array.from(matrix.row(rng, t), (v) => Math.round(v * 4)); // many ties
     const k = 1 + (t % 12);
     topKIndices(row, 0, 12, k, idx, 0);
-    const ref = row.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).map((p) => p[1]);
+    const ref = row.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).map((p) =>
+      p[1]
+    );
     assert.deepEqual(Array.from(idx.subarray(0, k)), ref);
   }
 });
@@ -98,13 +100,20 @@ Deno.test("fused tiled path equals the materialised-logits path", () => {
   const a = router.route(x), b = router.route(x, { returnLogits: true });
   assert.deepEqual(a.indices, b.indices);
   assert.deepEqual(a.weights, b.weights);
-  const tiny = composeRouter({ gate: linearGate({ weight: w }), selector: softmaxTopK({ k: 4 }), tileTokens: 7 });
+  const tiny = composeRouter({
+    gate: linearGate({ weight: w }),
+    selector: softmaxTopK({ k: 4 }),
+    tileTokens: 7,
+  });
   assert.deepEqual(tiny.route(x).indices, a.indices);
 });
 
 Deno.test("bad input: shapes, k, NaN are typed errors naming the problem", () => {
   const w = matrix.randn(4, 6, { seed: 1 });
-  assert.throws(() => topKRouter({ weight: w, k: 5 }), (e) => e instanceof OptionError && /k = 5.*E = 4/.test(e.message));
+  assert.throws(
+    () => topKRouter({ weight: w, k: 5 }),
+    (e) => e instanceof OptionError && /k = 5.*E = 4/.test(e.message),
+  );
   assert.throws(() => topKRouter({ weight: w, k: 0 }), OptionError);
   assert.throws(
     () => topKRouter({ weight: w }).route(matrix.zeros(3, 5)),
@@ -112,7 +121,10 @@ Deno.test("bad input: shapes, k, NaN are typed errors naming the problem", () =>
   );
   const x = matrix.zeros(3, 6);
   x.data[2 * 6 + 4] = -Infinity;
-  assert.throws(() => topKRouter({ weight: w }).route(x), (e) => e instanceof NonFiniteError && e.row === 2 && e.col === 4);
+  assert.throws(
+    () => topKRouter({ weight: w }).route(x),
+    (e) => e instanceof NonFiniteError && e.row === 2 && e.col === 4,
+  );
   const bad = matrix.clone(w);
   bad.data[1] = NaN;
   assert.throws(() => topKRouter({ weight: bad }), /gate weight: non-finite value NaN at row 0, col 1/);
@@ -178,7 +190,8 @@ Deno.test("Example C: the four drop policies (E = 3, T = 3, k = 2, cf = 1)", () 
     assertClose(loadMetrics(r).droppedFraction, 2 / 6, 1e-12);
   }
   // with raw weights, `probs` ranks expert 1's claims differently
-  const raw = capacityRouter({ weight: matrix.identity(3), k: 2, policy: "probs", normTopkProb: false }).route(x);
+  const raw = capacityRouter({ weight: matrix.identity(3), k: 2, policy: "probs", normTopkProb: false })
+    .route(x);
   assert.deepEqual(Array.from(raw.keep!), [1, 0, 1, 0, 1, 1]);
 });
 
@@ -215,7 +228,9 @@ Deno.test("capacity edge cases: cf → 0, E = 1, k = E, per-group capacity, reno
   assert.equal(loadMetrics(all).droppedFraction, 0);
   assert.deepEqual(Array.from(loadMetrics(all).counts), [20, 20, 20, 20]);
   // groups: capacity per group of 5 tokens → each group keeps at most C per expert
-  const grouped = switchRouter({ weight: matrix.randn(2, 6, { seed: 5 }), capacity: 1, groupSize: 5 }).route(x);
+  const grouped = switchRouter({ weight: matrix.randn(2, 6, { seed: 5 }), capacity: 1, groupSize: 5 }).route(
+    x,
+  );
   for (let g = 0; g < 4; g++) {
     const kept = Array.from(grouped.keep!.subarray(g * 5, g * 5 + 5)).reduce((a, b) => a + b, 0);
     assert.ok(kept <= 2);
@@ -235,6 +250,8 @@ Deno.test("capacity edge cases: cf → 0, E = 1, k = E, per-group capacity, reno
 });
 
 Deno.test("combineMatrix gathers kept weights densely", () => {
-  const r = switchRouter({ weight: matrix.identity(2), capacity: 1 }).route(probsAsTokens([[.7, .3], [.8, .2]]));
+  const r = switchRouter({ weight: matrix.identity(2), capacity: 1 }).route(
+    probsAsTokens([[.7, .3], [.8, .2]]),
+  );
   assertClose(combineMatrix(r).data, [.7, 0, 0, 0]);
 });

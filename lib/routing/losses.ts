@@ -15,14 +15,11 @@ function logitsOf(r: RoutingResult, what: string): Float32Array {
   return r.logits.data;
 }
 
-/** Writes token t's gate scores over all experts into `p` (softmax, or sigmoid divided by its sum if `normalizeSigmoid`). */
-function scoresInto(
-  r: RoutingResult,
-  L: Float32Array,
-  t: number,
-  p: Float64Array,
-  normalizeSigmoid: boolean,
-): void {
+/**
+ * Writes token t's gate scores over all experts into `p`: softmax, or (sigmoid routers) the sigmoid
+ * scores divided by their sum (DeepSeek-V3's s'), so every convention keeps its balanced value.
+ */
+function scoresInto(r: RoutingResult, L: Float32Array, t: number, p: Float64Array): void {
   const E = r.experts;
   if (r.scoreFunction === "softmax") {
     softmaxInto(L, t * E, E, p);
@@ -30,7 +27,7 @@ function scoresInto(
   }
   let s = 0;
   for (let e = 0; e < E; e++) s += p[e] = sigmoid(L[t * E + e]);
-  if (normalizeSigmoid) { for (let e = 0; e < E; e++) p[e] /= s; }
+  for (let e = 0; e < E; e++) p[e] /= s;
 }
 
 function sameExperts(results: readonly RoutingResult[]): { E: number; k: number } {
@@ -94,7 +91,7 @@ export function balanceLoss(
     for (const r of list) {
       const L = logitsOf(r, "balanceLoss");
       for (let t = 0; t < r.tokens; t++) {
-        scoresInto(r, L, t, p, false);
+        scoresInto(r, L, t, p);
         for (let e = 0; e < E; e++) P[e] += p[e];
         for (let j = 0; j < k; j++) if (r.indices[t * k + j] >= 0) f[j * E + r.indices[t * k + j]]++;
       }
@@ -109,7 +106,7 @@ export function balanceLoss(
     for (const r of list) {
       const L = logitsOf(r, "balanceLoss"), P = new Float64Array(E), c = new Float64Array(E);
       for (let t = 0; t < r.tokens; t++) {
-        scoresInto(r, L, t, p, false);
+        scoresInto(r, L, t, p);
         for (let e = 0; e < E; e++) P[e] += p[e];
         for (let j = 0; j < k; j++) {
           const i = t * k + j;
@@ -131,7 +128,7 @@ export function balanceLoss(
         const g1 = Math.min(r.tokens, g0 + S), n = g1 - g0;
         const P = new Float64Array(E), f = new Float64Array(E);
         for (let t = g0; t < g1; t++) {
-          scoresInto(r, L, t, p, false);
+          scoresInto(r, L, t, p);
           for (let e = 0; e < E; e++) P[e] += p[e] / n;
           f[r.indices[t * k]] += 1 / n;
         }
@@ -193,7 +190,7 @@ export function seqAuxLoss(r: RoutingResult, options: { readonly sequenceLength?
     P.fill(0);
     ce.fill(0);
     for (let t = b * S; t < (b + 1) * S; t++) {
-      scoresInto(r, L, t, p, true);
+      scoresInto(r, L, t, p);
       for (let e = 0; e < E; e++) P[e] += p[e] / S;
       for (let j = 0; j < k; j++) if (r.indices[t * k + j] >= 0) ce[r.indices[t * k + j]] += E / (S * k);
     }

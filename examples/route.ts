@@ -1,0 +1,314 @@
+/**
+ * moekit's first run: routes a seeded synthetic token stream (a Gaussian mixture of topics, through a
+ * few MoE layers) with many routers and prints a comparison table and per-expert load bars.
+ *
+ *   deno run examples/route.ts                      # defaults, no permissions needed
+ *   deno run examples/route.ts --router topk,switch --experts 32 --top-k 4 --json
+ */
+
+import { parseArgs } from "node:util";
+import {
+  balanceLoss,
+  baseRouter,
+  capacityRouter,
+  deepseekV3Router,
+  expertChoiceRouter,
+  gshardRouter,
+  hashRouter,
+  type LoadMetrics,
+  loadMetrics,
+  matrix,
+  MoekitError,
+  moeLayer,
+  noisyTopKRouter,
+  randomExperts,
+  type RouteOptions,
+  type Router,
+  type RoutingResult,
+  runBiasBalancing,
+  runMoeStack,
+  sinkhornRouter,
+  switchRouter,
+  topicStream,
+  topKRouter,
+} from "../mod.ts";
+
+const USAGE = `usage: deno run examples/route.ts [options]
+
+  --tokens N            tokens in the stream (default 4096)
+  --experts E           experts per layer (default 16)
+  --top-k K             choices per token for top-k routers (default 2)
+  --layers L            MoE layers (default 4)
+  --dim D               hidden size (default 64)
+  --router LIST         comma-separated routers or "all" (default all):
+                        {ROUTERS}
+  --capacity-factor CF  capacity factor for capacity routers (default 1.25)
+  --seed S              seed of the stream and the weights (default 0)
+  --json                print JSON instead of tables
+  --help                this text`;
+
+interface Config {
+  tokens: number;
+  experts: number;
+  k: number;
+  layers: number;
+  dim: number;
+  cf: number;
+  seed: number;
+}
+
+type RouterFactory = (gate: ReturnType<typeof matrix.randn>, c: Config) => {
+  router: Router;
+  options?: RouteOptions;
+};
+
+const FACTORIES: Record<string, RouterFactory> = {
+  topk: (w, c) => ({ router: topKRouter({ weight: w, k: c.k }) }),
+  "topk-raw": (w, c) => ({ router: topKRouter({ weight: w, k: c.k, normTopkProb: false }) }),
+  switch: (w, c) => ({ router: switchRouter({ weight: w, capacityFactor: c.cf }) }),
+  "topk-cap": (w, c) => ({
+    router: capacityRouter({ weight: w, k: c.k, capacityFactor: c.cf, policy: "probs" }),
+  }),
+  gshard: (w) => ({ router: gshardRouter({ weight: w }) }),
+  "deepseek-v3": (w, c) => ({
+    router: deepseekV3Router({
+      weight: w,
+      k: c.k,
+      ...(c.experts % 4 === 0 && c.k <= c.experts / 2 ? { nGroup: 4, topkGroup: 2 } : {}),
+    }),
+  }),
+  "deepseek-v3-bal": (w, c) => {
+    const router = deepseekV3Router({ weight: w, k: c.k });
+    return { router, balance: true } as ReturnType<RouterFactory>;
+  },
+  "expert-choice": (w) => ({ router: expertChoiceRouter({ weight: w, capacityFactor: 2 }) }),
+  noisy: (w, c) => ({
+    router: noisyTopKRouter({ weight: w, k: c.k, seed: c.seed }),
+    options: { training: true },
+  }),
+  hash: (_w, c) => ({ router: hashRouter({ experts: c.experts, vocabSize: 4096, seed: c.seed }) }),
+  sinkhorn: (w, c) => ({ router: sinkhornRouter({ weight: w, k: c.k }), options: { training: true } }),
+  base: (w) => ({ router: baseRouter({ weight: w, groupSize: 256 }), options: { training: true } }),
+};
+
+function fail(message: string): never {
+  console.error(`error: ${message}\n\n${USAGE.replace("{ROUTERS}", Object.keys(FACTORIES).join(", "))}`);
+  Deno.exit(2);
+}
+
+function intFlag(values: Record<string, unknown>, name: string, def: number, min: number): number {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) fail(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
+  return v;
+}
+
+function parse(): { config: Config; routers: string[]; json: boolean } {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        tokens: { type: "string" },
+        experts: { type: "string" },
+        "top-k": { type: "string" },
+        layers: { type: "string" },
+        dim: { type: "string" },
+        router: { type: "string" },
+        "capacity-factor": { type: "string" },
+        seed: { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  const v = parsed.values as Record<string, unknown>;
+  if (v.help) {
+    console.log(USAGE.replace("{ROUTERS}", Object.keys(FACTORIES).join(", ")));
+    Deno.exit(0);
+  }
+  const config: Config = {
+    tokens: intFlag(v, "tokens", 4096, 1),
+    experts: intFlag(v, "experts", 16, 2),
+    k: intFlag(v, "top-k", 2, 1),
+    layers: intFlag(v, "layers", 4, 1),
+    dim: intFlag(v, "dim", 64, 1),
+    seed: intFlag(v, "seed", 0, 0),
+    cf: v["capacity-factor"] === undefined ? 1.25 : Number(v["capacity-factor"]),
+  };
+  if (!(config.cf >= 0) || !Number.isFinite(config.cf)) {
+    fail(`--capacity-factor must be a number ≥ 0, got "${v["capacity-factor"]}"`);
+  }
+  if (config.k > config.experts) fail(`--top-k ${config.k} exceeds --experts ${config.experts}`);
+  const list = String(v.router ?? "all");
+  const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
+  for (const r of routers) if (!FACTORIES[r]) fail(`unknown router "${r}"`);
+  return { config, routers, json: Boolean(v.json) };
+}
+
+interface Row {
+  router: string;
+  metrics: LoadMetrics;
+  aux: number | undefined;
+  note?: string;
+}
+
+function sumMetrics(results: RoutingResult[]): LoadMetrics {
+  // pool the layers: one routing result with all layers' assignments
+  const first = results[0];
+  const pooled: RoutingResult = {
+    ...first,
+    tokens: results.reduce((s, r) => s + r.tokens, 0),
+    indices: Int32Array.from(results.flatMap((r) => Array.from(r.indices))),
+    weights: Float32Array.from(results.flatMap((r) => Array.from(r.weights))),
+    scores: Float32Array.from(results.flatMap((r) => Array.from(r.scores))),
+    keep: first.keep ? Uint8Array.from(results.flatMap((r) => Array.from(r.keep!))) : undefined,
+    logits: undefined,
+  };
+  return loadMetrics(pooled);
+}
+
+function main(): void {
+  const { config: c, routers, json } = parse();
+  const stream = topicStream({ tokens: c.tokens, dim: c.dim, topics: 8, seed: c.seed });
+  const gates = Array.from(
+    { length: c.layers },
+    (_, l) => matrix.randn(c.experts, c.dim, { seed: c.seed * 1000 + l + 1, std: 1 / Math.sqrt(c.dim) * 2 }),
+  );
+  // The backbone: an L-layer Mixtral-style MoE stack; every router then routes each layer's input.
+  const stack = gates.map((w, l) =>
+    moeLayer({
+      router: topKRouter({ weight: w, k: Math.min(2, c.experts) }),
+      experts: randomExperts({
+        experts: c.experts,
+        dim: c.dim,
+        hidden: c.dim,
+        seed: c.seed * 1000 + 500 + l,
+      }),
+    })
+  );
+  const started = performance.now();
+  const { inputs } = runMoeStack(stack, stream.hidden);
+  const rows: Row[] = [];
+  for (const name of routers) {
+    const results: RoutingResult[] = [];
+    let note: string | undefined;
+    try {
+      for (let l = 0; l < c.layers; l++) {
+        const made = FACTORIES[name](gates[l], c) as ReturnType<RouterFactory> & { balance?: boolean };
+        if (made.balance) {
+          // aux-loss-free balancing: 30 bias updates on this layer's stream before measuring
+          runBiasBalancing(made.router as Router & { bias: Float32Array }, Array(30).fill(inputs[l]), {
+            gamma: 0.01,
+          });
+        }
+        results.push(
+          made.router.route(inputs[l], { ...made.options, tokenIds: stream.tokenIds, returnLogits: true }),
+        );
+      }
+    } catch (e) {
+      if (!(e instanceof MoekitError)) throw e;
+      note = e.message;
+    }
+    if (note) {
+      rows.push({ router: name, metrics: undefined as never, aux: undefined, note });
+      continue;
+    }
+    let aux: number | undefined;
+    try {
+      // expert choice has no aux loss by design (k = E slots per token)
+      aux = results[0].logits && name !== "expert-choice" ? balanceLoss(results) : undefined;
+    } catch {
+      aux = undefined;
+    }
+    rows.push({ router: name, metrics: sumMetrics(results), aux });
+  }
+  const seconds = (performance.now() - started) / 1000;
+  if (json) {
+    console.log(JSON.stringify(
+      {
+        config: c,
+        seconds,
+        routers: rows.map((r) =>
+          r.note ? { router: r.router, skipped: r.note } : {
+            router: r.router,
+            cv: r.metrics.cv,
+            maxVio: r.metrics.maxVio,
+            entropyNorm: r.metrics.entropyNorm,
+            droppedFraction: r.metrics.droppedFraction,
+            auxLoss: r.aux ?? null,
+            counts: Array.from(r.metrics.counts),
+          }
+        ),
+      },
+      null,
+      2,
+    ));
+    return;
+  }
+  printTables(c, rows, seconds);
+}
+
+const SPARK = "▁▂▃▄▅▆▇█";
+
+function printTables(c: Config, rows: Row[], seconds: number): void {
+  console.log(
+    `moekit routing comparison — ${c.tokens} tokens × ${c.layers} layers, d = ${c.dim}, E = ${c.experts}, ` +
+      `k = ${c.k}, cf = ${c.cf}, seed ${c.seed} (${seconds.toFixed(2)} s)\n`,
+  );
+  const head = [
+    "router",
+    "load CV",
+    "MaxVio",
+    "entropy",
+    "dropped %",
+    "aux loss",
+    "per-expert load (pooled over layers)",
+  ];
+  const body = rows.map((r) => {
+    if (r.note) return [r.router, "-", "-", "-", "-", "-", `skipped: ${r.note}`];
+    const m = r.metrics, max = Math.max(...m.counts);
+    const spark = Array.from(m.counts, (v) => SPARK[max > 0 ? Math.min(7, Math.floor((v / max) * 7.999)) : 0])
+      .join("");
+    return [
+      r.router,
+      m.cv.toFixed(3),
+      m.maxVio.toFixed(3),
+      m.entropyNorm.toFixed(3),
+      (100 * m.droppedFraction).toFixed(1),
+      r.aux === undefined ? "-" : r.aux.toFixed(3),
+      spark,
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((s, i) => (i === 0 ? s.padEnd(widths[i]) : i === 6 ? s : s.padStart(widths[i]))).join("  ");
+  console.log(line(head));
+  console.log(widths.map((w) => "─".repeat(w)).join("  "));
+  for (const b of body) console.log(line(b));
+  console.log(
+    "\nentropy = normalised load entropy (1 = balanced); aux loss = Megatron/Switch scale (1 = balanced)",
+  );
+  const first = rows.find((r) => !r.note);
+  if (!first) return;
+  console.log(
+    `\nper-expert load, ${first.router} (share of kept assignments; │ = balanced share ${
+      (100 / c.experts).toFixed(1)
+    } %)`,
+  );
+  const fr = first.metrics.fraction, maxF = Math.max(...fr), width = 40;
+  const balancedCol = Math.round((1 / c.experts / maxF) * width);
+  for (let e = 0; e < c.experts; e++) {
+    const n = Math.round((fr[e] / maxF) * width);
+    const bar = Array.from({ length: width + 1 }, (_, i) => (i < n ? "█" : i === balancedCol ? "│" : " "))
+      .join("");
+    console.log(`  e${String(e).padStart(3, "0")} ${bar} ${(100 * fr[e]).toFixed(1).padStart(5)} %`);
+  }
+}
+
+main();
