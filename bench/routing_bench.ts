@@ -19,13 +19,32 @@ for (const s of shapes) {
   const x = matrix.randn(T, s.d, { seed: 1 });
   const w = matrix.randn(s.E, s.d, { seed: 2, std: 1 / Math.sqrt(s.d) });
   const topk = topKRouter({ weight: w, k: s.k });
-  Deno.bench({ name: `topk ${s.name}`, group: s.name, baseline: true, n: s.n, warmup: 1, fn: () => void topk.route(x) });
+  Deno.bench({
+    name: `topk ${s.name}`,
+    group: s.name,
+    baseline: true,
+    n: s.n,
+    warmup: 1,
+    fn: () => void topk.route(x),
+  });
   if (s.k === 1) {
     const sw = switchRouter({ weight: w, capacityFactor: 1.25 });
-    Deno.bench({ name: `switch+capacity ${s.name}`, group: s.name, n: s.n, warmup: 1, fn: () => void sw.route(x) });
+    Deno.bench({
+      name: `switch+capacity ${s.name}`,
+      group: s.name,
+      n: s.n,
+      warmup: 1,
+      fn: () => void sw.route(x),
+    });
   }
   if (s.E === 256) {
     const ds = deepseekV3Router({ weight: w, preset: "deepseek-v3" });
-    Deno.bench({ name: `deepseek-v3 grouped ${s.name}`, group: s.name, n: s.n, warmup: 1, fn: () => void ds.route(x) });
+    Deno.bench({
+      name: `deepseek-v3 grouped ${s.name}`,
+      group: s.name,
+      n: s.n,
+      warmup: 1,
+      fn: () => void ds.route(x),
+    });
   }
 }

@@ -4,7 +4,8 @@ const script = new URL("../examples/route.ts", import.meta.url).pathname;
 
 async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   // no permission flags: the example must run as `deno run examples/route.ts`
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--no-prompt", script, ...args] }).output();
+  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--no-prompt", script, ...args] })
+    .output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
@@ -12,7 +13,19 @@ async function run(...args: string[]): Promise<{ code: number; stdout: string; s
 Deno.test("examples/route.ts runs with no flags and no permissions", async () => {
   const { code, stdout, stderr } = await run();
   assert.equal(code, 0, stderr);
-  for (const name of ["topk", "switch", "gshard", "deepseek-v3", "expert-choice", "noisy", "hash", "sinkhorn", "base"]) {
+  for (
+    const name of [
+      "topk",
+      "switch",
+      "gshard",
+      "deepseek-v3",
+      "expert-choice",
+      "noisy",
+      "hash",
+      "sinkhorn",
+      "base",
+    ]
+  ) {
     assert.match(stdout, new RegExp(`^${name}\\s+\\d`, "m"), `row for ${name}`);
   }
   assert.match(stdout, /per-expert load, topk/);
@@ -20,7 +33,15 @@ Deno.test("examples/route.ts runs with no flags and no permissions", async () =>
 });
 
 Deno.test("examples/route.ts --json reports metrics per router", async () => {
-  const { code, stdout } = await run("--json", "--tokens", "256", "--experts", "8", "--router", "topk,expert-choice");
+  const { code, stdout } = await run(
+    "--json",
+    "--tokens",
+    "256",
+    "--experts",
+    "8",
+    "--router",
+    "topk,expert-choice",
+  );
   assert.equal(code, 0);
   const report = JSON.parse(stdout);
   assert.equal(report.config.experts, 8);
