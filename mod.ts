@@ -2,8 +2,9 @@
  * moekit — Mixture-of-Experts routing and model-merging toolkit for Deno.
  *
  * Routers over row-major float32 matrices (softmax top-k, Switch, capacity top-k, GShard, DeepSeek-V3/V2,
- * expert choice, noisy top-k, hash, Sinkhorn, BASE), load metrics, auxiliary losses, dispatch and a
- * SwiGLU MoE layer.
+ * expert choice, noisy top-k, hash, Sinkhorn, BASE), the layerwise recurrent router (RMoE) and
+ * pre-gating (Read-ME, Pre-gated MoE), load and cross-layer metrics, auxiliary losses, dispatch, a
+ * SwiGLU MoE layer and an expert-cache simulator.
  *
  * @example
  * ```ts
@@ -37,3 +38,9 @@ export * from "./lib/routing/losses.ts";
 export * from "./lib/moe/dispatch.ts";
 export * from "./lib/moe/layer.ts";
 export * from "./lib/data/synthetic.ts";
+export * from "./lib/routing/recurrent.ts";
+export * from "./lib/routing/pregate.ts";
+export * from "./lib/routing/cross_layer.ts";
+export * from "./lib/cache/trace.ts";
+export * from "./lib/cache/simulate.ts";
+export * from "./lib/cache/batching.ts";

@@ -7,6 +7,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, ShapeError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
+import { uniformWeight } from "../core/init.ts";
 import type { RouteOptions, Router, RoutingResult } from "../routing/result.ts";
 import { combineExpertOutputs, dispatch, gatherExpertInputs } from "./dispatch.ts";
 
@@ -68,15 +69,10 @@ export function randomExperts(
   },
 ): SwiGLUExpert[] {
   const rng = new Rng(options.seed ?? 0), { dim: d, hidden: f } = options;
-  const lin = (rows: number, cols: number, label: string) => {
-    const b = 1 / Math.sqrt(cols), m = matrix.zeros(rows, cols);
-    rng.derive(label).fillUniform(m.data, -b, b);
-    return m;
-  };
   return Array.from({ length: options.experts }, (_, e) => ({
-    w1: lin(f, d, `w1.${e}`),
-    w3: lin(f, d, `w3.${e}`),
-    w2: lin(d, f, `w2.${e}`),
+    w1: uniformWeight(rng.derive(`w1.${e}`), f, d),
+    w3: uniformWeight(rng.derive(`w3.${e}`), f, d),
+    w2: uniformWeight(rng.derive(`w2.${e}`), d, f),
   }));
 }
 
@@ -97,6 +93,34 @@ export interface MoeLayer {
   readonly experts: readonly SwiGLUExpert[];
   /** Forward pass: the MoE output `[T,d]` (no residual) and the routing. */
   forward(x: Mat, options?: RouteOptions): { output: Mat; routing: RoutingResult };
+}
+
+/**
+ * The MoE block output for a given routing: dispatch, run each expert on its tokens, combine
+ * (`y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t)` over kept choices; no residual).
+ *
+ * @example
+ * ```ts
+ * import { expertsForward, matrix, randomExperts, topKRouter } from "@moekit/moekit";
+ * const experts = randomExperts({ experts: 4, dim: 8, hidden: 8, seed: 1 });
+ * const x = matrix.randn(3, 8, { seed: 2 });
+ * const y = expertsForward(experts, x, topKRouter({ weight: matrix.randn(4, 8), k: 2 }).route(x));
+ * console.log(y.rows, y.cols); // 3 8
+ * ```
+ */
+export function expertsForward(experts: readonly SwiGLUExpert[], x: Mat, routing: RoutingResult): Mat {
+  if (routing.experts !== experts.length) {
+    throw new MoekitError(
+      `the routing is over ${routing.experts} experts but ${experts.length} experts were given`,
+    );
+  }
+  if (routing.tokens !== x.rows) throw new ShapeError("MoE input X", [routing.tokens, -1], [x.rows, x.cols]);
+  const disp = dispatch(routing), output = matrix.zeros(x.rows, experts[0].w2.rows);
+  for (let e = 0; e < experts.length; e++) {
+    if (disp.offsets[e + 1] === disp.offsets[e]) continue;
+    combineExpertOutputs(output, disp, e, swigluForward(experts[e], gatherExpertInputs(x, disp, e)));
+  }
+  return output;
 }
 
 /**
@@ -135,19 +159,46 @@ export function moeLayer(
     forward(x, routeOptions) {
       if (x.cols !== d) throw new ShapeError("MoE input X", [-1, d], [x.rows, x.cols]);
       const routing = router.route(x, routeOptions);
-      const disp = dispatch(routing), output = matrix.zeros(x.rows, d);
-      for (let e = 0; e < experts.length; e++) {
-        if (disp.offsets[e + 1] === disp.offsets[e]) continue;
-        combineExpertOutputs(output, disp, e, swigluForward(experts[e], gatherExpertInputs(x, disp, e)));
-      }
-      return { output, routing };
+      return { output: expertsForward(experts, x, routing), routing };
     },
   };
 }
 
 /**
- * Runs an L-layer MoE stack with residuals, `x_{l+1} = x_l + MoE_l(x_l)`, returning each layer's input
- * and routing.
+ * Runs an L-layer MoE stack with residuals, `x_{l+1} = x_l + MoE_l(x_l)`, where `route(l, x_l)` decides
+ * layer l's routing — so routers that carry state between layers (RMoE) or decide ahead (pre-gating)
+ * drive the same stack. Returns every layer's input and routing.
+ *
+ * @example
+ * ```ts
+ * import { matrix, randomExperts, runRoutedStack, topKRouter } from "@moekit/moekit";
+ * const experts = [0, 1].map((l) => randomExperts({ experts: 4, dim: 8, hidden: 8, seed: l }));
+ * const gates = [0, 1].map((l) => topKRouter({ weight: matrix.randn(4, 8, { seed: 5 + l }), k: 1 }));
+ * const run = runRoutedStack(experts, matrix.randn(6, 8), (l, x) => gates[l].route(x));
+ * console.log(run.routings.length); // 2
+ * ```
+ */
+export function runRoutedStack(
+  experts: readonly (readonly SwiGLUExpert[])[],
+  x: Mat,
+  route: (layer: number, input: Mat) => RoutingResult,
+): { output: Mat; inputs: Mat[]; routings: RoutingResult[] } {
+  const inputs: Mat[] = [], routings: RoutingResult[] = [];
+  let h = x;
+  for (let l = 0; l < experts.length; l++) {
+    inputs.push(h);
+    const routing = route(l, h);
+    routings.push(routing);
+    const out = expertsForward(experts[l], h, routing);
+    for (let i = 0; i < out.data.length; i++) out.data[i] += h.data[i];
+    h = out;
+  }
+  return { output: h, inputs, routings };
+}
+
+/**
+ * Runs an L-layer stack of {@link MoeLayer}s with residuals, `x_{l+1} = x_l + MoE_l(x_l)`, returning each
+ * layer's input and routing.
  *
  * @example
  * ```ts
@@ -167,15 +218,5 @@ export function runMoeStack(
   x: Mat,
   options?: RouteOptions,
 ): { output: Mat; inputs: Mat[]; routings: RoutingResult[] } {
-  const inputs: Mat[] = [], routings: RoutingResult[] = [];
-  let h = x;
-  for (const layer of layers) {
-    inputs.push(h);
-    const { output, routing } = layer.forward(h, options);
-    routings.push(routing);
-    const next = matrix.clone(h);
-    for (let i = 0; i < next.data.length; i++) next.data[i] += output.data[i];
-    h = next;
-  }
-  return { output: h, inputs, routings };
+  return runRoutedStack(layers.map((l) => l.experts), x, (l, h) => layers[l].router.route(h, options));
 }
