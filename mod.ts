@@ -44,3 +44,5 @@ export * from "./lib/routing/cross_layer.ts";
 export * from "./lib/cache/trace.ts";
 export * from "./lib/cache/simulate.ts";
 export * from "./lib/cache/batching.ts";
+export { allocTokens, freeTokens, kernelInfo } from "./lib/kernels/runtime.ts";
+export { threadCount, useThreads } from "./lib/kernels/threads.ts";

@@ -8,7 +8,7 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
 import { sigmoid } from "../core/numeric.ts";
 import { munkres } from "../deps.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { topKIndices } from "./select.ts";
 import { checkTokens } from "./checks.ts";
 import type { RouteOptions, Router, RoutingResult } from "./result.ts";
@@ -54,9 +54,14 @@ export function balancedAssignment(scores: Mat): Int32Array {
  * ```
  */
 export function baseRouter(
-  options: { readonly weight: Mat; readonly training?: boolean; readonly groupSize?: number },
+  options: {
+    readonly weight: Mat;
+    readonly backend?: Backend | "auto";
+    readonly training?: boolean;
+    readonly groupSize?: number;
+  },
 ): Router {
-  const gate = linearGate({ weight: options.weight });
+  const gate = linearGate({ weight: options.weight, backend: options.backend });
   const E = gate.experts;
   return {
     name: "base",

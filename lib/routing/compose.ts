@@ -6,7 +6,8 @@
 
 import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
-import { checkTokens } from "./checks.ts";
+import { checkLogitsFinite, checkTokenShape } from "./checks.ts";
+import { parallelSelect } from "../kernels/threads.ts";
 import { Rng } from "../core/random.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
 import type { LogitSource } from "./gate.ts";
@@ -77,7 +78,7 @@ export function composeRouter(options: ComposeOptions): Router {
     experts: E,
     k,
     route(x: Mat, opts: RouteOptions = {}): RoutingResult {
-      checkTokens(x, gate.inputDim);
+      checkTokenShape(x, gate.inputDim);
       const training = opts.training ?? options.training ?? false;
       const rng = new Rng(opts.seed ?? options.seed ?? 0);
       const input = training && jitter > 0 ? jittered(x, jitter, rng.derive("jitter")) : x;
@@ -92,15 +93,25 @@ export function composeRouter(options: ComposeOptions): Router {
       let extras: Record<string, unknown> | undefined;
       if (selector.needsAllTokens || opts.returnLogits || opts.returnProbs) {
         logits = gate.logits(input, matrix.zeros(T, E));
+        checkLogitsFinite(logits, x, 0);
         extras = selector.select(logits, 0, out, ctx) ?? undefined;
       } else {
-        const scratch = matrix.zeros(Math.min(tile, T), E);
-        for (let t0 = 0; t0 < T; t0 += tile) {
-          const n = Math.min(tile, T - t0);
-          const view = n === scratch.rows ? scratch : matrix.rowSlice(scratch, 0, n);
-          gate.logits(matrix.rowSlice(input, t0, t0 + n), view);
-          selector.select(view, t0, out, ctx);
-        }
+        // the fused path: logits of one tile of tokens at a time, selected at once; never [T,E]
+        const runTiles = (from: number, to: number, buffers: SelectionBuffers) => {
+          const scratch = gate.scratch?.(Math.min(tile, T)) ?? matrix.zeros(Math.min(tile, T), E);
+          for (let t0 = from; t0 < to; t0 += tile) {
+            const n = Math.min(tile, to - t0);
+            const view = n === scratch.rows ? scratch : matrix.rowSlice(scratch, 0, n);
+            gate.logits(matrix.rowSlice(input, t0, t0 + n), view);
+            const pre = selector.epilogue && gate.epilogue?.(selector.epilogue, view);
+            // non-finite tokens make a softmax sum NaN or ∞, so finite sums spare the full logits scan
+            if (!(pre && selector.epilogue === "softmaxSums" && allPositiveFinite(pre))) {
+              checkLogitsFinite(view, matrix.rowSlice(x, t0, t0 + n), t0);
+            }
+            selector.select(view, t0, buffers, pre ? { ...ctx, [selector.epilogue!]: pre } : ctx);
+          }
+        };
+        if (!parallelSelect(gate, selector, input, out, tile, runTiles)) runTiles(0, T, out);
       }
       const base = {
         tokens: T,
@@ -139,6 +150,11 @@ export function scoreMatrix(logits: Mat, fn: ScoreFunction): Mat {
     for (let i = 0; i < p.data.length; i++) p.data[i] = sigmoid(logits.data[i]);
   }
   return p;
+}
+
+function allPositiveFinite(v: Float32Array): boolean {
+  for (let i = 0; i < v.length; i++) if (!(v[i] > 0 && v[i] < Infinity)) return false;
+  return true;
 }
 
 function jittered(x: Mat, eps: number, rng: Rng): Mat {

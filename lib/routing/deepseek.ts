@@ -8,7 +8,7 @@
 import type { Mat } from "../core/matrix.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { type Selector, topKIndices } from "./select.ts";
 import { composeRouter } from "./compose.ts";
 import type { Router, RoutingResult } from "./result.ts";
@@ -29,6 +29,8 @@ import { loadMetrics } from "./metrics.ts";
 export interface DeepSeekV3RouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Choices per token. Default 8 (preset) or min(8, E). */
   readonly k?: number;
   /** Number of expert groups (E divisible by it). Default 1. */
@@ -144,19 +146,33 @@ export function sigmoidGroupedTopK(
     k,
     scoreFunction: "sigmoid",
     needsAllTokens: false,
+    epilogue: "sigmoid",
+    spec: () => ({
+      kind: "sigmoidGroupedTopK",
+      options: {
+        k,
+        nGroup,
+        topkGroup,
+        groupTopN: options.groupTopN ?? 2,
+        maskValue: options.maskValue ?? "-inf",
+        normTopkProb: norm,
+        routedScalingFactor: scale,
+        ...(options.bias ? { bias: Array.from(options.bias) } : {}),
+      },
+    }),
     validate(E) {
       checkGroups(E, k, nGroup, topkGroup);
       if (options.bias && options.bias.length !== E) {
         throw new ShapeError("e_score_correction_bias", [E], [options.bias.length], "one bias per expert");
       }
     },
-    select(logits, tokenOffset, out) {
-      const E = logits.cols, bias = options.bias;
+    select(logits, tokenOffset, out, ctx) {
+      const E = logits.cols, bias = options.bias, pre = ctx.sigmoid;
       const s = new Float64Array(E), c = new Float64Array(E);
       const gScores = new Float64Array(nGroup), gIdx = new Int32Array(topkGroup);
       for (let i = 0; i < logits.rows; i++) {
         for (let e = 0; e < E; e++) {
-          s[e] = sigmoid(logits.data[i * E + e]);
+          s[e] = pre ? pre[i * E + e] : sigmoid(logits.data[i * E + e]);
           c[e] = s[e] + (bias ? bias[e] : 0);
         }
         maskGroups(c, E, nGroup, topkGroup, groupScore, mask, gScores, gIdx);
@@ -201,7 +217,7 @@ export function deepseekV3Router(options: DeepSeekV3RouterOptions): Router & { r
   const k = options.k ?? pre?.k ?? Math.min(8, E);
   const router = composeRouter({
     name: "deepseek-v3",
-    gate: linearGate({ weight: options.weight }),
+    gate: linearGate({ weight: options.weight, backend: options.backend }),
     selector: sigmoidGroupedTopK({
       ...options,
       k,
@@ -227,6 +243,8 @@ export function deepseekV3Router(options: DeepSeekV3RouterOptions): Router & { r
 export interface DeepSeekV2RouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Choices per token. Default min(6, E). */
   readonly k?: number;
   /** `"group_limited_greedy"` (default) or `"greedy"` (no group limit, V2-Lite). */
@@ -269,6 +287,17 @@ export function softmaxGroupedTopK(
     k,
     scoreFunction: "softmax",
     needsAllTokens: false,
+    spec: () => ({
+      kind: "softmaxGroupedTopK",
+      options: {
+        k,
+        method: greedy ? "greedy" : "group_limited_greedy",
+        nGroup,
+        topkGroup,
+        normTopkProb: norm,
+        routedScalingFactor: scale,
+      },
+    }),
     validate: (E) => checkGroups(E, k, nGroup, topkGroup),
     select(logits, tokenOffset, out) {
       const E = logits.cols, s = new Float64Array(E), c = new Float64Array(E);
@@ -305,7 +334,7 @@ export function softmaxGroupedTopK(
 export function deepseekV2Router(options: DeepSeekV2RouterOptions): Router {
   return composeRouter({
     name: "deepseek-v2",
-    gate: linearGate({ weight: options.weight }),
+    gate: linearGate({ weight: options.weight, backend: options.backend }),
     selector: softmaxGroupedTopK({ ...options, k: options.k ?? Math.min(6, options.weight.rows) }),
   });
 }

@@ -6,7 +6,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
 import { roundHalfEven, softmaxInto } from "../core/numeric.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { scoreMatrix } from "./compose.ts";
 import { checkTokens } from "./checks.ts";
 import type { RouteOptions, Router, RoutingResult } from "./result.ts";
@@ -24,6 +24,8 @@ import type { RouteOptions, Router, RoutingResult } from "./result.ts";
 export interface ExpertChoiceRouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** c in `C = round_half_even(c·T/E)`. Default 2. */
   readonly capacityFactor?: number;
   /** Explicit tokens per expert (overrides the factor; capped at T). */
@@ -46,7 +48,7 @@ export interface ExpertChoiceRouterOptions {
  * ```
  */
 export function expertChoiceRouter(options: ExpertChoiceRouterOptions): Router {
-  const gate = linearGate({ weight: options.weight });
+  const gate = linearGate({ weight: options.weight, backend: options.backend });
   const E = gate.experts, c = options.capacityFactor ?? 2;
   if (!(c >= 0) || !Number.isFinite(c)) {
     throw new OptionError("capacityFactor", c, "must be a finite number ≥ 0");

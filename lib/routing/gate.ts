@@ -5,7 +5,9 @@
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
-import { ShapeError } from "../core/errors.ts";
+import { OptionError, ShapeError } from "../core/errors.ts";
+import { kernelInfo } from "../kernels/runtime.ts";
+import { wasmGemm } from "../kernels/gemm.ts";
 
 /**
  * Anything that maps `X [T,d]` to logits `[T,E]`.
@@ -27,7 +29,31 @@ export interface LogitSource {
   readonly inputDim: number;
   /** Writes the logits of `x` into `out [x.rows, E]`. */
   logits(x: Mat, out: Mat): Mat;
+  /** Optional: a `[rows, E]` logits buffer the source writes fastest (e.g. in WebAssembly memory). */
+  scratch?(rows: number): Mat;
+  /**
+   * Optional: a vectorised epilogue on a logits buffer from `scratch` — `"softmaxSums"`, one
+   * `Σ_e exp(l − max)` per row, or `"sigmoid"` of every logit — or undefined when not available.
+   */
+  epilogue?(kind: "softmaxSums" | "sigmoid", logits: Mat): Float32Array | undefined;
+  /** The compute backend in use. */
+  readonly backend?: Backend;
+  /** Optional: the weight's place in kernel memory and the bias, so worker threads can run this gate. */
+  readonly kernel?: { readonly weightPtr: number; readonly bias?: ArrayLike<number> };
 }
+
+/**
+ * Where the gate GEMM runs: `"wasm"` (WebAssembly SIMD, the default where available) or `"js"` (the
+ * readable reference). `"auto"` picks the fastest available.
+ *
+ * @example
+ * ```ts
+ * import { type Backend, kernelInfo } from "@moekit/moekit";
+ * const b: Backend = kernelInfo().wasm ? "wasm" : "js";
+ * console.log(b === "wasm" || b === "js"); // true
+ * ```
+ */
+export type Backend = "wasm" | "js";
 
 /**
  * Options of {@link linearGate}.
@@ -44,6 +70,8 @@ export interface LinearGateOptions {
   readonly weight: Mat;
   /** Optional bias `[E]`. */
   readonly bias?: ArrayLike<number>;
+  /** `"auto"` (default: wasm where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
 }
 
 /**
@@ -68,9 +96,19 @@ export function linearGate(options: LinearGateOptions): LogitSource {
   if (bias !== undefined && bias.length !== weight.rows) {
     throw new ShapeError("gate bias", [weight.rows], [bias.length], "one bias per expert");
   }
+  const choice = options.backend ?? "auto";
+  if (!["auto", "wasm", "js"].includes(choice)) {
+    throw new OptionError("backend", choice, `use "auto", "wasm" or "js"`);
+  }
+  const backend: Backend = choice === "auto" ? (kernelInfo().wasm ? "wasm" : "js") : choice;
+  const fast = backend === "wasm" ? wasmGemm(weight) : undefined;
   return {
     experts: weight.rows,
     inputDim: weight.cols,
+    backend,
+    ...(fast
+      ? { scratch: fast.scratch, epilogue: fast.epilogue, kernel: { weightPtr: fast.weightPtr, bias } }
+      : {}),
     logits(x, out) {
       if (x.cols !== weight.cols) {
         throw new ShapeError(
@@ -80,7 +118,8 @@ export function linearGate(options: LinearGateOptions): LogitSource {
           `the gate weight is [${weight.rows},${weight.cols}] (nn.Linear layout [E,d])`,
         );
       }
-      matrix.matmulT(x, weight, out);
+      if (fast) fast.logits(x, out);
+      else matrix.matmulT(x, weight, out);
       if (bias) matrix.addRowVector(out, bias);
       return out;
     },

@@ -7,7 +7,7 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
 import { softmaxInto } from "../core/numeric.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { scoreMatrix } from "./compose.ts";
 import { checkTokens } from "./checks.ts";
 import type { RouteOptions, Router, RoutingResult } from "./result.ts";
@@ -26,6 +26,8 @@ import { checkK } from "./checks.ts";
 export interface GShardRouterOptions {
   /** Gate weight `[E,d]`, E ≥ 2. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Slots per expert. Default `2·ceil(T/E)` (GShard/fairseq); HF NLLB uses 64. */
   readonly capacity?: number;
   /**
@@ -59,7 +61,7 @@ export interface GShardRouterOptions {
  * ```
  */
 export function gshardRouter(options: GShardRouterOptions): Router {
-  const gate = linearGate({ weight: options.weight });
+  const gate = linearGate({ weight: options.weight, backend: options.backend });
   const E = gate.experts;
   checkK(2, E);
   const policy = options.secondExpertPolicy ?? "all";

@@ -7,7 +7,7 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { ShapeError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
 import { normalCdf, softplus } from "../core/numeric.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { topKIndices } from "./select.ts";
 import { scoreMatrix } from "./compose.ts";
 import { checkTokens } from "./checks.ts";
@@ -27,6 +27,8 @@ import { checkK } from "./checks.ts";
 export interface NoisyTopKRouterOptions {
   /** Clean gate `W_g [E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Noise gate `W_n [E,d]`. Default zeros (noise scale softplus(0) + 0.01). */
   readonly noiseWeight?: Mat;
   /** Choices per token. Default 2. */
@@ -68,10 +70,13 @@ export interface NoisyRouteOptions extends RouteOptions {
 export function noisyTopKRouter(options: NoisyTopKRouterOptions): Router & {
   route(x: Mat, opts?: NoisyRouteOptions): RoutingResult;
 } {
-  const clean = linearGate({ weight: options.weight });
+  const clean = linearGate({ weight: options.weight, backend: options.backend });
   const E = clean.experts, d = clean.inputDim, k = options.k ?? 2;
   checkK(k, E);
-  const noiseGate = linearGate({ weight: options.noiseWeight ?? matrix.zeros(E, d) });
+  const noiseGate = linearGate({
+    weight: options.noiseWeight ?? matrix.zeros(E, d),
+    backend: options.backend,
+  });
   if (noiseGate.experts !== E || noiseGate.inputDim !== d) {
     throw new ShapeError(
       "noiseWeight",

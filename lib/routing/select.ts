@@ -48,6 +48,26 @@ export interface SelectContext {
   readonly rng: Rng;
   /** Total tokens in this route call. */
   readonly tokens: number;
+  /** Precomputed per-row `Σ_e exp(l − max)` of this block of logits (from a vector kernel), if any. */
+  readonly softmaxSums?: Float32Array;
+  /** Precomputed sigmoid of every logit of this block (from a vector kernel), if any. */
+  readonly sigmoid?: Float32Array;
+}
+
+/**
+ * A serialisable selector description: the factory's name and its options.
+ *
+ * @example
+ * ```ts
+ * import { softmaxTopK } from "@moekit/moekit";
+ * console.log(JSON.stringify(softmaxTopK({ k: 2 }).spec!())); // {"kind":"softmaxTopK","options":{"k":2,"normTopkProb":true}}
+ * ```
+ */
+export interface SelectorSpec {
+  /** Factory name: `"softmaxTopK"`, `"sigmoidGroupedTopK"` or `"softmaxGroupedTopK"`. */
+  readonly kind: string;
+  /** The factory's options (typed arrays as plain arrays). */
+  readonly options: Record<string, unknown>;
 }
 
 /**
@@ -71,6 +91,13 @@ export interface Selector {
   readonly scoreFunction: ScoreFunction;
   /** True when selection couples tokens (Sinkhorn, expert choice): it then sees all logits at once. */
   readonly needsAllTokens: boolean;
+  /** A vector epilogue the selector can use when the gate offers it (see {@link SelectContext}). */
+  readonly epilogue?: "softmaxSums" | "sigmoid";
+  /**
+   * A JSON-serialisable description `{ kind, options }` from which a worker thread rebuilds the same
+   * selector (see `useThreads`); selectors without one run on the calling thread only.
+   */
+  spec?(): SelectorSpec;
   /** Checks the selector fits E experts (throws otherwise). */
   validate(experts: number): void;
   /** Selects for rows of `logits`, writing token `tokenOffset + i` at `(tokenOffset + i)·k`. */
@@ -103,12 +130,24 @@ export function topKIndices(
   outIdx: Int32Array,
   outOff: number,
 ): void {
-  let filled = 0;
+  if (k === 1) {
+    let best = 0, bv = values[off];
+    for (let i = 1; i < n; i++) {
+      const v = values[off + i];
+      if (v > bv) {
+        bv = v;
+        best = i;
+      }
+    }
+    outIdx[outOff] = best;
+    return;
+  }
+  let filled = 0, kth = -Infinity; // kth = the k-th best value so far once `filled === k`
   for (let i = 0; i < n; i++) {
     const v = values[off + i];
     if (filled === k) {
       // strict >: an equal later value never displaces an earlier one (lower index wins ties)
-      if (!(v > values[off + outIdx[outOff + k - 1]])) continue;
+      if (!(v > kth)) continue;
       filled--;
     }
     let p = outOff + filled;
@@ -118,6 +157,7 @@ export function topKIndices(
     }
     outIdx[p] = i;
     filled++;
+    if (filled === k) kth = values[off + outIdx[outOff + k - 1]];
   }
 }
 
@@ -158,15 +198,18 @@ export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
     k,
     scoreFunction: "softmax",
     needsAllTokens: false,
+    epilogue: "softmaxSums",
+    spec: () => ({ kind: "softmaxTopK", options: { k, normTopkProb: norm } }),
     validate: (experts) => checkK(k, experts),
-    select(logits, tokenOffset, out) {
-      const E = logits.cols, L = logits.data;
+    select(logits, tokenOffset, out, ctx) {
+      const E = logits.cols, L = logits.data, sums = ctx.softmaxSums;
       for (let i = 0; i < logits.rows; i++) {
         const off = i * E, o = (tokenOffset + i) * k;
         topKIndices(L, off, E, k, out.indices, o);
         const m = L[off + out.indices[o]];
         let z = 0;
-        for (let e = 0; e < E; e++) z += Math.exp(L[off + e] - m);
+        if (sums) z = sums[i];
+        else for (let e = 0; e < E; e++) z += Math.exp(L[off + e] - m);
         let zk = 0;
         for (let j = 0; j < k; j++) zk += Math.exp(L[off + out.indices[o + j]] - m);
         for (let j = 0; j < k; j++) {

@@ -7,7 +7,7 @@
 import type { Mat } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { type Selector, topKIndices } from "./select.ts";
 import { composeRouter } from "./compose.ts";
 import type { Router } from "./result.ts";
@@ -121,6 +121,7 @@ export function sinkhornSelect(
  */
 export function sinkhornRouter(options: {
   readonly weight: Mat;
+  readonly backend?: Backend | "auto";
   readonly k?: number;
   readonly training?: boolean;
   readonly tol?: number;
@@ -130,7 +131,7 @@ export function sinkhornRouter(options: {
   if (!(tol > 0)) throw new OptionError("tol", tol, "must be > 0");
   return composeRouter({
     name: "sinkhorn",
-    gate: linearGate({ weight: options.weight }),
+    gate: linearGate({ weight: options.weight, backend: options.backend }),
     selector: sinkhornSelect({ k: options.k ?? 1, tol, maxIterations: options.maxIterations }),
     training: options.training,
   });

@@ -6,7 +6,7 @@
 
 import type { Mat } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
-import { linearGate } from "./gate.ts";
+import { type Backend, linearGate } from "./gate.ts";
 import { softmaxTopK } from "./select.ts";
 import { composeRouter } from "./compose.ts";
 import type { CapacityOptions, DropPolicy } from "./capacity.ts";
@@ -41,6 +41,8 @@ export const TOPK_PRESETS = {
 export interface TopKRouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Optional gate bias `[E]`. */
   readonly bias?: ArrayLike<number>;
   /** Choices per token. Default: the preset's k, else 2. */
@@ -102,6 +104,8 @@ export function topKRouter(options: TopKRouterOptions): Router {
 export interface SwitchRouterOptions {
   /** Gate weight `[E,d]` (no bias, as in HF Switch). */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Capacity factor. Default 1. */
   readonly capacityFactor?: number;
   /** Fixed capacity or formula (see {@link CapacityOptions}); HF Switch uses a fixed 64. */
@@ -133,7 +137,7 @@ export interface SwitchRouterOptions {
 export function switchRouter(options: SwitchRouterOptions): Router {
   return composeRouter({
     name: options.policy === "bpr" ? "switch-bpr" : "switch",
-    gate: linearGate({ weight: options.weight }),
+    gate: linearGate({ weight: options.weight, backend: options.backend }),
     selector: softmaxTopK({ k: 1, normTopkProb: false }),
     capacity: {
       capacityFactor: options.capacityFactor ?? 1,
@@ -160,6 +164,8 @@ export function switchRouter(options: SwitchRouterOptions): Router {
 export interface CapacityRouterOptions extends CapacityOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
+  /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
+  readonly backend?: Backend | "auto";
   /** Optional gate bias `[E]`. */
   readonly bias?: ArrayLike<number>;
   /** Choices per token. Default 2. */

@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import {
+  allocTokens,
+  deepseekV2Router,
+  deepseekV3Router,
+  freeTokens,
+  kernelInfo,
+  linearGate,
+  matrix,
+  NonFiniteError,
+  OptionError,
+  switchRouter,
+  threadCount,
+  topKRouter,
+  useThreads,
+} from "../mod.ts";
+import { buildGateKernels, gateWasmModuleText } from "../lib/kernels/build.ts";
+import { assertClose } from "./helpers.ts";
+
+const hasWasm = kernelInfo().wasm;
+
+Deno.test("the committed WebAssembly binaries are exactly what gate_wat.ts builds to", async () => {
+  const committed = await Deno.readTextFile(new URL("../lib/kernels/gate_wasm.ts", import.meta.url));
+  assert.equal(
+    gateWasmModuleText(await buildGateKernels()),
+    committed,
+    "run `deno task build:wasm` after editing gate_wat.ts",
+  );
+});
+
+Deno.test("kernel runtime: SIMD detected, relaxed FMA used where available", () => {
+  const info = kernelInfo();
+  assert.equal(info.wasm, true, "this machine runs WebAssembly SIMD");
+  assert.ok(info.simd === "relaxed" || info.simd === "plain");
+  assert.ok(info.memoryBytes >= 65536);
+});
+
+/** Tokens whose k-th and (k+1)-th logit (float64) differ by more than `gap`: there both paths must agree. */
+function decisive(
+  x: ReturnType<typeof matrix.randn>,
+  w: ReturnType<typeof matrix.randn>,
+  k: number,
+  gap: number,
+): boolean[] {
+  const out: boolean[] = [];
+  for (let t = 0; t < x.rows; t++) {
+    const l = Array.from({ length: w.rows }, (_, e) => {
+      let s = 0;
+      for (let p = 0; p < x.cols; p++) s += x.data[t * x.cols + p] * w.data[e * w.cols + p];
+      return s;
+    }).sort((a, b) => b - a);
+    out.push(k === w.rows || l[k - 1] - l[k] > gap);
+  }
+  return out;
+}
+
+Deno.test("wasm and js paths agree on odd sizes (d % 4 ≠ 0, T not a multiple of the tile or block, E < block, k = E)", () => {
+  assert.ok(hasWasm);
+  let compared = 0, skipped = 0;
+  for (
+    const [T, d, E, k] of [[1, 1, 1, 1], [3, 5, 2, 2], [5, 3, 3, 1], [67, 13, 5, 3], [130, 37, 8, 8], [
+      70,
+      64,
+      9,
+      2,
+    ], [257, 100, 64, 8]]
+  ) {
+    const x = matrix.randn(T, d, { seed: T + d }),
+      w = matrix.randn(E, d, { seed: E * 7 + k, std: 1 / Math.sqrt(d) });
+    const js = topKRouter({ weight: w, k, backend: "js" }).route(x);
+    const wasm = topKRouter({ weight: w, k, backend: "wasm" }).route(x);
+    const ok = decisive(x, w, k, 1e-4);
+    for (let t = 0; t < T; t++) {
+      if (!ok[t]) {
+        skipped++;
+        continue;
+      }
+      compared++;
+      assert.deepEqual(
+        wasm.indices.subarray(t * k, t * k + k),
+        js.indices.subarray(t * k, t * k + k),
+        `T${T} d${d} E${E} token ${t}`,
+      );
+      assertClose(wasm.weights.subarray(t * k, t * k + k), js.weights.subarray(t * k, t * k + k), 1e-6);
+      assertClose(wasm.scores.subarray(t * k, t * k + k), js.scores.subarray(t * k, t * k + k), 1e-6);
+    }
+    // raw probabilities (normTopkProb = false) use the kernel's softmax sums
+    const rawJs = topKRouter({ weight: w, k, normTopkProb: false, backend: "js" }).route(x);
+    const rawWasm = topKRouter({ weight: w, k, normTopkProb: false, backend: "wasm" }).route(x);
+    for (let t = 0; t < T; t++) {
+      if (ok[t]) {
+        assertClose(
+          rawWasm.weights.subarray(t * k, t * k + k),
+          rawJs.weights.subarray(t * k, t * k + k),
+          1e-6,
+        );
+      }
+    }
+  }
+  assert.ok(compared > 450 && skipped < 10, `compared ${compared}, skipped ${skipped}`);
+});
+
+Deno.test("wasm DeepSeek-V3 (sigmoid kernel) and V2 match the js path", () => {
+  const x = matrix.randn(300, 24, { seed: 1 }), w = matrix.randn(32, 24, { seed: 2, std: 0.2 });
+  const bias = Float32Array.from({ length: 32 }, (_, e) => (e % 5) * 0.01);
+  for (
+    const make of [
+      (backend: "js" | "wasm") =>
+        deepseekV3Router({
+          weight: w,
+          k: 4,
+          nGroup: 4,
+          topkGroup: 2,
+          bias,
+          routedScalingFactor: 2.5,
+          backend,
+        }),
+      (backend: "js" | "wasm") => deepseekV2Router({ weight: w, k: 3, nGroup: 4, topkGroup: 2, backend }),
+    ]
+  ) {
+    const a = make("js").route(x), b = make("wasm").route(x);
+    let differ = 0;
+    for (let i = 0; i < a.indices.length; i++) if (a.indices[i] !== b.indices[i]) differ++;
+    assert.ok(differ <= 2, `${differ} choices differ`);
+    for (let i = 0; i < a.indices.length; i++) {
+      if (a.indices[i] === b.indices[i]) assertClose(b.weights[i], a.weights[i], 2e-6);
+    }
+  }
+});
+
+Deno.test("token buffers: zero-copy routing, same result as a copied input, free and reuse", () => {
+  const before = kernelInfo().memoryBytes;
+  const src = matrix.randn(200, 40, { seed: 3 }), w = matrix.randn(16, 40, { seed: 4 });
+  const router = topKRouter({ weight: w, k: 2 });
+  for (let i = 0; i < 20; i++) {
+    const x = allocTokens(200, 40);
+    x.data.set(src.data);
+    const a = router.route(x), b = router.route(src);
+    assert.deepEqual(a.indices, b.indices);
+    assert.deepEqual(a.weights, b.weights);
+    freeTokens(x);
+  }
+  assert.ok(
+    kernelInfo().memoryBytes <= Math.max(before, 1 << 22),
+    "freed buffers are reused, memory does not grow per call",
+  );
+  const x = allocTokens(2, 2);
+  freeTokens(x);
+  assert.throws(() => freeTokens(x), /not an allocation/);
+  freeTokens(matrix.zeros(2, 2)); // ordinary matrices: a no-op
+});
+
+Deno.test("non-finite input is rejected on the wasm path, naming the first bad (row, col); overflow names the logits", () => {
+  const w = matrix.randn(8, 16, { seed: 5 });
+  for (
+    const router of [
+      topKRouter({ weight: w, k: 2 }),
+      switchRouter({ weight: w }),
+      deepseekV3Router({ weight: w, k: 2 }),
+    ]
+  ) {
+    const x = matrix.randn(150, 16, { seed: 6 });
+    x.data[97 * 16 + 5] = NaN;
+    x.data[120 * 16 + 2] = Infinity;
+    assert.throws(
+      () => router.route(x),
+      (e) => e instanceof NonFiniteError && e.row === 97 && e.col === 5,
+      router.name,
+    );
+  }
+  const huge = matrix.full(3, 16, 1e30);
+  assert.throws(
+    () => topKRouter({ weight: matrix.full(8, 16, 1e30), k: 2 }).route(huge),
+    /router logits .*overflowed/,
+  );
+  assert.throws(() => linearGate({ weight: w, backend: "gpu" as never }), OptionError);
+});
+
+Deno.test("worker threads: identical results to one thread; errors from a worker surface; stop cleanly", async () => {
+  const x = allocTokens(2048, 64);
+  x.data.set(matrix.randn(2048, 64, { seed: 7 }).data);
+  const w = matrix.randn(32, 64, { seed: 8, std: 0.125 });
+  const routers = [
+    topKRouter({ weight: w, k: 4 }),
+    topKRouter({ weight: w, k: 1, normTopkProb: false, bias: Array.from({ length: 32 }, (_, e) => e / 100) }),
+    deepseekV3Router({
+      weight: w,
+      k: 4,
+      nGroup: 4,
+      topkGroup: 2,
+      bias: Float32Array.from({ length: 32 }, (_, e) => e / 1000),
+    }),
+    deepseekV2Router({ weight: w, k: 3, nGroup: 4, topkGroup: 2 }),
+  ];
+  const single = routers.map((r) => r.route(x));
+  await useThreads(2);
+  try {
+    assert.equal(threadCount(), 2);
+    routers.forEach((r, i) => {
+      const multi = r.route(x);
+      assert.deepEqual(multi.indices, single[i].indices, r.name);
+      assert.deepEqual(multi.weights, single[i].weights, r.name);
+      assert.deepEqual(multi.scores, single[i].scores, r.name);
+    });
+    const plain = matrix.randn(2048, 64, { seed: 7 }); // not in kernel memory: staged
+    assert.deepEqual(routers[0].route(plain).indices, single[0].indices);
+    for (const row of [5, 2000]) {
+      const bad = matrix.clone(plain);
+      bad.data[row * 64 + 9] = NaN;
+      assert.throws(
+        () => routers[0].route(bad),
+        (e) => e instanceof Error && /row (5|2000), col 9/.test(e.message) && e.message.includes(String(row)),
+      );
+    }
+  } finally {
+    await useThreads(1);
+    freeTokens(x);
+  }
+  assert.equal(threadCount(), 1);
+  await assert.rejects(() => useThreads(0), OptionError);
+});
