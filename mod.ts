@@ -46,3 +46,8 @@ export * from "./lib/cache/simulate.ts";
 export * from "./lib/cache/batching.ts";
 export { allocTokens, freeTokens, kernelInfo } from "./lib/kernels/runtime.ts";
 export { threadCount, useThreads } from "./lib/kernels/threads.ts";
+export * from "./lib/merging/tensor.ts";
+export * from "./lib/merging/selection.ts";
+export * from "./lib/merging/sparsify.ts";
+export * from "./lib/merging/methods.ts";
+export * from "./lib/merging/merge.ts";
