@@ -51,3 +51,18 @@ export * from "./lib/merging/selection.ts";
 export * from "./lib/merging/sparsify.ts";
 export * from "./lib/merging/methods.ts";
 export * from "./lib/merging/merge.ts";
+export * from "./lib/io/dtype.ts";
+export * from "./lib/io/safetensors.ts";
+export * from "./lib/io/checkpoint.ts";
+export * from "./lib/merging/config.ts";
+export * from "./lib/merging/checkpoint_merge.ts";
+export { runMergeCli } from "./lib/cli/merge_cli.ts";
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  if (command === "merge") Deno.exit(await (await import("./lib/cli/merge_cli.ts")).runMergeCli(rest));
+  console.error(
+    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--out-shard-size 5B] [--seed N]",
+  );
+  Deno.exit(2);
+}

@@ -8,3 +8,4 @@ export { CholeskyDecomposition, Matrix, SingularValueDecomposition } from "npm:m
 // @ts-types="npm:@types/ndarray@^1.0.14"
 export { default as ndarray } from "npm:ndarray@^1.1.1";
 export { munkres } from "npm:munkres@^2.0.4";
+export { parse as parseYaml } from "npm:yaml@^2.9.1";

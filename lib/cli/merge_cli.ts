@@ -1,0 +1,156 @@
+/**
+ * `moekit merge <config.yaml> <out-dir>`: runs a mergekit config over local safetensors checkpoints.
+ * Validates everything before reading tensor data, shows progress on stderr, `--dry-run` prints the
+ * plan, and an interrupted run leaves no output file under its final name.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { MoekitError } from "../core/errors.ts";
+import { parseMergeConfig } from "../merging/config.ts";
+import { type MergeProgress, planCheckpointMerge, runCheckpointMerge } from "../merging/checkpoint_merge.ts";
+
+const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
+
+  --dry-run             print the plan (method, tensors, resolved parameters) and stop
+  --out-shard-size S    bytes per output shard: 5B (default), 500M, 64K or a plain number
+  --seed N              seed of DARE/DELLA masks (default 0)
+  --quiet               no progress bar
+  --help                this text`;
+
+/** Parses `5B`, `500M`, `64K` or a number as bytes. */
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*([KMGB]?)$/i.exec(s.trim());
+  if (!m) {
+    throw new MoekitError(
+      `--out-shard-size ${JSON.stringify(s)}: use a byte count like 5B, 500M, 64K or 1000000`,
+    );
+  }
+  const mult = { "": 1, K: 1e3, M: 1e6, G: 1e9, B: 1e9 }[m[2].toUpperCase() as "" | "K" | "M" | "G" | "B"];
+  const v = Math.floor(Number(m[1]) * mult);
+  if (!(v > 0)) throw new MoekitError(`--out-shard-size ${JSON.stringify(s)} must be > 0`);
+  return v;
+}
+
+function progressPrinter(): (p: MergeProgress) => void {
+  const tty = Deno.stderr.isTerminal();
+  let lastLine = 0;
+  const enc = new TextEncoder();
+  return (p) => {
+    const rate = p.bytesRead / 1e6 / Math.max(p.seconds, 1e-3);
+    const eta = rate > 0 ? (p.bytesTotal - p.bytesRead) / 1e6 / rate : 0;
+    const frac = p.total ? p.done / p.total : 1, width = 30;
+    const bar = "█".repeat(Math.round(frac * width)).padEnd(width, "░");
+    const text =
+      `${bar} ${p.done}/${p.total} tensors  ${(p.bytesRead / 1e6).toFixed(0)}/${
+        (p.bytesTotal / 1e6).toFixed(0)
+      } MB  ` +
+      `${rate.toFixed(1)} MB/s  ETA ${eta.toFixed(0)} s`;
+    if (tty) Deno.stderr.writeSync(enc.encode(`\r${text}${p.done === p.total ? "\n" : ""}`));
+    else if (p.done === p.total || p.seconds - lastLine >= 2) {
+      lastLine = p.seconds;
+      Deno.stderr.writeSync(enc.encode(`${text}\n`));
+    }
+  };
+}
+
+/**
+ * Runs the CLI with the given arguments (after `merge`); returns the exit code (0 ok, 1 merge failed,
+ * 2 bad usage or config).
+ *
+ * @example
+ * ```ts
+ * import { runMergeCli } from "@moekit/moekit";
+ * console.log(await runMergeCli(["--help"])); // prints the usage, then 0
+ * ```
+ */
+export async function runMergeCli(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        "dry-run": { type: "boolean" },
+        "out-shard-size": { type: "string" },
+        seed: { type: "string" },
+        quiet: { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const [configPath, outDir] = parsed.positionals;
+  if (!configPath || (!outDir && !v["dry-run"]) || parsed.positionals.length > 2) {
+    console.error(`error: expected <config.yaml> <out-dir>\n${USAGE}`);
+    return 2;
+  }
+  let plan;
+  try {
+    const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
+    const seed = v.seed === undefined ? 0 : Number(v.seed);
+    if (!Number.isInteger(seed)) throw new MoekitError(`--seed ${v.seed}: must be an integer`);
+    const text = await Deno.readTextFile(configPath).catch((e) => {
+      throw new MoekitError(`cannot read config ${configPath} (${e.message})`);
+    });
+    const config = parseMergeConfig(text);
+    const configDir = configPath.includes("/") ? configPath.slice(0, configPath.lastIndexOf("/")) : ".";
+    plan = await planCheckpointMerge(config, { configDir });
+    if (v["dry-run"]) {
+      console.log(
+        `plan: ${plan.method}, ${plan.tensors.length} tensors, ${
+          (plan.inputBytes / 1e6).toFixed(1)
+        } MB to read`,
+      );
+      for (const t of plan.tensors) {
+        const src = t.passthrough
+          ? "copied from the base"
+          : t.sources.map((s) => `${s.model}:${s.tensor} ${JSON.stringify(s.params)}`).join("; ");
+        console.log(
+          `${t.name} [${t.shape.join(",")}] ${t.dtype} t=${+t.t.toFixed(4)} ${
+            JSON.stringify(t.params)
+          } ← ${src}`,
+        );
+      }
+      return 0;
+    }
+    let interrupted = false;
+    const onSignal = () => (interrupted = true);
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    const progress = v.quiet ? undefined : progressPrinter();
+    try {
+      const r = await runCheckpointMerge(plan, outDir, {
+        shardBytes,
+        seed,
+        onProgress: (p) => {
+          progress?.(p);
+          if (interrupted) throw new MoekitError("interrupted: no output was committed");
+        },
+      });
+      console.log(
+        `merged ${plan.tensors.length} tensors into ${outDir} (${r.files.join(", ")}) in ${
+          r.seconds.toFixed(1)
+        } s`,
+      );
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+    }
+    return 0;
+  } catch (e) {
+    if (!(e instanceof MoekitError)) throw e;
+    console.error(`error: ${e.message}`);
+    return e.message.startsWith("interrupted") ? 130 : plan ? 1 : 2;
+  } finally {
+    plan?.close();
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * safetensors dtypes and the float conversions moekit needs, bit-exact with round-to-nearest-even:
+ * bf16 ↔ f32 and IEEE binary16 (f16, with subnormals) ↔ f32 (merging.md §11).
+ * @module
+ */
+
+import { OptionError } from "../core/errors.ts";
+
+/**
+ * A safetensors dtype.
+ *
+ * @example
+ * ```ts
+ * import { DTYPE_BYTES, type Dtype } from "@moekit/moekit";
+ * const d: Dtype = "BF16";
+ * console.log(DTYPE_BYTES[d]); // 2
+ * ```
+ */
+export type Dtype =
+  | "BOOL"
+  | "U8"
+  | "I8"
+  | "U16"
+  | "I16"
+  | "F16"
+  | "BF16"
+  | "U32"
+  | "I32"
+  | "F32"
+  | "U64"
+  | "I64"
+  | "F64"
+  | "F8_E4M3"
+  | "F8_E5M2";
+
+/**
+ * Bytes per element of each dtype.
+ *
+ * @example
+ * ```ts
+ * import { DTYPE_BYTES } from "@moekit/moekit";
+ * console.log(DTYPE_BYTES.F32, DTYPE_BYTES.I64); // 4 8
+ * ```
+ */
+export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  U16: 2,
+  I16: 2,
+  F16: 2,
+  BF16: 2,
+  U32: 4,
+  I32: 4,
+  F32: 4,
+  U64: 8,
+  I64: 8,
+  F64: 8,
+};
+
+/** The float dtypes moekit decodes and merges; others pass through as bytes. */
+export const FLOAT_DTYPES: readonly Dtype[] = ["F16", "BF16", "F32", "F64"];
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+
+/**
+ * f32 → bf16 bits, round to nearest even (NaN → 0x7FC0).
+ *
+ * @example
+ * ```ts
+ * import { bf16Bits } from "@moekit/moekit";
+ * console.log(bf16Bits(1 / 3).toString(16)); // 3eab
+ * ```
+ */
+export function bf16Bits(x: number): number {
+  if (Number.isNaN(x)) return 0x7fc0;
+  f32[0] = x;
+  const u = u32[0];
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/**
+ * bf16 bits → number (exact).
+ *
+ * @example
+ * ```ts
+ * import { bf16ToNumber } from "@moekit/moekit";
+ * console.log(bf16ToNumber(0x3eab)); // 0.333984375
+ * ```
+ */
+export function bf16ToNumber(bits: number): number {
+  u32[0] = bits << 16;
+  return f32[0];
+}
+
+/**
+ * f32 → IEEE binary16 bits, round to nearest even, with subnormals and overflow to ±Inf.
+ *
+ * @example
+ * ```ts
+ * import { f16Bits } from "@moekit/moekit";
+ * console.log(f16Bits(0.1).toString(16), f16Bits(65520).toString(16)); // 2e66 7c00
+ * ```
+ */
+export function f16Bits(x: number): number {
+  f32[0] = x;
+  const u = u32[0], sign = (u >>> 16) & 0x8000, exp = (u >>> 23) & 0xff, mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // Inf / NaN
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow
+  if (e <= 0) {
+    if (e < -10) return sign; // underflow to ±0
+    const m = mant | 0x800000, shift = 14 - e; // subnormal: value = m · 2^(e−1−23+… )
+    const half = 1 << (shift - 1), rest = m & ((1 << shift) - 1);
+    let h = m >>> shift;
+    if (rest > half || (rest === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++; // may carry into the exponent (→ Inf): correct
+  return sign | h;
+}
+
+/**
+ * IEEE binary16 bits → number (exact).
+ *
+ * @example
+ * ```ts
+ * import { f16ToNumber } from "@moekit/moekit";
+ * console.log(f16ToNumber(0x3555)); // 0.333251953125
+ * ```
+ */
+export function f16ToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1, exp = (bits >>> 10) & 0x1f, mant = bits & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/**
+ * Decodes little-endian bytes of a float dtype into a Float32Array (F16/BF16/F32) or Float64Array (F64).
+ *
+ * @example
+ * ```ts
+ * import { decodeFloats } from "@moekit/moekit";
+ * console.log(Array.from(decodeFloats(new Uint8Array([0x80, 0x3f, 0x00, 0xc0]), "BF16"))); // [1, -2]
+ * ```
+ */
+export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Float64Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  switch (dtype) {
+    case "F32": {
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = view.getFloat32(4 * i, true);
+      return out;
+    }
+    case "F64": {
+      const out = new Float64Array(n);
+      for (let i = 0; i < n; i++) out[i] = view.getFloat64(8 * i, true);
+      return out;
+    }
+    case "BF16": {
+      const out = new Float32Array(n), o32 = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) o32[i] = view.getUint16(2 * i, true) << 16;
+      return out;
+    }
+    case "F16": {
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = f16ToNumber(view.getUint16(2 * i, true));
+      return out;
+    }
+    default:
+      throw new OptionError(
+        "dtype",
+        dtype,
+        `only ${FLOAT_DTYPES.join(", ")} decode to floats; other dtypes pass through as bytes`,
+      );
+  }
+}
+
+/**
+ * Encodes numbers as little-endian bytes of a float dtype (round to nearest even).
+ *
+ * @example
+ * ```ts
+ * import { encodeFloats } from "@moekit/moekit";
+ * console.log(Array.from(encodeFloats([1, -2], "F32"))); // [0, 0, 128, 63, 0, 0, 0, 192]
+ * ```
+ */
+export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Array {
+  const n = values.length, out = new Uint8Array(n * DTYPE_BYTES[dtype]), view = new DataView(out.buffer);
+  switch (dtype) {
+    case "F32":
+      for (let i = 0; i < n; i++) view.setFloat32(4 * i, values[i], true);
+      return out;
+    case "F64":
+      for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
+      return out;
+    case "BF16":
+      for (let i = 0; i < n; i++) view.setUint16(2 * i, bf16Bits(values[i]), true);
+      return out;
+    case "F16": {
+      // Float16Array rounds float64 straight to binary16 (no double rounding through f32)
+      const F16 =
+        (globalThis as { Float16Array?: new (b: ArrayBuffer) => ArrayLike<number> & { [i: number]: number } })
+          .Float16Array;
+      if (F16) {
+        const h = new F16(out.buffer);
+        for (let i = 0; i < n; i++) h[i] = values[i];
+        return out;
+      }
+      for (let i = 0; i < n; i++) view.setUint16(2 * i, f16Bits(values[i]), true);
+      return out;
+    }
+    default:
+      throw new OptionError("dtype", dtype, `moekit writes merged floats as ${FLOAT_DTYPES.join(", ")}`);
+  }
+}
