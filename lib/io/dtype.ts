@@ -64,6 +64,7 @@ export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
 export const FLOAT_DTYPES: readonly Dtype[] = ["F16", "BF16", "F32", "F64"];
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * f32 → bf16 bits, round to nearest even (NaN → 0x7FC0).
@@ -152,6 +153,17 @@ export function f16ToNumber(bits: number): number {
 export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Float64Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  if (LITTLE_ENDIAN) {
+    // typed-array views over an aligned copy: bulk conversion instead of one DataView call per value
+    const copy = bytes.slice().buffer;
+    if (dtype === "F32") return new Float32Array(copy);
+    if (dtype === "F64") return new Float64Array(copy);
+    if (dtype === "BF16") {
+      const h = new Uint16Array(copy), out = new Float32Array(n), o32 = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) o32[i] = h[i] << 16;
+      return out;
+    }
+  }
   switch (dtype) {
     case "F32": {
       const out = new Float32Array(n);
@@ -200,9 +212,19 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
     case "F64":
       for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
       return out;
-    case "BF16":
-      for (let i = 0; i < n; i++) view.setUint16(2 * i, bf16Bits(values[i]), true);
+    case "BF16": {
+      // round through float32, then to bf16 with round-to-nearest-even on the bits, in bulk
+      const f = Float32Array.from(values), u = new Uint32Array(f.buffer);
+      for (let i = 0; i < n; i++) {
+        const b = u[i];
+        view.setUint16(
+          2 * i,
+          f[i] !== f[i] ? 0x7fc0 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff,
+          true,
+        );
+      }
       return out;
+    }
     case "F16": {
       // Float16Array rounds float64 straight to binary16 (no double rounding through f32)
       const F16 =

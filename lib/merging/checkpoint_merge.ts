@@ -252,8 +252,8 @@ async function buildEntries(
       0,
       srcs.map((s) => ({
         model: s.model,
-        tensor: name,
-        chain: [modelParams.get(s.model) ?? {}, config.parameters],
+        tensor: name, // outside the layer stack: the first slice's sources and parameters, t = 0
+        chain: [s.parameters, first.parameters, modelParams.get(s.model) ?? {}, config.parameters],
       })),
       [
         config.parameters,

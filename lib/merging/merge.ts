@@ -99,7 +99,11 @@ function usable(o: MergeOptions, base: Tensor): { t: Float64Array; params: Model
   o.models.forEach((m, index) => {
     const t = asTensor(m.tensor, `model ${index}${o.name ? ` ${o.name}` : ""}`);
     if (sameShape(t.shape, base.shape)) {
-      out.push({ t: Float64Array.from(t.data), params: m.params ?? {}, index });
+      out.push({
+        t: new Float64Array(t.data),
+        params: m.params ?? {},
+        index,
+      });
     } else if (
       o.name && EMBEDDING.test(o.name) && t.shape.length === 2 && base.shape.length === 2 &&
       t.shape[0] >= base.shape[0] && t.shape[1] >= base.shape[1]
@@ -166,7 +170,7 @@ function gtaMerge(
   const lambda = p.lambda ?? 1,
     consensus = config.consensus === null ? null : p.consensus ?? config.consensus;
   const peft = p.semantics === "peft";
-  if (models.length === 0) return { shape: base.shape, data: Float64Array.from(B) };
+  if (models.length === 0) return { shape: base.shape, data: new Float64Array(B) };
   const deltas = models.map(({ t, params, index }) => {
     if (params.weight === undefined) {
       throw new OptionError(
@@ -190,6 +194,7 @@ function gtaMerge(
       seed: o.seed,
       name: o.name,
       modelIndex: index,
+      inPlace: true,
     }).data as Float64Array;
   });
   const w = models.map((m) => m.params.weight!);
@@ -225,9 +230,8 @@ function gtaMerge(
       for (let i = 0; i < n; i++) mixed[i] /= d;
     }
   }
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = B[i] + lambda * mixed[i];
-  return { shape: base.shape, data: out };
+  for (let i = 0; i < n; i++) mixed[i] = B[i] + lambda * mixed[i]; // the output, in place
+  return { shape: base.shape, data: mixed };
 }
 
 function linearMerge(o: MergeOptions): Tensor {
@@ -303,7 +307,7 @@ function slerpMerge(base: Tensor, models: { t: Float64Array }[], t: number | und
   if (t === undefined || !(t >= 0 && t <= 1)) {
     throw new OptionError("t", t, "slerp needs t in [0, 1] (0 = base)");
   }
-  const data = slerpVectors(Float64Array.from(base.data), models[0].t, t, 0, (c) => Math.abs(c) > 0.9995);
+  const data = slerpVectors(new Float64Array(base.data), models[0].t, t, 0, (c) => Math.abs(c) > 0.9995);
   return { shape: base.shape, data };
 }
 

@@ -5,9 +5,8 @@
  * @module
  */
 
-/** The k-th largest value of `values` (1-based k ≤ n), by in-place quickselect on a scratch copy. */
-function kthLargest(values: Float64Array, k: number): number {
-  const a = values.slice();
+/** The k-th largest of `a` (1-based k ≤ n) by quickselect; permutes `a`. */
+function kthLargest(a: Float64Array, k: number): number {
   let lo = 0, hi = a.length - 1;
   const target = k - 1; // index in descending order
   while (lo < hi) {
@@ -47,18 +46,18 @@ export function topMagnitudeMask(values: ArrayLike<number>, k: number): Uint8Arr
   const n = values.length, mask = new Uint8Array(n);
   if (k <= 0) return mask;
   if (k >= n) return mask.fill(1);
-  const abs = new Float64Array(n);
-  for (let i = 0; i < n; i++) abs[i] = Math.abs(values[i]);
-  const theta = kthLargest(abs, k);
+  const scratch = new Float64Array(n); // the only O(n) temporary besides the mask; permuted by quickselect
+  for (let i = 0; i < n; i++) scratch[i] = Math.abs(values[i]);
+  const theta = kthLargest(scratch, k);
   let above = 0;
   for (let i = 0; i < n; i++) {
-    if (abs[i] > theta) {
+    if (Math.abs(values[i]) > theta) {
       mask[i] = 1;
       above++;
     }
   }
   for (let i = 0, left = k - above; i < n && left > 0; i++) {
-    if (abs[i] === theta) {
+    if (Math.abs(values[i]) === theta) {
       mask[i] = 1;
       left--;
     }

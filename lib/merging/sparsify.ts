@@ -57,6 +57,8 @@ export interface SparsifyOptions {
   readonly mergekitCompat?: boolean;
   /** `"peft"`: magnitude with k = 0 returns zeros instead of throwing. Default `"mergekit"`. */
   readonly semantics?: "mergekit" | "peft";
+  /** Write the result into the input's data (a Float64Array) instead of a new array. Default false. */
+  readonly inPlace?: boolean;
 }
 
 /** `m = t ⊙ mask`, L1-rescaled to `Σ|t|` unless either sum < 1e-7 (merging.md §4). */
@@ -65,15 +67,13 @@ function rescaled(
   mask: Uint8Array,
   norm: "l1" | "inverse_density" | "none",
   density: number,
+  out: Float64Array = new Float64Array(t.length), // may be `t` itself (in place)
 ): Float64Array {
-  const out = new Float64Array(t.length);
   let full = 0, kept = 0;
   for (let i = 0; i < t.length; i++) {
     full += Math.abs(t[i]);
-    if (mask[i]) {
-      out[i] = t[i];
-      kept += Math.abs(t[i]);
-    }
+    if (mask[i]) kept += Math.abs(t[i]);
+    out[i] = mask[i] ? t[i] : 0;
   }
   let s = 1;
   if (norm === "l1") s = full < 1e-7 || kept < 1e-7 ? 1 : full / kept;
@@ -102,20 +102,22 @@ function checkMask(mask: Uint8Array | undefined, n: number, what: string): void 
 export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
   const t = asTensor(input), n = t.data.length, d = options.density;
   if (!Number.isFinite(d)) throw new OptionError("density", d, "must be a finite number");
-  if (d >= 1) return { shape: t.shape, data: Float64Array.from(t.data) };
+  const into = options.inPlace && t.data instanceof Float64Array ? t.data : undefined;
+  if (d >= 1) return { shape: t.shape, data: into ?? new Float64Array(t.data) };
   const norm = options.rescale ? options.rescaleNorm ?? "l1" : "none";
+  const zeros = () => (into ? into.fill(0) : new Float64Array(n));
   switch (options.method) {
     case "magnitude": {
       const k = Math.trunc(d * n);
       if (k <= 0 && n > 0) {
-        if (options.semantics === "peft") return { shape: t.shape, data: new Float64Array(n) };
+        if (options.semantics === "peft") return { shape: t.shape, data: zeros() };
         throw new OptionError(
           "density",
           d,
           `keeps trunc(${d}·${n}) = 0 entries of ${options.name ?? "the tensor"}; raise it above 1/${n}`,
         );
       }
-      return { shape: t.shape, data: rescaled(t.data, topMagnitudeMask(t.data, k), norm, d) };
+      return { shape: t.shape, data: rescaled(t.data, topMagnitudeMask(t.data, k), norm, d, into) };
     }
     case "magnitude_outliers": {
       const gamma = options.gamma ?? 0.01;
@@ -126,16 +128,19 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
         nTop += nBot;
         nBot = 0;
       }
-      if (options.mergekitCompat && nTop === 0) return { shape: t.shape, data: new Float64Array(n) };
-      return { shape: t.shape, data: rescaled(t.data, magnitudeRangeMask(t.data, nTop, n - nBot), norm, d) };
+      if (options.mergekitCompat && nTop === 0) return { shape: t.shape, data: zeros() };
+      return {
+        shape: t.shape,
+        data: rescaled(t.data, magnitudeRangeMask(t.data, nTop, n - nBot), norm, d, into),
+      };
     }
     case "random": {
       checkMask(options.mask, n, "DARE");
       const mask = options.mask ?? bernoulli(n, () => d, options);
-      return { shape: t.shape, data: rescaled(t.data, mask, norm, d) };
+      return { shape: t.shape, data: rescaled(t.data, mask, norm, d, into) };
     }
     case "della_magprune": {
-      if (d <= 0) return { shape: t.shape, data: new Float64Array(n) };
+      if (d <= 0) return { shape: t.shape, data: zeros() };
       const eps = options.epsilon ?? 0.15;
       if (!(d - eps > 0 && d + eps < 1)) {
         throw new OptionError(
@@ -147,7 +152,7 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
       const probs = dellaProbabilities(t, d, eps);
       checkMask(options.mask, n, "DELLA");
       const mask = options.mask ?? bernoulli(n, (i) => probs[i], options);
-      return { shape: t.shape, data: rescaled(t.data, mask, norm, d) };
+      return { shape: t.shape, data: rescaled(t.data, mask, norm, d, into) };
     }
     default:
       throw new OptionError(
