@@ -57,6 +57,9 @@ export * from "./lib/io/checkpoint.ts";
 export * from "./lib/merging/config.ts";
 export * from "./lib/merging/checkpoint_merge.ts";
 export { runMergeCli } from "./lib/cli/merge_cli.ts";
+export * from "./lib/plots/plot.ts";
+export * from "./lib/plots/charts.ts";
+export { FONT_CANDIDATES, pngFont } from "./lib/plots/render.ts";
 
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;

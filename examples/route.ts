@@ -11,16 +11,21 @@ import {
   balanceLoss,
   baseRouter,
   capacityRouter,
+  coactivationPlot,
   deepseekV3Router,
   expertChoiceRouter,
   gshardRouter,
   hashRouter,
+  layerLoadHeatmap,
   type LoadMetrics,
   loadMetrics,
+  loadPlot,
+  type Mat,
   matrix,
   MoekitError,
   moeLayer,
   noisyTopKRouter,
+  type Plot,
   randomExperts,
   type RouteOptions,
   type Router,
@@ -45,6 +50,9 @@ const USAGE = `usage: deno run examples/route.ts [options]
   --capacity-factor CF  capacity factor for capacity routers (default 1.25)
   --seed S              seed of the stream and the weights (default 0)
   --json                print JSON instead of tables
+  --plots DIR           where plots go when writing is allowed (default moekit-plots):
+                        deno run --allow-write=moekit-plots examples/route.ts        (SVG + JSON)
+                        deno run -A examples/route.ts                                (also PNG)
   --help                this text`;
 
 interface Config {
@@ -104,7 +112,7 @@ function intFlag(values: Record<string, unknown>, name: string, def: number, min
   return v;
 }
 
-function parse(): { config: Config; routers: string[]; json: boolean } {
+function parse(): { config: Config; routers: string[]; json: boolean; plots: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -119,6 +127,7 @@ function parse(): { config: Config; routers: string[]; json: boolean } {
         dim: { type: "string" },
         router: { type: "string" },
         "capacity-factor": { type: "string" },
+        plots: { type: "string" },
         seed: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean" },
@@ -148,7 +157,7 @@ function parse(): { config: Config; routers: string[]; json: boolean } {
   const list = String(v.router ?? "all");
   const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
   for (const r of routers) if (!FACTORIES[r]) fail(`unknown router "${r}"`);
-  return { config, routers, json: Boolean(v.json) };
+  return { config, routers, json: Boolean(v.json), plots: String(v.plots ?? "moekit-plots") };
 }
 
 interface Row {
@@ -173,8 +182,8 @@ function sumMetrics(results: RoutingResult[]): LoadMetrics {
   return loadMetrics(pooled);
 }
 
-function main(): void {
-  const { config: c, routers, json } = parse();
+async function main(): Promise<void> {
+  const { config: c, routers, json, plots } = parse();
   const stream = topicStream({ tokens: c.tokens, dim: c.dim, topics: 8, seed: c.seed });
   const gates = Array.from(
     { length: c.layers },
@@ -252,6 +261,7 @@ function main(): void {
     return;
   }
   printTables(c, rows, seconds);
+  await savePlots(plots, rows, inputs, stack.map((l) => l.router), c);
 }
 
 const SPARK = "▁▂▃▄▅▆▇█";
@@ -311,4 +321,43 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
   }
 }
 
-main();
+await main();
+
+/** Writes the load plots when the user allowed writing there; otherwise says which flag to add. */
+async function savePlots(
+  dir: string,
+  rows: Row[],
+  inputs: Mat[],
+  stackRouters: Router[],
+  c: Config,
+): Promise<void> {
+  if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
+    console.log(`\nplots: run with --allow-write=${dir} to save them (add -A for PNG too)`);
+    return;
+  }
+  const png = Deno.permissions.querySync({ name: "ffi" }).state === "granted" &&
+    Deno.permissions.querySync({ name: "read" }).state === "granted";
+  await Deno.mkdir(dir, { recursive: true });
+  const measured = Object.fromEntries(rows.filter((r) => !r.note).map((r) => [r.router, r.metrics]));
+  const layers = inputs.map((x, l) => stackRouters[l].route(x));
+  const plots: [string, Plot][] = [
+    [
+      "load",
+      loadPlot(measured, { title: `expert load per router (${c.tokens} tokens × ${c.layers} layers)` }),
+    ],
+    ["layer-load", layerLoadHeatmap(layers, { title: "top-k backbone: load per layer and expert" })],
+    ["coactivation", coactivationPlot(layers[0], { title: "layer 0 expert co-activation" })],
+  ];
+  const written: string[] = [];
+  for (const [name, plot] of plots) {
+    for (const ext of png ? ["json", "svg", "png"] : ["json", "svg"]) {
+      await plot.save(`${dir}/${name}.${ext}`);
+      written.push(`${name}.${ext}`);
+    }
+  }
+  console.log(
+    `\nplots written to ${dir}/: ${written.join(", ")}${
+      png ? "" : " (add --allow-ffi --allow-read for PNG)"
+    }`,
+  );
+}

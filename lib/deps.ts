@@ -9,3 +9,7 @@ export { CholeskyDecomposition, Matrix, SingularValueDecomposition } from "npm:m
 export { default as ndarray } from "npm:ndarray@^1.1.1";
 export { munkres } from "npm:munkres@^2.0.4";
 export { parse as parseYaml } from "npm:yaml@^2.9.1";
+/** Vega-Lite 5 (spec compiler) and Vega 5 (SVG renderer), loaded on the first plot render only. */
+export const loadVega = () => Promise.all([import("npm:vega-lite@5.23.0"), import("npm:vega@5.33.0")]);
+/** resvg (a native module) loads only when a PNG is asked for, so importing moekit needs no --allow-ffi. */
+export const loadResvg = () => import("npm:@resvg/resvg-js@2.6.2");
