@@ -45,7 +45,7 @@ console.log(
   } GB each (bf16) in ${dir}`,
 );
 for (const [i, m] of ["base", "a", "b", "c"].entries()) {
-  await writeCheckpoint(`${dir}/${m}`, specs, async (name) => {
+  await writeCheckpoint(`${dir}/${m}`, specs, (name) => {
     const s = specs.find((x) => x.name === name)!,
       out = new Float32Array(numel(s)),
       r = new Rng(i * 7919).derive(name);

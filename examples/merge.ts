@@ -56,12 +56,12 @@ const tasks = [0, 1, 2].map((i) =>
   }))
 );
 const specs = names.map((name) => ({ name, dtype: "F32" as const, shape: [d, d] }));
-await writeCheckpoint(`${dir}/base`, specs, async (name) => base.get(name)!);
+await writeCheckpoint(`${dir}/base`, specs, (name) => base.get(name)!);
 for (const [i, tv] of tasks.entries()) {
   await writeCheckpoint(
     `${dir}/task${i}`,
     specs,
-    async (name) => base.get(name)!.map((v, j) => v + tv.get(name)![j]),
+    (name) => base.get(name)!.map((v, j) => v + tv.get(name)![j]),
   );
 }
 

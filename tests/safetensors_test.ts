@@ -170,7 +170,7 @@ Deno.test("checkpoints: shards planned by bytes, index written last, reopened by
   const files = await writeCheckpoint(
     dir,
     specs,
-    async (name) => Array(16).fill(Number(name.split(".")[1])),
+    (name) => Array(16).fill(Number(name.split(".")[1])),
     { shardBytes: 70 },
   );
   assert.equal(files.length, 3); // 32 bytes per tensor: 2 per shard
@@ -186,7 +186,7 @@ Deno.test("checkpoints: shards planned by bytes, index written last, reopened by
   // a failing producer leaves nothing under a final name
   const dir2 = await Deno.makeTempDir();
   await assert.rejects(() =>
-    writeCheckpoint(dir2, specs, async (name) => {
+    writeCheckpoint(dir2, specs, (name) => {
       if (name === "layers.3.w") throw new Error("boom");
       return Array(16).fill(1);
     }, { shardBytes: 70 }), /boom/);

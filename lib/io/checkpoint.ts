@@ -53,7 +53,7 @@ const INDEX = "model.safetensors.index.json";
  * ```ts
  * import { openCheckpoint, writeCheckpoint } from "@moekit/moekit";
  * const dir = await Deno.makeTempDir();
- * await writeCheckpoint(dir, [{ name: "w", dtype: "F32", shape: [2] }], async () => [1, 2]);
+ * await writeCheckpoint(dir, [{ name: "w", dtype: "F32", shape: [2] }], () => [1, 2]);
  * const ck = await openCheckpoint(dir);
  * console.log(ck.names, Array.from((await ck.read("w")).data)); // ["w"] [1, 2]
  * ck.close();
@@ -169,14 +169,14 @@ export interface WriteCheckpointOptions {
  * import { writeCheckpoint } from "@moekit/moekit";
  * const dir = await Deno.makeTempDir();
  * const specs = ["a", "b", "c"].map((name) => ({ name, dtype: "F32" as const, shape: [4] }));
- * const files = await writeCheckpoint(dir, specs, async () => [1, 2, 3, 4], { shardBytes: 32 });
+ * const files = await writeCheckpoint(dir, specs, () => [1, 2, 3, 4], { shardBytes: 32 });
  * console.log(files); // ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
  * ```
  */
 export async function writeCheckpoint(
   dir: string,
   specs: readonly { name: string; dtype: Dtype; shape: readonly number[] }[],
-  produce: (name: string) => Promise<ArrayLike<number> | Uint8Array>,
+  produce: (name: string) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>,
   options: WriteCheckpointOptions = {},
 ): Promise<string[]> {
   const limit = options.shardBytes ?? 5e9;

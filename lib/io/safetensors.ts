@@ -340,14 +340,17 @@ export function referenceOrder<T extends { name: string; dtype: Dtype }>(specs: 
  * ```ts
  * import { writeSafetensorsStream } from "@moekit/moekit";
  * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
- * await writeSafetensorsStream(path, [{ name: "x", dtype: "F16", shape: [3] }], async () => [1, 2, 3]);
+ * await writeSafetensorsStream(path, [{ name: "x", dtype: "F16", shape: [3] }], () => [1, 2, 3]);
  * console.log((await Deno.stat(path)).size); // 70 = 8 + 56 header bytes + 6 data bytes
  * ```
  */
 export async function writeSafetensorsStream(
   path: string,
   specs: readonly { name: string; dtype: Dtype; shape: readonly number[] }[],
-  produce: (name: string, index: number) => Promise<ArrayLike<number> | Uint8Array>,
+  produce: (
+    name: string,
+    index: number,
+  ) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>,
   options: {
     metadata?: Record<string, string>;
     onTensor?: (name: string, bytes: number) => void;
@@ -410,7 +413,7 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const ordered = referenceOrder(tensors);
-  await writeSafetensorsStream(path, ordered, (_name, i) => Promise.resolve(ordered[i].data), { metadata });
+  await writeSafetensorsStream(path, ordered, (_name, i) => ordered[i].data, { metadata });
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
