@@ -61,6 +61,43 @@ export * from "./lib/plots/plot.ts";
 export * from "./lib/plots/charts.ts";
 export { FONT_CANDIDATES, pngFont } from "./lib/plots/render.ts";
 
+export {
+  type CompressedLayer,
+  type ExpertLayer,
+  layerForward,
+  type LayerForwardOptions,
+  type LayerRouting,
+} from "./lib/compression/layer.ts";
+export { calibrate, type CalibrationStats } from "./lib/compression/calibrate.ts";
+export * from "./lib/compression/svd.ts";
+export {
+  alignPermutation,
+  forwardWithExperts,
+  groupExperts,
+  logitSimilarity,
+  mergeExperts,
+  permuteExpert,
+} from "./lib/compression/merge_experts.ts";
+export {
+  calibrateSkip,
+  naeeLoss,
+  pruneExperts,
+  type PruneOptions,
+  skipExperts,
+} from "./lib/compression/prune.ts";
+export * from "./lib/compression/delta.ts";
+export {
+  allocateBits,
+  pmqQuantize,
+  type Quantized,
+  quantizeRTN,
+  rtnLayer,
+} from "./lib/compression/quantize.ts";
+export * from "./lib/compression/compeft.ts";
+export * from "./lib/compression/compressed_experts.ts";
+export * from "./lib/compression/report.ts";
+
+// `deno run -A mod.ts merge <config.yaml> <out-dir>`: the merge CLI (loaded only when run as a program)
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;
   if (command === "merge") Deno.exit(await (await import("./lib/cli/merge_cli.ts")).runMergeCli(rest));

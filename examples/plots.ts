@@ -1,0 +1,132 @@
+/**
+ * Renders the README's plot gallery (PNG + SVG) from seeded runs:
+ *   deno task plots            (= deno run -A examples/plots.ts examples/plots)
+ */
+
+import {
+  accessTrace,
+  biasConvergencePlot,
+  CACHE_POLICIES,
+  cacheHitRatePlot,
+  calibrate,
+  capacityRouter,
+  coactivationPlot,
+  compressionPlot,
+  compressionReport,
+  deepseekV3Router,
+  deltaCompress,
+  dropCurve,
+  dropVsCapacityPlot,
+  type ExpertLayer,
+  layerLoadHeatmap,
+  loadPlot,
+  matrix,
+  preGateRouter,
+  randomExperts,
+  rtnLayer,
+  runBiasBalancing,
+  simulateCache,
+  switchRouter,
+  topicStream,
+  topKRouter,
+} from "../mod.ts";
+
+const out = Deno.args[0] ?? "examples/plots";
+await Deno.mkdir(out, { recursive: true });
+const stream = topicStream({ tokens: 2048, dim: 64, topics: 8, seed: 1 });
+const x = stream.hidden, E = 64;
+const w = matrix.randn(E, 64, { seed: 2, std: 0.25 });
+
+const plots = {
+  "load": loadPlot({
+    "top-k (k 2)": topKRouter({ weight: w, k: 2 }).route(x),
+    "switch (cf 1.25)": switchRouter({ weight: w, capacityFactor: 1.25 }).route(x),
+    "deepseek-v3 (8 groups)": deepseekV3Router({ weight: w, k: 2, nGroup: 8, topkGroup: 4 }).route(x),
+  }, { title: "expert load, E = 64 (dashed: balanced)" }),
+  "layer-load": layerLoadHeatmap(
+    Array.from(
+      { length: 12 },
+      (_, l) => topKRouter({ weight: matrix.randn(E, 64, { seed: 10 + l, std: 0.25 }), k: 8 }).route(x),
+    ),
+    { title: "load per layer and expert (12 layers, k = 8)" },
+  ),
+  "drop-vs-capacity": dropVsCapacityPlot(
+    [
+      ...dropCurve("switch (position)", (cf) => switchRouter({ weight: w, capacityFactor: cf }), x, [
+        0.25,
+        0.5,
+        0.75,
+        1,
+        1.25,
+        1.5,
+        2,
+        3,
+      ]),
+      ...dropCurve(
+        "top-2 (probs)",
+        (cf) => capacityRouter({ weight: w, capacityFactor: cf, policy: "probs" }),
+        x,
+        [0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3],
+      ),
+    ],
+  ),
+  "coactivation": coactivationPlot(
+    topKRouter({ weight: matrix.randn(16, 64, { seed: 3, std: 0.3 }), k: 2 }).route(x),
+  ),
+  "bias-convergence": biasConvergencePlot(
+    Object.fromEntries(
+      [0.001, 0.005, 0.02].map((
+        gamma,
+      ) => [
+        `γ = ${gamma}`,
+        runBiasBalancing(deepseekV3Router({ weight: w, k: 4 }), Array(80).fill(x), { gamma }),
+      ]),
+    ),
+  ),
+  "cache-hit-rate": cacheHitRatePlot(
+    (() => {
+      const pre = preGateRouter({ layers: 4, dim: 64, experts: 8, k: 2, seed: 5 }).routeLayers(x);
+      const trace = accessTrace(pre);
+      return CACHE_POLICIES.flatMap((policy) =>
+        [2, 4, 6, 8, 12, 16, 24].map((capacity) => ({
+          policy,
+          capacity,
+          hitRate:
+            simulateCache(trace, { capacity, policy, ...(policy === "lookahead" ? { horizon: 16 } : {}) })
+              .hitRate,
+        }))
+      );
+    })(),
+    { title: "expert-cache hit rate, pre-gated routing (4 layers × 8 experts)" },
+  ),
+  "compression": compressionPlot(
+    (() => {
+      const layer: ExpertLayer = {
+        gate: matrix.randn(8, 64, { seed: 6 }),
+        experts: randomExperts({ experts: 8, dim: 64, hidden: 128, seed: 7 }),
+        k: 2,
+      };
+      const calib = matrix.rowSlice(x, 0, 512),
+        test = matrix.rowSlice(x, 512, 1024),
+        stats = calibrate(layer, calib);
+      const row = (method: string, c: ReturnType<typeof rtnLayer>) => {
+        const r = compressionReport(layer, c, test);
+        return { method, bytes: r.bytes[1], error: r.relativeError };
+      };
+      return [
+        ...[8, 6, 4, 3, 2].map((b) => row("RTN g64", rtnLayer(layer, b, 64))),
+        ...[0.5, 0.25, 0.1, 0.05].map((ratio) =>
+          row("base + low-rank deltas", deltaCompress(layer, stats, { ratio }))
+        ),
+      ];
+    })(),
+  ),
+};
+
+for (const [name, plot] of Object.entries(plots)) {
+  await plot.save(`${out}/${name}.png`);
+  await plot.save(`${out}/${name}.svg`);
+}
+console.log(
+  `wrote ${Object.keys(plots).length} plots (PNG + SVG) to ${out}/ with font ${plots.load.fontUsed}`,
+);
