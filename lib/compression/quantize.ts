@@ -187,10 +187,8 @@ export function pmqQuantize(
   stats: CalibrationStats,
   options: { budgetBits: number; groupSize?: number; alpha?: number; beta?: number },
 ): CompressedLayer & { bits: number[]; costs: number[][] } {
-  const { E } = checkLayer(layer),
-    g = options.groupSize ?? 128,
-    alpha = options.alpha ?? 1,
-    beta = options.beta ?? 1.5;
+  checkLayer(layer);
+  const g = options.groupSize ?? 128, alpha = options.alpha ?? 1, beta = options.beta ?? 1.5;
   const y = layerForward(layer, x).output;
   const totalCount = stats.counts.reduce((a, b) => a + b, 0),
     totalW = stats.weightSum.reduce((a, b) => a + b, 0);
