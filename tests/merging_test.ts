@@ -178,30 +178,10 @@ Deno.test("example 6: DARE rescale L1 vs inverse density; injected masks; seeded
     1e-12,
   );
   const big = vec(...matrix.randn(1, 20000, { seed: 3 }).data);
-  const a = sparsify(big, {
-    method: "random",
-    density: .3,
-    rescale: true,
-    seed: 9,
-    name: "w",
-    modelIndex: 1,
-  });
-  const b = sparsify(big, {
-    method: "random",
-    density: .3,
-    rescale: true,
-    seed: 9,
-    name: "w",
-    modelIndex: 1,
-  });
-  const c = sparsify(big, {
-    method: "random",
-    density: .3,
-    rescale: true,
-    seed: 9,
-    name: "w",
-    modelIndex: 2,
-  });
+  const dare = (modelIndex: number) =>
+    sparsify(big, { method: "random", density: .3, rescale: true, seed: 9, name: "w", modelIndex });
+  const a = dare(1), b = dare(1);
+  const c = dare(2);
   assert.deepEqual(a.data, b.data);
   assert.notDeepEqual(a.data, c.data);
   const kept = Array.from(a.data).filter((v) => v !== 0).length;
