@@ -5,6 +5,8 @@ import {
   calibrate,
   calibrateSkip,
   compeft,
+  compeftDecode,
+  compeftEncode,
   compressedExpertsLayer,
   compressionReport,
   deltaCompress,
@@ -271,7 +273,8 @@ Deno.test("C1 ComPEFT: §8 example, three values, ρ = 1, byte accounting", () =
   assert.equal(riceBits([3, 20, 21, 40, 63], 64), 31);
   assert.ok(new Set(Array.from(c.values)).size <= 3);
   const all = compeft(tau, { density: 1, alpha: 2 });
-  assertClose(all.values, tau.map((v) => 2 * all.sigma * Math.sign(v)), 1e-12);
+  assertClose(all.values, tau.map((v) => all.scale * Math.sign(v)), 0);
+  assertClose(all.scale, 2 * all.sigma, 1e-7); // ασ, stored as f32
   assert.deepEqual(Array.from(compeft(tau, { density: .25, mode: "trim" }).values), [
     .3,
     0,

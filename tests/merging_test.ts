@@ -298,3 +298,30 @@ Deno.test("registry, task vectors, matrices in, embedding sub-matrix and skipped
   assertClose(skipped.data, base.data, 0);
   assert.match(warnings[0], /model 0 has shape \[3,3\], the base \[2,2\]; skipped/);
 });
+
+Deno.test("paper-code variants: Breadcrumbs per row (example 12), TIES keeps trunc(d·K)+1, zero totals take the majority sign", () => {
+  const d = { shape: [2, 5], data: Float64Array.from([.9, -.1, .5, -.7, .3, .05, -.2, .6, -.4, .8]) };
+  const bc = sparsify(d, { method: "magnitude_outliers", density: .4, gamma: .2, semantics: "paper" });
+  assertClose(bc.data, [0, 0, .5, -.7, 0, 0, 0, .6, -.4, 0], 1e-12);
+  const ten = vec(...Array.from({ length: 10 }, (_, i) => (i + 1) * (i % 2 ? -1 : 1)));
+  assert.equal(
+    Array.from(sparsify(ten, { method: "magnitude", density: .2, semantics: "paper" }).data).filter(Boolean)
+      .length,
+    3,
+  );
+  assert.equal(
+    Array.from(sparsify(ten, { method: "magnitude", density: .2 }).data).filter(Boolean).length,
+    2,
+  );
+  // totals [+1, −1, −1, 0] → majority −1 elects − for the tie at index 3 (mergekit elects +)
+  const base = zeros(4), a = vec(1, -1, -1, 2), b = vec(0, 0, 0, -2);
+  const paper = merge({
+    method: "ties",
+    base,
+    models: models([a, b], [{ weight: 1 }, { weight: 1 }]),
+    params: { semantics: "paper" },
+  });
+  assertClose(paper.data, [1, -1, -1, -2], 1e-12);
+  const mk = merge({ method: "ties", base, models: models([a, b], [{ weight: 1 }, { weight: 1 }]) });
+  assertClose(mk.data, [1, -1, -1, 2], 1e-12);
+});

@@ -25,7 +25,7 @@ export interface Compeft {
   readonly nnz: number;
   /** `std(τ)` with the N−1 denominator. */
   readonly sigma: number;
-  /** The scale written for kept entries (ασ in ternary mode). */
+  /** The scale written for kept entries (ασ in ternary mode), rounded to f32. */
   readonly scale: number;
   /** Encoded size in bits (Rice-coded gaps + one sign bit per non-zero). */
   readonly bits: number;
@@ -64,6 +64,7 @@ export function compeft(
   for (let i = 0; i < d; i++) if (Math.abs(tau[i]) >= thr && tau[i] !== 0) pos.push(i);
   let scale = alpha * sigma;
   if (mode === "stc") scale = pos.reduce((s, i) => s + Math.abs(tau[i]), 0) / Math.max(1, pos.length);
+  scale = Math.fround(scale); // stored as f32 in the encoding, so decode(encode(τ̂)) = τ̂ exactly
   const values = new Float64Array(d);
   for (const i of pos) values[i] = mode === "trim" ? tau[i] : Math.sign(tau[i]) * scale;
   const bits = riceBits(pos, d);
@@ -91,7 +92,7 @@ export function compeft(
 export function riceBits(positions: ArrayLike<number>, d: number): number {
   const nnz = positions.length;
   if (nnz === 0) return 0;
-  const k = Math.max(0, Math.floor(Math.log2(Math.LN2 / (nnz / d))));
+  const k = riceK(nnz, d);
   let bits = 0, prev = -1;
   for (let i = 0; i < nnz; i++) {
     const g = positions[i] - prev - 1;
@@ -99,4 +100,91 @@ export function riceBits(positions: ArrayLike<number>, d: number): number {
     prev = positions[i];
   }
   return bits + nnz;
+}
+
+/**
+ * Encodes a ternary or stc ComPEFT vector: a 12-byte header (f32 scale, u32 d, u32 nnz) then, per kept
+ * entry, its Rice-coded gap and a sign bit. `bytes.length` equals {@link Compeft}'s `bytes`.
+ *
+ * @example
+ * ```ts
+ * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit";
+ * const c = compeft([.3, -.1, .05, -.4, .2, 0, .15, -.25], { density: 0.25 });
+ * const bytes = compeftEncode(c);
+ * console.log(bytes.length, Array.from(compeftDecode(bytes)).join() === Array.from(c.values).join()); // 14 true
+ * ```
+ */
+export function compeftEncode(c: Compeft): Uint8Array {
+  const d = c.values.length, nnz = c.nnz;
+  for (const p of c.positions) {
+    if (Math.abs(c.values[p]) !== c.scale) {
+      throw new OptionError("mode", "trim", "only ternary and stc vectors (one scale) can be encoded");
+    }
+  }
+  const out = new Uint8Array(12 + Math.ceil(c.bits / 8)), view = new DataView(out.buffer);
+  view.setFloat32(0, c.scale, true);
+  view.setUint32(4, d, true);
+  view.setUint32(8, nnz, true);
+  const k = riceK(nnz, d);
+  let bit = 0;
+  const put = (b: number) => {
+    if (b) out[12 + (bit >> 3)] |= 1 << (bit & 7);
+    bit++;
+  };
+  let prev = -1;
+  for (const p of c.positions) {
+    const g = p - prev - 1, q = Math.floor(g / 2 ** k);
+    for (let i = 0; i < q; i++) put(1);
+    put(0);
+    for (let i = k - 1; i >= 0; i--) put((g >> i) & 1);
+    put(c.values[p] < 0 ? 1 : 0);
+    prev = p;
+  }
+  return out;
+}
+
+/**
+ * Decodes {@link compeftEncode}'s bytes back to the dense vector (exactly: the scale is stored as f32 and
+ * ComPEFT values are f32-rounded).
+ *
+ * @example
+ * ```ts
+ * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit";
+ * console.log(Array.from(compeftDecode(compeftEncode(compeft([1, -2, 0.5, 3], { density: 0.5 }))), (v) => Math.sign(v))); // [0, -1, 0, 1]
+ * ```
+ */
+export function compeftDecode(bytes: Uint8Array): Float64Array {
+  if (bytes.length < 12) {
+    throw new OptionError("bytes", bytes.length, "a ComPEFT encoding has a 12-byte header");
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const scale = view.getFloat32(0, true), d = view.getUint32(4, true), nnz = view.getUint32(8, true);
+  const out = new Float64Array(d), k = riceK(nnz, d);
+  let bit = 0;
+  const get = () => {
+    const byte = 12 + (bit >> 3);
+    if (byte >= bytes.length) {
+      throw new OptionError("bytes", bytes.length, `truncated ComPEFT stream (needed bit ${bit})`);
+    }
+    const b = (bytes[byte] >> (bit & 7)) & 1;
+    bit++;
+    return b;
+  };
+  let pos = -1;
+  for (let n = 0; n < nnz; n++) {
+    let q = 0;
+    while (get()) q++;
+    let r = 0;
+    for (let i = 0; i < k; i++) r = (r << 1) | get();
+    pos += q * 2 ** k + r + 1;
+    if (pos >= d) {
+      throw new OptionError("bytes", bytes.length, `ComPEFT position ${pos} outside the vector of ${d}`);
+    }
+    out[pos] = get() ? -scale : scale;
+  }
+  return out;
+}
+
+function riceK(nnz: number, d: number): number {
+  return nnz === 0 ? 0 : Math.max(0, Math.floor(Math.log2(Math.LN2 / (nnz / d))));
 }

@@ -56,8 +56,12 @@ export interface MergeParams {
   readonly rescaleNorm?: "l1" | "inverse_density" | "none";
   /** Reproduce mergekit's Breadcrumbs `nTop = 0` zeroing. Default false. */
   readonly mergekitCompat?: boolean;
-  /** `"mergekit"` (default) or `"peft"` (unweighted election, count divisor, k = 0 → zeros). */
-  readonly semantics?: "mergekit" | "peft";
+  /**
+   * `"mergekit"` (default); `"peft"` (unweighted election, count divisor, k = 0 → zeros); `"paper"` (the
+   * TIES / Breadcrumbs paper code, per tensor: PEFT's election and divisor, zero totals take the majority
+   * sign, magnitude keeps trunc(d·n)+1 entries, Breadcrumbs cuts per row along the last dimension).
+   */
+  readonly semantics?: "mergekit" | "peft" | "paper";
   /** slerp interpolation factor (0 = base). */
   readonly t?: number;
   /** Memory-only in mergekit; accepted and ignored. */
@@ -169,7 +173,7 @@ function gtaMerge(
   const normalize = p.normalize ?? config.normalize, rescale = p.rescale ?? config.rescale;
   const lambda = p.lambda ?? 1,
     consensus = config.consensus === null ? null : p.consensus ?? config.consensus;
-  const peft = p.semantics === "peft";
+  const peft = p.semantics === "peft" || p.semantics === "paper", paper = p.semantics === "paper";
   if (models.length === 0) return { shape: base.shape, data: new Float64Array(B) };
   const deltas = models.map(({ t, params, index }) => {
     if (params.weight === undefined) {
@@ -200,14 +204,19 @@ function gtaMerge(
   const w = models.map((m) => m.params.weight!);
   const mixed = new Float64Array(n);
   if (consensus) {
+    // PEFT and the paper code elect on the unweighted pruned tensors; mergekit on the weighted ones
+    const totals = new Float64Array(n);
+    let majority = 0;
     for (let i = 0; i < n; i++) {
-      let total = 0;
-      // PEFT elects on the unweighted pruned tensors; mergekit on the weighted ones
       for (let m = 0; m < deltas.length; m++) {
         const v = peft ? deltas[m][i] : w[m] * deltas[m][i];
-        total += consensus === "sum" ? v : Math.sign(v);
+        totals[i] += consensus === "sum" ? v : Math.sign(v);
       }
-      const elected = total >= 0 ? 1 : -1;
+      majority += Math.sign(totals[i]);
+    }
+    const zeroElects = paper && majority < 0 ? -1 : 1; // the paper: a zero total takes the majority sign
+    for (let i = 0; i < n; i++) {
+      const elected = totals[i] > 0 ? 1 : totals[i] < 0 ? -1 : zeroElects;
       let mix = 0, div = 0;
       for (let m = 0; m < deltas.length; m++) {
         const wd = w[m] * deltas[m][i];

@@ -55,8 +55,12 @@ export interface SparsifyOptions {
   readonly modelIndex?: number;
   /** Reproduce mergekit's Breadcrumbs quirk (`nTop = 0` zeroes the tensor). Default false. */
   readonly mergekitCompat?: boolean;
-  /** `"peft"`: magnitude with k = 0 returns zeros instead of throwing. Default `"mergekit"`. */
-  readonly semantics?: "mergekit" | "peft";
+  /**
+   * `"peft"`: magnitude with k = 0 returns zeros instead of throwing; `"paper"`: magnitude keeps every
+   * `|x| ≥` the kth smallest magnitude (kth = n − trunc(d·n): trunc(d·n)+1 entries plus ties, the TIES code),
+   * Breadcrumbs cuts per row along the last dimension (drop trunc(c·γ), keep trunc(c·d)). Default `"mergekit"`.
+   */
+  readonly semantics?: "mergekit" | "peft" | "paper";
   /** Write the result into the input's data (a Float64Array) instead of a new array. Default false. */
   readonly inPlace?: boolean;
 }
@@ -108,6 +112,9 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
   const zeros = () => (into ? into.fill(0) : new Float64Array(n));
   switch (options.method) {
     case "magnitude": {
+      if (options.semantics === "paper") {
+        return { shape: t.shape, data: rescaled(t.data, paperTopMask(t.data, d), norm, d, into) };
+      }
       const k = Math.trunc(d * n);
       if (k <= 0 && n > 0) {
         if (options.semantics === "peft") return { shape: t.shape, data: zeros() };
@@ -122,6 +129,9 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
     case "magnitude_outliers": {
       const gamma = options.gamma ?? 0.01;
       if (!(gamma >= 0 && gamma <= 1)) throw new OptionError("gamma", gamma, "must be in [0, 1]");
+      if (options.semantics === "paper") {
+        return { shape: t.shape, data: rescaled(t.data, paperRowMask(t, d, gamma), norm, d, into) };
+      }
       const target = Math.trunc(d * n);
       let nTop = Math.trunc(gamma * n), nBot = n - target - nTop;
       if (nBot < 0) {
@@ -189,5 +199,27 @@ export function dellaProbabilities(input: TensorInput, density: number, epsilon:
 function bernoulli(n: number, p: (i: number) => number, o: SparsifyOptions): Uint8Array {
   const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0), mask = new Uint8Array(n);
   for (let i = 0; i < n; i++) mask[i] = rng.uniform() < p(i) ? 1 : 0;
+  return mask;
+}
+
+/** TIES paper code: keep `|x| ≥ kthvalue(|x|, n − trunc(d·n))` (trunc(d·n)+1 entries for distinct magnitudes). */
+function paperTopMask(values: ArrayLike<number>, d: number): Uint8Array {
+  const n = values.length, kth = n - Math.trunc(d * n), mask = new Uint8Array(n);
+  if (kth <= 0) return mask.fill(1);
+  const sorted = Float64Array.from(values, Math.abs).sort();
+  const thr = sorted[kth - 1];
+  for (let i = 0; i < n; i++) mask[i] = Math.abs(values[i]) >= thr ? 1 : 0;
+  return mask;
+}
+
+/** Breadcrumbs paper code: per row along the last dimension, drop the trunc(c·γ) largest, keep the next trunc(c·β). */
+function paperRowMask(t: Tensor, beta: number, gamma: number): Uint8Array {
+  const n = t.data.length, mask = new Uint8Array(n);
+  if (t.shape.length === 0) return mask.fill(1); // 0-d tensors are untouched
+  const c = t.shape[t.shape.length - 1], drop = Math.trunc(c * gamma), keep = Math.trunc(c * beta);
+  for (let r = 0; r * c < n; r++) {
+    const row = t.data.subarray(r * c, (r + 1) * c), m = magnitudeRangeMask(row, drop, drop + keep);
+    mask.set(m, r * c);
+  }
   return mask;
 }

@@ -11,6 +11,7 @@ import { uniformVector, uniformWeight } from "../core/init.ts";
 import { sigmoid } from "../core/numeric.ts";
 import { type Selector, softmaxTopK } from "./select.ts";
 import { composeRouter } from "./compose.ts";
+import { linearGate } from "./gate.ts";
 import type { RouteOptions, RoutingResult } from "./result.ts";
 
 /**
@@ -131,6 +132,8 @@ export function gruCell(options: GruCellOptions): RecurrentCell {
     throw new ShapeError("bias_hh", [gates * r], [weights.biasHh.length]);
   }
   const w = weights;
+  // the two products run on the gate GEMM (WebAssembly SIMD where available)
+  const ih = linearGate({ weight: w.weightIh }), hh = linearGate({ weight: w.weightHh });
   return {
     kind,
     inputSize,
@@ -139,7 +142,8 @@ export function gruCell(options: GruCellOptions): RecurrentCell {
     step(x, h) {
       matrix.assertShape("cell input x", x, -1, inputSize);
       matrix.assertShape("cell state h", h, x.rows, r);
-      const gi = matrix.matmulT(x, w.weightIh), gh = matrix.matmulT(h, w.weightHh);
+      const gi = ih.logits(x, matrix.zeros(x.rows, gates * r)),
+        gh = hh.logits(h, matrix.zeros(x.rows, gates * r));
       const out = matrix.zeros(x.rows, r), G = gates * r;
       for (let t = 0; t < x.rows; t++) {
         const o = t * G;
@@ -302,7 +306,9 @@ export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRoute
   }
   const selector = options.selector ?? softmaxTopK({ k: options.k ?? 2 });
   const theCell = cell, projs = projections, hds = heads;
-  const routers = hds.map((head, l) => (state: { h: Mat }) =>
+  const projGates = projs.map((weight) => linearGate({ weight })),
+    headGates = hds.map((weight) => linearGate({ weight }));
+  const routers = hds.map((_head, l) => (state: { h: Mat }) =>
     composeRouter({
       name: "rmoe",
       selector,
@@ -310,8 +316,8 @@ export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRoute
         experts: E,
         inputDim: d,
         logits(x, out) {
-          state.h = theCell.step(matrix.matmulT(x, projs[l]), state.h);
-          return matrix.matmulT(state.h, head, out);
+          state.h = theCell.step(projGates[l].logits(x, matrix.zeros(x.rows, r)), state.h);
+          return headGates[l].logits(state.h, out);
         },
       },
       tileTokens: Number.MAX_SAFE_INTEGER, // the state update must see all tokens once
