@@ -285,6 +285,18 @@ Deno.test("C1 ComPEFT: §8 example, three values, ρ = 1, byte accounting", () =
     0,
     -.25,
   ]);
+  // decode(encode(τ̂)) = τ̂ exactly, and the encoding is as long as the byte accounting says
+  for (const [d, rho, seed] of [[8, .25, 1], [64, .1, 2], [1000, .01, 3], [1000, .5, 4], [5, 1, 5]]) {
+    const t = matrix.randn(1, d, { seed }).data;
+    for (const mode of ["ternary", "stc"] as const) {
+      const cc = compeft(t, { density: rho, mode });
+      const bytes = compeftEncode(cc);
+      assert.equal(bytes.length, cc.bytes);
+      assert.deepEqual(compeftDecode(bytes), cc.values);
+    }
+  }
+  assert.throws(() => compeftEncode(compeft(tau, { density: .25, mode: "trim" })), /only ternary and stc/);
+  assert.throws(() => compeftDecode(compeftEncode(c).subarray(0, 12)), /truncated ComPEFT stream/);
 });
 
 Deno.test("I1 Compressed Experts: n_ce = 0 is the full forward; unit vectors equal a top-(k−n_ce) forward; §9 example", () => {

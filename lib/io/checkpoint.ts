@@ -161,7 +161,9 @@ export interface WriteCheckpointOptions {
 /**
  * Writes a checkpoint tensor by tensor: shards are planned from the sizes first (in `specs` order, a
  * new shard when the next tensor would exceed `shardBytes`), `produce(name)` is awaited once per tensor
- * in that order, and nothing gets its final name until every shard is complete (then the index, last).
+ * in that order, and nothing gets its final name until every shard is complete. A new or empty folder is
+ * written beside it (`<dir>.partial-<pid>`) and renamed into place in one step; into a folder that
+ * already holds files, shards are renamed one by one and the index is written last.
  * Returns the shard file names.
  *
  * @example
@@ -197,12 +199,17 @@ export async function writeCheckpoint(
   const names = n === 1
     ? ["model.safetensors"]
     : shards.map((_, i) => `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
-  await Deno.mkdir(dir, { recursive: true });
+  // a new (or empty) folder is written as a sibling temporary folder and renamed into place at the end:
+  // one atomic rename, so a kill at any moment leaves no output under its final name
+  const existing = await Deno.stat(dir).then((st) => st.isDirectory, () => false);
+  const empty = !existing || (await Array.fromAsync(Deno.readDir(dir))).length === 0;
+  const work = empty ? `${dir.replace(/\/+$/, "")}.partial-${Deno.pid}` : dir;
+  await Deno.mkdir(work, { recursive: true });
   const partials: string[] = [];
   try {
     for (const [i, shard] of shards.entries()) {
       partials.push(
-        await writeSafetensorsStream(`${dir}/${names[i]}`, shard, (name) => produce(name), {
+        await writeSafetensorsStream(`${work}/${names[i]}`, shard, (name) => produce(name), {
           metadata: options.metadata ?? { format: "pt" },
           onTensor: options.onTensor,
           deferRename: true,
@@ -210,19 +217,23 @@ export async function writeCheckpoint(
       );
     }
   } catch (e) {
-    await Promise.all(partials.map((p) => Deno.remove(p).catch(() => {})));
+    if (empty) await Deno.remove(work, { recursive: true }).catch(() => {});
+    else await Promise.all(partials.map((p) => Deno.remove(p).catch(() => {})));
     throw e;
   }
-  for (const [i, p] of partials.entries()) await Deno.rename(p, `${dir}/${names[i]}`);
+  if (!empty) await Deno.remove(`${dir}/${INDEX}`).catch(() => {}); // the old index goes first, the new one last
+  for (const [i, p] of partials.entries()) await Deno.rename(p, `${work}/${names[i]}`);
   if (n > 1) {
     const weightMap: Record<string, string> = {};
     shards.forEach((shard, i) => shard.forEach((s) => (weightMap[s.name] = names[i])));
     const index = { metadata: { total_size: specs.reduce((a, s) => a + size(s), 0) }, weight_map: weightMap };
-    const tmp = `${dir}/${INDEX}.partial-${Deno.pid}`;
+    const tmp = `${work}/${INDEX}.partial-${Deno.pid}`;
     await Deno.writeTextFile(tmp, JSON.stringify(index, null, 2));
-    await Deno.rename(tmp, `${dir}/${INDEX}`);
-  } else {
-    await Deno.remove(`${dir}/${INDEX}`).catch(() => {});
+    await Deno.rename(tmp, `${work}/${INDEX}`);
+  }
+  if (empty) {
+    if (existing) await Deno.remove(dir);
+    await Deno.rename(work, dir);
   }
   return names;
 }
