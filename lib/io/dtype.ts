@@ -213,15 +213,17 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
       for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
       return out;
     case "BF16": {
-      // round through float32, then to bf16 with round-to-nearest-even on the bits, in bulk
-      const f = Float32Array.from(values), u = new Uint32Array(f.buffer);
-      for (let i = 0; i < n; i++) {
-        const b = u[i];
-        view.setUint16(
-          2 * i,
-          f[i] !== f[i] ? 0x7fc0 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff,
-          true,
-        );
+      // round through float32, then to bf16 with round-to-nearest-even on the bits, a chunk at a time
+      const chunk = Math.max(1, Math.min(n, 1 << 20)),
+        f = new Float32Array(chunk),
+        u = new Uint32Array(f.buffer);
+      for (let start = 0; start < n; start += chunk) {
+        const len = Math.min(chunk, n - start);
+        for (let i = 0; i < len; i++) f[i] = values[start + i];
+        for (let i = 0; i < len; i++) {
+          const b = u[i], bits = f[i] !== f[i] ? 0x7fc0 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+          view.setUint16(2 * (start + i), bits, true);
+        }
       }
       return out;
     }

@@ -420,12 +420,31 @@ export async function runCheckpointMerge(
     } else {
       const base = e.base ? await ck(e.base.model).read(e.base.tensor) : undefined;
       const models = [];
-      for (const s of e.sources) models.push({ tensor: await ck(s.model).read(s.tensor), params: s.params });
+      // each model is widened to float64 right away (its float32 copy is dropped), and merge() turns that
+      // array into the task vector in place: about N + 2 tensors of float64 live at once, not 2N + 2
+      for (const s of e.sources) {
+        const t = await ck(s.model).read(s.tensor);
+        models.push({
+          tensor: {
+            shape: t.shape,
+            data: t.data instanceof Float64Array ? t.data : new Float64Array(t.data),
+          },
+          params: s.params,
+        });
+      }
       for (const s of [...(e.base ? [e.base] : []), ...e.sources]) {
         const i = ck(s.model).info(s.tensor)!;
         bytesRead += i.end - i.begin;
       }
-      data = merge({ method: plan.method, base, models, params: e.params, name, seed: options.seed }).data;
+      data = merge({
+        method: plan.method,
+        base,
+        models,
+        params: e.params,
+        name,
+        seed: options.seed,
+        consumeInputs: true,
+      }).data;
     }
     return data;
   }, {

@@ -93,6 +93,11 @@ export interface MergeOptions {
   readonly seed?: number;
   /** Receives warnings (a skipped model). Default `console.warn`. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * The models' Float64Array data may be overwritten (it becomes the task vector in place), saving a
+   * copy per model; streaming checkpoint merges use this. Default false.
+   */
+  readonly consumeInputs?: boolean;
 }
 
 const EMBEDDING = /embed_tokens|lm_head|wte|word_embeddings/;
@@ -104,7 +109,7 @@ function usable(o: MergeOptions, base: Tensor): { t: Float64Array; params: Model
     const t = asTensor(m.tensor, `model ${index}${o.name ? ` ${o.name}` : ""}`);
     if (sameShape(t.shape, base.shape)) {
       out.push({
-        t: new Float64Array(t.data),
+        t: o.consumeInputs && t.data instanceof Float64Array ? t.data : new Float64Array(t.data),
         params: m.params ?? {},
         index,
       });
@@ -204,19 +209,21 @@ function gtaMerge(
   const w = models.map((m) => m.params.weight!);
   const mixed = new Float64Array(n);
   if (consensus) {
-    // PEFT and the paper code elect on the unweighted pruned tensors; mergekit on the weighted ones
-    const totals = new Float64Array(n);
-    let majority = 0;
-    for (let i = 0; i < n; i++) {
+    // PEFT and the paper code elect on the unweighted pruned tensors; mergekit on the weighted ones.
+    // Totals are recomputed where needed rather than stored (one tensor less in memory).
+    const total = (i: number) => {
+      let t = 0;
       for (let m = 0; m < deltas.length; m++) {
         const v = peft ? deltas[m][i] : w[m] * deltas[m][i];
-        totals[i] += consensus === "sum" ? v : Math.sign(v);
+        t += consensus === "sum" ? v : Math.sign(v);
       }
-      majority += Math.sign(totals[i]);
-    }
+      return t;
+    };
+    let majority = 0;
+    if (paper) { for (let i = 0; i < n; i++) majority += Math.sign(total(i)); }
     const zeroElects = paper && majority < 0 ? -1 : 1; // the paper: a zero total takes the majority sign
     for (let i = 0; i < n; i++) {
-      const elected = totals[i] > 0 ? 1 : totals[i] < 0 ? -1 : zeroElects;
+      const t = total(i), elected = t > 0 ? 1 : t < 0 ? -1 : zeroElects;
       let mix = 0, div = 0;
       for (let m = 0; m < deltas.length; m++) {
         const wd = w[m] * deltas[m][i];
