@@ -143,6 +143,7 @@ export function f16ToNumber(bits: number): number {
 
 /**
  * Decodes little-endian bytes of a float dtype into a Float32Array (F16/BF16/F32) or Float64Array (F64).
+ * F32/F64 results are views over `bytes` when it is aligned (no copy).
  *
  * @example
  * ```ts
@@ -153,13 +154,15 @@ export function f16ToNumber(bits: number): number {
 export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Float64Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
-  if (LITTLE_ENDIAN) {
-    // typed-array views over an aligned copy: bulk conversion instead of one DataView call per value
-    const copy = bytes.slice().buffer;
-    if (dtype === "F32") return new Float32Array(copy);
-    if (dtype === "F64") return new Float64Array(copy);
+  const size = DTYPE_BYTES[dtype];
+  if (LITTLE_ENDIAN && bytes.byteOffset % size === 0) {
+    // typed-array views straight over the bytes (F32/F64 results share them), bulk conversion otherwise
+    if (dtype === "F32") return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    if (dtype === "F64") return new Float64Array(bytes.buffer, bytes.byteOffset, n);
     if (dtype === "BF16") {
-      const h = new Uint16Array(copy), out = new Float32Array(n), o32 = new Uint32Array(out.buffer);
+      const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n),
+        out = new Float32Array(n),
+        o32 = new Uint32Array(out.buffer);
       for (let i = 0; i < n; i++) o32[i] = h[i] << 16;
       return out;
     }

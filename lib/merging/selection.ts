@@ -1,35 +1,54 @@
 /**
  * Magnitude selection in O(n) with moekit's total order: `|x|` descending, lower flat index first on ties
  * (merging.md §1). The k largest are "every |x| > θ, then the first k − #{|x| > θ} entries equal to θ in
- * index order", θ being the k-th largest magnitude, found by quickselect — no full sort.
+ * index order", θ being the k-th largest magnitude, found by radix selection — no sort, no copy.
  * @module
  */
 
-/** The k-th largest of `a` (1-based k ≤ n) by quickselect; permutes `a`. */
-function kthLargest(a: Float64Array, k: number): number {
-  let lo = 0, hi = a.length - 1;
-  const target = k - 1; // index in descending order
-  while (lo < hi) {
-    // median of three pivot, partition descending (Hoare style)
-    const mid = (lo + hi) >>> 1;
-    const p = Math.max(Math.min(a[lo], a[mid]), Math.min(Math.max(a[lo], a[mid]), a[hi]));
-    let i = lo, j = hi;
-    while (i <= j) {
-      while (a[i] > p) i++;
-      while (a[j] < p) j--;
-      if (i <= j) {
-        const t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-        i++;
-        j--;
+const CHUNK = 4096;
+const chunkF64 = new Float64Array(CHUNK), chunkU32 = new Uint32Array(chunkF64.buffer);
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // index of the high word
+
+/**
+ * The k-th largest |x| (1-based, k ≤ n), exactly, by radix selection on the 64-bit pattern of |x|
+ * (monotone in the value for non-negative doubles): four 16-bit histogram passes, each over the entries
+ * whose higher bits match the prefix found so far. O(n) time and O(1) extra memory (no copy of the data).
+ */
+function kthLargestAbs(values: ArrayLike<number>, k: number): number {
+  const n = values.length, hist = new Uint32Array(65536);
+  let prefixHi = 0, prefixLo = 0, rank = k; // rank within the entries matching the prefix
+  for (let pass = 0; pass < 4; pass++) {
+    hist.fill(0);
+    for (let start = 0; start < n; start += CHUNK) {
+      const len = Math.min(CHUNK, n - start);
+      for (let i = 0; i < len; i++) chunkF64[i] = Math.abs(values[start + i]);
+      for (let i = 0; i < len; i++) {
+        const hi = chunkU32[2 * i + HI], lo = chunkU32[2 * i + 1 - HI];
+        let digit: number;
+        if (pass === 0) digit = hi >>> 16;
+        else if (pass === 1) {
+          if (hi >>> 16 !== prefixHi >>> 16) continue;
+          digit = hi & 0xffff;
+        } else if (pass === 2) {
+          if (hi !== prefixHi) continue;
+          digit = lo >>> 16;
+        } else {
+          if (hi !== prefixHi || lo >>> 16 !== prefixLo >>> 16) continue;
+          digit = lo & 0xffff;
+        }
+        hist[digit]++;
       }
     }
-    if (target <= j) hi = j;
-    else if (target >= i) lo = i;
-    else return a[target];
+    let d = 65535;
+    for (; d > 0 && hist[d] < rank; d--) rank -= hist[d];
+    if (pass === 0) prefixHi = (d << 16) >>> 0;
+    else if (pass === 1) prefixHi = (prefixHi | d) >>> 0;
+    else if (pass === 2) prefixLo = (d << 16) >>> 0;
+    else prefixLo = (prefixLo | d) >>> 0;
   }
-  return a[target];
+  chunkU32[HI] = prefixHi;
+  chunkU32[1 - HI] = prefixLo;
+  return chunkF64[0];
 }
 
 /**
@@ -46,9 +65,7 @@ export function topMagnitudeMask(values: ArrayLike<number>, k: number): Uint8Arr
   const n = values.length, mask = new Uint8Array(n);
   if (k <= 0) return mask;
   if (k >= n) return mask.fill(1);
-  const scratch = new Float64Array(n); // the only O(n) temporary besides the mask; permuted by quickselect
-  for (let i = 0; i < n; i++) scratch[i] = Math.abs(values[i]);
-  const theta = kthLargest(scratch, k);
+  const theta = kthLargestAbs(values, k); // O(n), no copy of the data
   let above = 0;
   for (let i = 0; i < n; i++) {
     if (Math.abs(values[i]) > theta) {
