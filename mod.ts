@@ -64,6 +64,7 @@ export { FONT_CANDIDATES, pngFont } from "./lib/plots/render.ts";
 export {
   type CompressedLayer,
   type ExpertLayer,
+  forwardWithExperts,
   layerForward,
   type LayerForwardOptions,
   type LayerRouting,
@@ -72,7 +73,6 @@ export { calibrate, type CalibrationStats } from "./lib/compression/calibrate.ts
 export * from "./lib/compression/svd.ts";
 export {
   alignPermutation,
-  forwardWithExperts,
   groupExperts,
   logitSimilarity,
   mergeExperts,

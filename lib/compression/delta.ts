@@ -8,8 +8,8 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError } from "../core/errors.ts";
 import type { SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import { checkLayer, type CompressedLayer, type ExpertLayer } from "./layer.ts";
-import { forwardWithExperts, weightedExpert } from "./merge_experts.ts";
+import { checkLayer, type CompressedLayer, type ExpertLayer, forwardWithExperts } from "./layer.ts";
+import { weightedExpert } from "./merge_experts.ts";
 import { lowRankProduct, rankForRatio, svdCompress } from "./svd.ts";
 
 /**

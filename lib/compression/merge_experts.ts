@@ -10,7 +10,13 @@ import { MoekitError, OptionError } from "../core/errors.ts";
 import { munkres } from "../deps.ts";
 import type { SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import { checkLayer, type CompressedLayer, type ExpertLayer, expertParams, layerForward } from "./layer.ts";
+import {
+  checkLayer,
+  type CompressedLayer,
+  type ExpertLayer,
+  expertParams,
+  forwardWithExperts,
+} from "./layer.ts";
 
 /**
  * Pairwise expert similarity from router logits: `(cos(L[:,i], L[:,j]) + 1)/2`, diagonal 1.
@@ -185,34 +191,4 @@ export function mergeExperts(
     bytes: params * 4,
     forward: (x) => forwardWithExperts(out, x),
   };
-}
-
-/**
- * A layer forward in {@link CompressedLayer} form — output, computed slots, parameters computed per token —
- * optionally with replacement experts (quantised, low-rank, merged).
- *
- * @example
- * ```ts
- * import { forwardWithExperts, matrix, randomExperts } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(4, 8, { seed: 1 }), experts: randomExperts({ experts: 4, dim: 8, hidden: 8 }), k: 2 };
- * console.log(forwardWithExperts(layer, matrix.randn(3, 8)).activeParams[0]); // 4·8 + 2·3·64 = 416
- * ```
- */
-export function forwardWithExperts(
-  layer: ExpertLayer,
-  x: Mat,
-  options: Parameters<typeof layerForward>[2] = {},
-): { output: Mat; indices: Int32Array; activeParams: Float64Array } {
-  const { output, routing } = layerForward(layer, x, options);
-  const experts = options.experts ?? layer.experts, k = layer.k, router = layer.gate.data.length;
-  const activeParams = new Float64Array(x.rows);
-  for (let t = 0; t < x.rows; t++) {
-    let p = router;
-    for (let j = 0; j < k; j++) {
-      const e = routing.indices[t * k + j];
-      if (e >= 0) p += expertParams(experts[e]);
-    }
-    activeParams[t] = p;
-  }
-  return { output, indices: routing.indices, activeParams };
 }

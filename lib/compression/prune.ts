@@ -13,10 +13,10 @@ import {
   type CompressedLayer,
   type ExpertLayer,
   expertParams,
+  forwardWithExperts,
   layerForward,
   layerRoute,
 } from "./layer.ts";
-import { forwardWithExperts } from "./merge_experts.ts";
 
 /**
  * The NAEE loss `Σ_b ‖Y_b − Ŷ_b‖_F` over `numBatches` contiguous parts sized like numpy `array_split`.

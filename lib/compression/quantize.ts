@@ -9,8 +9,14 @@ import { MoekitError, OptionError } from "../core/errors.ts";
 import { roundHalfEven } from "../core/numeric.ts";
 import type { SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import { checkLayer, type CompressedLayer, type ExpertLayer, expertParams, layerForward } from "./layer.ts";
-import { forwardWithExperts } from "./merge_experts.ts";
+import {
+  checkLayer,
+  type CompressedLayer,
+  type ExpertLayer,
+  expertParams,
+  forwardWithExperts,
+  layerForward,
+} from "./layer.ts";
 import { naeeLoss } from "./prune.ts";
 
 /**

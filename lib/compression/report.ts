@@ -4,8 +4,13 @@
  */
 
 import type { Mat } from "../core/matrix.ts";
-import { checkLayer, type CompressedLayer, type ExpertLayer, expertParams } from "./layer.ts";
-import { forwardWithExperts } from "./merge_experts.ts";
+import {
+  checkLayer,
+  type CompressedLayer,
+  type ExpertLayer,
+  expertParams,
+  forwardWithExperts,
+} from "./layer.ts";
 
 /**
  * What {@link compressionReport} measures.
