@@ -9,6 +9,7 @@ import { CholeskyDecomposition, Matrix, SingularValueDecomposition } from "../de
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
+import { matmulTFast } from "../kernels/gemm.ts";
 
 /**
  * A rank-r factorisation `W ≈ A·B`.
@@ -247,7 +248,7 @@ export function randomizedSvd(
   const m = w.rows, n = w.cols, r = resolveRank(m, n, { rank });
   const l = Math.min(n, m, r + (options.oversample ?? 10)), q = options.powerIterations ?? 2;
   const omega = matrix.randn(l, n, { seed: new Rng(options.seed ?? 0).nextUint32() }); // Ωᵀ [l,n]
-  let y = matrix.matmulT(w, omega); // W Ω [m,l]
+  let y = matmulTFast(w, omega); // W Ω [m,l] (the large products run on the WebAssembly GEMM)
   const orth = (mat: Mat) => {
     const f = Float64Array.from(mat.data);
     orthonormalize(f, mat.rows, mat.cols);
@@ -255,11 +256,11 @@ export function randomizedSvd(
   };
   const wt = matrix.transpose(w);
   for (let it = 0; it < q; it++) {
-    const z = matrix.matmulT(wt, matrix.transpose(orth(y))); // Wᵀ Q [n,l]
-    y = matrix.matmulT(w, matrix.transpose(orth(z))); // W Z [m,l]
+    const z = matmulTFast(wt, matrix.transpose(orth(y))); // Wᵀ Q [n,l]
+    y = matmulTFast(w, matrix.transpose(orth(z))); // W Z [m,l]
   }
   const Q = orth(y); // [m,l]
-  const B = matrix.matmulT(matrix.transpose(Q), wt); // Qᵀ W [l,n]
+  const B = matmulTFast(matrix.transpose(Q), wt); // Qᵀ W [l,n]
   const { u, s, v } = thinSvd(toMl(B));
   const a = matrix.zeros(m, r), b = matrix.zeros(r, n);
   for (let j = 0; j < r; j++) {

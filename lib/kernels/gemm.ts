@@ -4,8 +4,8 @@
  * @module
  */
 
-import type { Mat } from "../core/matrix.ts";
-import { allocBytes, freeBytes, heapF32, inKernelMemory, requireRuntime } from "./runtime.ts";
+import { type Mat, matrix } from "../core/matrix.ts";
+import { allocBytes, freeBytes, heapF32, inKernelMemory, kernelInfo, requireRuntime } from "./runtime.ts";
 
 /** A weight resident in kernel memory, multiplying tiles of tokens. */
 export interface WasmGemm {
@@ -20,6 +20,8 @@ export interface WasmGemm {
    * `Σ_e exp(l − max)` per row, `"sigmoid"` the sigmoid of every logit. Views, valid until the next call.
    */
   epilogue(kind: "softmaxSums" | "sigmoid", logits: Mat): Float32Array | undefined;
+  /** Frees the kernel memory now (otherwise it is freed when the gemm is garbage-collected). */
+  release(): void;
 }
 
 const registry = new FinalizationRegistry<() => void>((release) => release());
@@ -38,6 +40,7 @@ export function wasmGemm(weight: Mat): WasmGemm {
     return { ptr: allocBytes(rt, floats * 4), floats };
   };
   const gemm: WasmGemm = {
+    release: () => {},
     weightPtr: wPtr,
     logits(x, out) {
       let xPtr: number;
@@ -70,12 +73,33 @@ export function wasmGemm(weight: Mat): WasmGemm {
       return { rows, cols: E, data: heapF32(rt).subarray(scratch.ptr / 4, scratch.ptr / 4 + rows * E) };
     },
   };
-  registry.register(gemm, () => {
+  let released = false;
+  const free = () => {
+    if (released) return;
+    released = true;
     freeBytes(rt, wPtr);
-    if (stage.floats > 0) freeBytes(rt, stage.ptr);
-    if (outStage.floats > 0) freeBytes(rt, outStage.ptr);
-    if (scratch.floats > 0) freeBytes(rt, scratch.ptr);
-    if (epi.floats > 0) freeBytes(rt, epi.ptr);
-  });
+    for (const b of [stage, outStage, scratch, epi]) if (b.floats > 0) freeBytes(rt, b.ptr);
+  };
+  gemm.release = () => {
+    registry.unregister(gemm);
+    free();
+  };
+  registry.register(gemm, free, gemm);
   return gemm;
+}
+
+/**
+ * `A·Bᵀ` on the WebAssembly kernel when it is available (B is copied into kernel memory for the call),
+ * else on the JS reference; for large one-off products such as randomized-SVD sketches.
+ */
+export function matmulTFast(a: Mat, b: Mat): Mat {
+  if (!kernelInfo().wasm || a.cols !== b.cols) return matrix.matmulT(a, b);
+  const gemm = wasmGemm(b), out = matrix.zeros(a.rows, b.rows);
+  const tile = Math.max(1, Math.min(a.rows, Math.floor((1 << 22) / Math.max(1, a.cols)))); // stage ≤ 16 MB of A at a time
+  for (let r0 = 0; r0 < a.rows; r0 += tile) {
+    const r1 = Math.min(a.rows, r0 + tile);
+    gemm.logits(matrix.rowSlice(a, r0, r1), matrix.rowSlice(out, r0, r1));
+  }
+  gemm.release();
+  return out;
 }
