@@ -278,13 +278,21 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
     "entropy",
     "dropped %",
     "aux loss",
-    "per-expert load (pooled over layers)",
+    `per-expert load (pooled over layers${
+      c.experts > 64 ? `; ${Math.ceil(c.experts / 64)} experts per character` : ""
+    })`,
   ];
   const body = rows.map((r) => {
     if (r.note) return [r.router, "-", "-", "-", "-", "-", `skipped: ${r.note}`];
-    const m = r.metrics, max = Math.max(...m.counts);
-    const spark = Array.from(m.counts, (v) => SPARK[max > 0 ? Math.min(7, Math.floor((v / max) * 7.999)) : 0])
-      .join("");
+    const m = r.metrics;
+    // one character per expert, or per bucket of experts (their total) beyond 64 experts
+    const per = Math.ceil(m.counts.length / 64);
+    const loads = Array.from(
+      { length: Math.ceil(m.counts.length / per) },
+      (_, b) => m.counts.slice(b * per, (b + 1) * per).reduce((a: number, v: number) => a + v, 0),
+    );
+    const max = Math.max(...loads);
+    const spark = loads.map((v) => SPARK[max > 0 ? Math.min(7, Math.floor((v / max) * 7.999)) : 0]).join("");
     return [
       r.router,
       m.cv.toFixed(3),
@@ -313,7 +321,16 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
   );
   const fr = first.metrics.fraction, maxF = Math.max(...fr), width = 40;
   const balancedCol = Math.round((1 / c.experts / maxF) * width);
-  for (let e = 0; e < c.experts; e++) {
+  // up to 32 experts: all in order; more: the 12 busiest and the 6 idlest
+  const order = Array.from({ length: c.experts }, (_, e) => e);
+  const shown = c.experts <= 32
+    ? order
+    : [...order.sort((a, b) => fr[b] - fr[a] || a - b).slice(0, 12), -1, ...order.slice(-6)];
+  for (const e of shown) {
+    if (e < 0) {
+      console.log(`  … ${c.experts - 18} experts in between`);
+      continue;
+    }
     const n = Math.round((fr[e] / maxF) * width);
     const bar = Array.from({ length: width + 1 }, (_, i) => (i < n ? "█" : i === balancedCol ? "│" : " "))
       .join("");
