@@ -17,6 +17,7 @@ import {
   deltaCompress,
   type ExpertLayer,
   forwardWithExperts,
+  losparseCompress,
   matrix,
   mergeExperts,
   pmqQuantize,
@@ -112,6 +113,28 @@ for (const ratio of [0.5, 0.25]) {
   );
 }
 for (const g of [4, 2]) methods.push(mergeExperts(layer, stats, { numGroups: g }));
+{
+  // MC-SMoE's full "merge, then compress": 4 merged experts, each matrix as LoSparse (rank ρ .25 + 25 % of residual rows)
+  const merged = mergeExperts(layer, stats, { numGroups: 4 }).layer,
+    cache = new Map<SwiGLUExpert, SwiGLUExpert>();
+  let bytes = gate.data.length * 4;
+  const experts = merged.experts.map((e) => {
+    if (!cache.has(e)) {
+      const c = (["w1", "w2", "w3"] as const).map((key) =>
+        losparseCompress(e[key], { ratio: 0.25, keepRows: 0.25 })
+      );
+      bytes += c.reduce((s, x) => s + x.bytes, 0);
+      cache.set(e, { w1: c[0].approx, w2: c[1].approx, w3: c[2].approx });
+    }
+    return cache.get(e)!;
+  });
+  methods.push({
+    method: "mc-smoe 4/8 + losparse",
+    params: bytes / 4,
+    bytes,
+    forward: (x) => forwardWithExperts(layer, x, { experts }),
+  });
+}
 for (const keep of [6, 4]) methods.push(pruneExperts(layer, calib, { keep, numBatches: 4 }));
 methods.push(skipExperts(layer, { beta: calibrateSkip(layer, calib) }));
 for (const ratio of [0.25, 0.1]) methods.push(deltaCompress(layer, stats, { ratio }));

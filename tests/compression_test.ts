@@ -13,6 +13,7 @@ import {
   type ExpertLayer,
   groupExperts,
   layerForward,
+  losparseCompress,
   lowRankProduct,
   matrix,
   mergeExperts,
@@ -350,4 +351,19 @@ Deno.test("bad input: mismatched expert shapes, rank > min(m, n), empty calibrat
   assert.throws(() => calibrate(layer, matrix.zeros(0, 8)), /calibration set is empty/);
   assert.throws(() => svdCompress(matrix.randn(3, 5), { rank: 4 }), /rank = 4/);
   assert.throws(() => allocateBits([[1, 2]], 3), /3 finite costs/);
+});
+
+Deno.test("LoSparse: exact with every residual row, low-rank only with none, error non-increasing in kept rows", () => {
+  const w = matrix.randn(24, 12, { seed: 3 });
+  assert.ok(losparseCompress(w, { ratio: 0.2, keepRows: 1 }).relativeError < 1e-6);
+  const none = losparseCompress(w, { ratio: 0.2, keepRows: 0 });
+  assertClose(none.relativeError, svdCompress(w, { rank: none.rank }).relativeError, 1e-6);
+  let prev = Infinity;
+  for (const rho of [0, 0.25, 0.5, 0.75, 1]) {
+    const c = losparseCompress(w, { ratio: 0.2, keepRows: rho });
+    assert.ok(c.relativeError <= prev + 1e-9);
+    assert.equal(c.bytes, c.rank * 36 * 4 + c.keptRows.length * 12 * 4 + 4 * c.keptRows.length);
+    prev = c.relativeError;
+  }
+  assert.equal(rankForRatio(24, 12, 0.2, "ceil"), 2); // ⌈1.6⌉
 });

@@ -304,3 +304,52 @@ export function randomizedSvd(
 export function lowRankProduct(lr: LowRank): Mat {
   return matrix.matmul(lr.a, lr.b);
 }
+
+/**
+ * LoSparse, MC-SMoE's compression step (compression.md §4.7): `W ≈ L·R + S` with a rank
+ * `⌈ratio·m·n/(m+n)⌉` factorisation and the residual S kept only on the `keepRows` fraction of rows with the
+ * largest mean |S| (ties → lower row) — moekit's training-free proxy for upstream's PLATON pruning during
+ * distillation. Bytes: `r(m+n)·4 + keptRows·n·4 + 4·keptRows`.
+ *
+ * @example
+ * ```ts
+ * import { losparseCompress, matrix } from "@moekit/moekit";
+ * const w = matrix.randn(32, 16, { seed: 1 });
+ * const c = losparseCompress(w, { ratio: 0.25, keepRows: 1 }); // every residual row kept: exact
+ * console.log(c.rank, c.keptRows.length, c.relativeError < 1e-6); // 3 32 true
+ * ```
+ */
+export function losparseCompress(
+  w: Mat,
+  options: { ratio: number; keepRows: number },
+): { a: Mat; b: Mat; rank: number; keptRows: number[]; approx: Mat; relativeError: number; bytes: number } {
+  const m = w.rows, n = w.cols, rho = options.keepRows;
+  if (!(rho >= 0 && rho <= 1)) throw new OptionError("keepRows", rho, "must be a fraction in [0, 1]");
+  const rank = rankForRatio(m, n, options.ratio, "ceil");
+  const lr = svdCompress(w, { rank }), approx = lowRankProduct(lr);
+  const residual = w.data.map((v, i) => v - approx.data[i]);
+  const meanAbs = Array.from({ length: m }, (_, r) => {
+    let s = 0;
+    for (let j = 0; j < n; j++) s += Math.abs(residual[r * n + j]);
+    return s / n;
+  });
+  const keep = Math.round(rho * m);
+  const keptRows = Array.from({ length: m }, (_, r) => r).sort((p, q) => meanAbs[q] - meanAbs[p] || p - q)
+    .slice(0, keep)
+    .sort((p, q) => p - q);
+  for (const r of keptRows) for (let j = 0; j < n; j++) approx.data[r * n + j] += residual[r * n + j];
+  let num = 0, den = 0;
+  for (let i = 0; i < w.data.length; i++) {
+    num += (w.data[i] - approx.data[i]) ** 2;
+    den += w.data[i] ** 2;
+  }
+  return {
+    a: lr.a,
+    b: lr.b,
+    rank,
+    keptRows,
+    approx,
+    relativeError: den > 0 ? Math.sqrt(num / den) : Math.sqrt(num),
+    bytes: rank * (m + n) * 4 + keptRows.length * n * 4 + 4 * keptRows.length,
+  };
+}
