@@ -44,8 +44,10 @@ Deno.test({
   async fn() {
     const { url, close } = serveRepo();
     try {
+      // run from a temporary folder: the kernel must not pick up this repo's deno.json / deno.lock
       const out = await Deno.makeTempDir({ prefix: "moekit-nb-" });
-      const nb = new URL("../examples/notebook.ipynb", import.meta.url).pathname;
+      const nb = `${out}/notebook.ipynb`;
+      await Deno.copyFile(new URL("../examples/notebook.ipynb", import.meta.url), nb);
       const r = await new Deno.Command("jupyter", {
         args: [
           "nbconvert",
@@ -53,16 +55,17 @@ Deno.test({
           "notebook",
           "--execute",
           nb,
-          "--output-dir",
-          out,
+          "--output",
+          "executed.ipynb",
           "--ExecutePreprocessor.timeout=300",
         ],
+        cwd: out,
         env: { MOEKIT_URL: `${url}/mod.ts`, NO_COLOR: "1" },
         stdout: "piped",
         stderr: "piped",
       }).output();
       assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
-      const executed = JSON.parse(await Deno.readTextFile(`${out}/notebook.ipynb`));
+      const executed = JSON.parse(await Deno.readTextFile(`${out}/executed.ipynb`));
       const outputs = executed.cells.flatMap((c: { outputs?: unknown[] }) => c.outputs ?? []);
       const errors = outputs.filter((o: { output_type: string }) => o.output_type === "error");
       assert.deepEqual(errors, []);
