@@ -19,7 +19,14 @@
 export * from "./lib/core/errors.ts";
 export * from "./lib/core/random.ts";
 export * from "./lib/core/matrix.ts";
-export * from "./lib/core/interop.ts";
+export {
+  fromMlMatrix,
+  fromNdarray,
+  type MlMatrixLike,
+  type NdArrayLike,
+  toMlMatrix,
+  toNdarray,
+} from "./lib/core/interop.ts";
 export * from "./lib/routing/result.ts";
 export * from "./lib/routing/gate.ts";
 export * from "./lib/routing/select.ts";

@@ -77,6 +77,12 @@ export function calibrate(layer: ExpertLayer, x: Mat): CalibrationStats {
 
 /** `XᵀX` in float64, stored as float32. */
 export function gram(x: Mat): Mat {
+  const g = gram64(x);
+  return { rows: x.cols, cols: x.cols, data: Float32Array.from(g) };
+}
+
+/** `XᵀX` `[n,n]` row-major in float64 (the upper triangle accumulated, then mirrored). */
+export function gram64(x: Mat): Float64Array {
   const n = x.cols, g = new Float64Array(n * n);
   for (let t = 0; t < x.rows; t++) {
     const o = t * n;
@@ -87,5 +93,5 @@ export function gram(x: Mat): Mat {
     }
   }
   for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) g[i * n + j] = g[j * n + i];
-  return { rows: n, cols: n, data: Float32Array.from(g) };
+  return g;
 }

@@ -8,6 +8,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import type { CalibrationStats } from "./calibrate.ts";
+import { swigluForward } from "../moe/layer.ts";
 import {
   checkLayer,
   type CompressedLayer,
@@ -177,41 +178,24 @@ export function pruneExperts(
   };
 }
 
-/** REAP saliency `mean_{t: e∈S} w_e(x_t)·‖E_e(x_t)‖₂`. */
+/** REAP saliency `mean_{t: e∈S} w_e(x_t)·‖E_e(x_t)‖₂`, each expert run once on its routed tokens. */
 function reapScores(layer: ExpertLayer, x: Mat): Float64Array {
-  const { E } = checkLayer(layer),
-    routing = layerRoute(layer, x),
-    k = layer.k,
-    out = new Float64Array(E),
-    n = new Float64Array(E);
-  for (let t = 0; t < x.rows; t++) {
-    for (let j = 0; j < k; j++) {
-      const e = routing.indices[t * k + j];
-      out[e] += routing.weights[t * k + j] * expertOutputNorm(layer, e, matrix.row(x, t));
-      n[e]++;
-    }
-  }
-  return out.map((v, e) => (n[e] ? v / n[e] : 0));
-}
-
-/** `‖E_e(x)‖₂` for one token. */
-function expertOutputNorm(layer: ExpertLayer, e: number, xt: Float32Array): number {
-  const ex = layer.experts[e], f = ex.w1.rows, d = ex.w1.cols, h = new Float64Array(f);
-  for (let i = 0; i < f; i++) {
-    let a = 0, b = 0;
-    for (let j = 0; j < d; j++) {
-      a += ex.w1.data[i * d + j] * xt[j];
-      b += ex.w3.data[i * d + j] * xt[j];
-    }
-    h[i] = (a / (1 + Math.exp(-a))) * b;
-  }
-  let norm = 0;
-  for (let j = 0; j < d; j++) {
+  const { E } = checkLayer(layer), routing = layerRoute(layer, x), k = layer.k, d = x.cols;
+  return Float64Array.from({ length: E }, (_, e) => {
+    const slots: number[] = [];
+    for (let i = 0; i < routing.indices.length; i++) if (routing.indices[i] === e) slots.push(i);
+    if (!slots.length) return 0;
+    const xe = matrix.zeros(slots.length, d);
+    slots.forEach((i, r) => xe.data.set(matrix.row(x, Math.floor(i / k)), r * d));
+    const ye = swigluForward(layer.experts[e], xe);
     let s = 0;
-    for (let i = 0; i < f; i++) s += ex.w2.data[j * f + i] * h[i];
-    norm += s * s;
-  }
-  return Math.sqrt(norm);
+    slots.forEach((i, r) => {
+      let norm = 0;
+      for (let c = 0; c < d; c++) norm += ye.data[r * d + c] ** 2;
+      s += routing.weights[i] * Math.sqrt(norm);
+    });
+    return s / slots.length;
+  });
 }
 
 /**

@@ -9,6 +9,8 @@ import { CholeskyDecomposition, Matrix, SingularValueDecomposition } from "../de
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
+import { fromMlMatrix, mlMatrixOf } from "../core/interop.ts";
+import { gram64 } from "./calibrate.ts";
 import { matmulTFast } from "../kernels/gemm.ts";
 
 /**
@@ -62,20 +64,6 @@ export function rankForRatio(
   }
   const r = (ratio * m * n) / (m + n);
   return Math.min(m, n, rounding === "ceil" ? Math.ceil(r) : Math.floor(r));
-}
-
-function toMl(w: Mat): InstanceType<typeof Matrix> {
-  const out = new Matrix(w.rows, w.cols);
-  for (let i = 0; i < w.rows; i++) for (let j = 0; j < w.cols; j++) out.set(i, j, w.data[i * w.cols + j]);
-  return out;
-}
-
-function fromMl(m: InstanceType<typeof Matrix>): Mat {
-  const out = matrix.zeros(m.rows, m.columns);
-  for (let i = 0; i < m.rows; i++) {
-    for (let j = 0; j < m.columns; j++) out.data[i * m.columns + j] = m.get(i, j);
-  }
-  return out;
 }
 
 function resolveRank(m: number, n: number, o: { rank?: number; ratio?: number }): number {
@@ -136,7 +124,7 @@ export function svdCompress(
 ): LowRank {
   const r = resolveRank(w.rows, w.cols, options);
   if (options.randomized) return randomizedSvd(w, r, { seed: options.seed });
-  const { u, s, v } = thinSvd(toMl(w));
+  const { u, s, v } = thinSvd(mlMatrixOf(w));
   const a = matrix.zeros(w.rows, r), b = matrix.zeros(r, w.cols);
   for (let j = 0; j < r; j++) {
     const q = Math.sqrt(s[j]);
@@ -169,13 +157,8 @@ export function whitenedSvdCompress(
   }
   if (x.rows === 0) throw new MoekitError("whitenedSvdCompress: the calibration set is empty (0 tokens)");
   const r = resolveRank(w.rows, n, options);
-  const g = new Matrix(n, n);
-  for (let t = 0; t < x.rows; t++) {
-    for (let i = 0; i < n; i++) {
-      const xi = x.data[t * n + i];
-      if (xi !== 0) { for (let j = 0; j < n; j++) g.set(i, j, g.get(i, j) + xi * x.data[t * n + j]); }
-    }
-  }
+  const g64 = gram64(x), g = new Matrix(n, n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) g.set(i, j, g64[i * n + j]);
   let meanDiag = 0;
   for (let i = 0; i < n; i++) meanDiag += g.get(i, i) / n;
   let eps = options.epsilon ?? 0, chol: InstanceType<typeof CholeskyDecomposition> | undefined;
@@ -195,7 +178,7 @@ export function whitenedSvdCompress(
     );
   }
   const S = chol.lowerTriangularMatrix;
-  const { u, s, v } = thinSvd(toMl(w).mmul(S));
+  const { u, s, v } = thinSvd(mlMatrixOf(w).mmul(S));
   const ur = new Matrix(w.rows, r), vr = new Matrix(r, n);
   for (let j = 0; j < r; j++) {
     for (let i = 0; i < w.rows; i++) ur.set(i, j, u.get(i, j) * s[j]);
@@ -210,7 +193,7 @@ export function whitenedSvdCompress(
       bt.set(i, c, acc / S.get(i, i));
     }
   }
-  return lowRank(fromMl(ur), fromMl(bt.transpose()), r, s, { epsilon: eps });
+  return lowRank(fromMlMatrix(ur), fromMlMatrix(bt.transpose()), r, s, { epsilon: eps });
 }
 
 /** Modified Gram–Schmidt, in place on the columns of a row-major [m, l] Float64Array. */
@@ -261,7 +244,7 @@ export function randomizedSvd(
   }
   const Q = orth(y); // [m,l]
   const B = matmulTFast(matrix.transpose(Q), wt); // Qᵀ W [l,n]
-  const { u, s, v } = thinSvd(toMl(B));
+  const { u, s, v } = thinSvd(mlMatrixOf(B));
   const a = matrix.zeros(m, r), b = matrix.zeros(r, n);
   for (let j = 0; j < r; j++) {
     const sq = Math.sqrt(s[j]);

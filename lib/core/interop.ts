@@ -102,6 +102,11 @@ export interface MlMatrixLike {
  * ```
  */
 export function toMlMatrix(m: Mat): MlMatrixLike {
+  return mlMatrixOf(m);
+}
+
+/** Internal: the same copy, typed as ml-matrix's `Matrix` (for its decompositions). */
+export function mlMatrixOf(m: Mat): InstanceType<typeof Matrix> {
   const out = new Matrix(m.rows, m.cols);
   for (let i = 0; i < m.rows; i++) {
     for (let j = 0; j < m.cols; j++) out.set(i, j, m.data[i * m.cols + j]);

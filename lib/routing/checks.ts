@@ -15,9 +15,7 @@ export function checkK(k: number, experts: number): void {
 
 /** Throws unless `x` is a finite `[T, d]` matrix. */
 export function checkTokens(x: Mat, d: number): void {
-  if (x.cols !== d || x.data.length !== x.rows * x.cols) {
-    throw new ShapeError("hidden states X", [-1, d], [x.rows, x.cols], `the router expects d = ${d}`);
-  }
+  checkTokenShape(x, d);
   matrix.assertFinite("hidden states X", x);
 }
 
