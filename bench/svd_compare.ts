@@ -2,7 +2,7 @@
  * Randomized vs dense SVD on a 4096×1024 matrix (a realistic expert slice with a decaying spectrum):
  * time and relative Frobenius error of the rank-r reconstruction, for a few ranks.
  *
- *   deno run bench/svd_bench.ts [--rows 4096] [--cols 1024]
+ *   deno run bench/svd_compare.ts [--rows 4096] [--cols 1024]
  */
 
 import { parseArgs } from "node:util";

@@ -4,7 +4,7 @@
  * then runs a TIES merge of the 3 models through the streaming pipeline and reports MB/s of input and the
  * peak RSS against the largest tensor.
  *
- *   deno run -A bench/merge_bench.ts [--layers 16] [--dim 4096] [--keep]
+ *   deno run -A bench/merge_throughput.ts [--layers 16] [--dim 4096] [--keep]
  */
 
 import { parseArgs } from "node:util";

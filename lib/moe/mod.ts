@@ -1,0 +1,8 @@
+/**
+ * MoE layers: experts, dispatch, the layer forward and stacks.
+ * @module
+ */
+
+export * from "../core/mod.ts";
+export * from "./dispatch.ts";
+export * from "./layer.ts";
