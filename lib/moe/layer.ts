@@ -5,20 +5,23 @@
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
-import { MoekitError, ShapeError } from "../core/errors.ts";
+import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
 import { uniformWeight } from "../core/init.ts";
 import type { RouteOptions, Router, RoutingResult } from "../routing/result.ts";
 import { combineExpertOutputs, dispatch, gatherExpertInputs } from "./dispatch.ts";
 
 /**
- * One SwiGLU expert `E(x) = W2·(silu(W1·x) ⊙ W3·x)` in nn.Linear layout.
+ * One gated expert in nn.Linear layout: `E(x) = W2·act(W1·x + b1, W3·x + b3) + b2`, where `act` is the
+ * layer's {@link ExpertActivation} (SwiGLU `silu(g)·u` unless said otherwise). Biases are optional
+ * (GPT-OSS has them; Mixtral, OLMoE, Qwen and DeepSeek do not).
  *
  * @example
  * ```ts
- * import { matrix, type SwiGLUExpert } from "@moekit/moekit";
+ * import { matrix, type SwiGLUExpert } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const e: SwiGLUExpert = { w1: matrix.zeros(16, 4), w3: matrix.zeros(16, 4), w2: matrix.zeros(4, 16) };
- * console.log(e.w1.rows); // 16
+ * assert.equal(e.w1.rows, 16);
  * ```
  */
 export interface SwiGLUExpert {
@@ -28,26 +31,78 @@ export interface SwiGLUExpert {
   readonly w3: Mat;
   /** Down projection `[d,f]`. */
   readonly w2: Mat;
+  /** Optional gate bias `[f]`. */
+  readonly b1?: Float32Array;
+  /** Optional up bias `[f]`. */
+  readonly b3?: Float32Array;
+  /** Optional down bias `[d]`. */
+  readonly b2?: Float32Array;
 }
 
 /**
- * Runs a SwiGLU expert on rows `x [n,d]`, returning `[n,d]`.
+ * The gated activation of an expert, `h = act(g, u)` with `g = W1·x + b1`, `u = W3·x + b3`:
+ * - `{ kind: "silu" }` (default): `silu(g)·u` — Mixtral, OLMoE, Qwen-MoE, DeepSeek.
+ * - `{ kind: "clamped_swiglu", alpha, limit }`: GPT-OSS — `g ← min(g, limit)`, `u ← clamp(u, −limit, limit)`,
+ *   `h = (u + 1)·g·sigmoid(alpha·g)` (GPT-OSS: alpha 1.702, limit 7).
  *
  * @example
  * ```ts
- * import { matrix, swigluForward } from "@moekit/moekit";
- * const e = { w1: matrix.identity(2), w3: matrix.identity(2), w2: matrix.identity(2) };
- * const y = swigluForward(e, matrix.fromArrays([[1, 0]]));
- * console.log(y.data[0].toFixed(4)); // 0.7311 = silu(1)·1
+ * import { type ExpertActivation } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const gptOss: ExpertActivation = { kind: "clamped_swiglu", alpha: 1.702, limit: 7 };
+ * assert.equal(gptOss.kind, "clamped_swiglu");
  * ```
  */
-export function swigluForward(expert: SwiGLUExpert, x: Mat): Mat {
-  const a = matrix.matmulT(x, expert.w1), b = matrix.matmulT(x, expert.w3);
-  for (let i = 0; i < a.data.length; i++) {
-    const v = a.data[i];
-    a.data[i] = (v / (1 + Math.exp(-v))) * b.data[i];
+export type ExpertActivation =
+  | { readonly kind: "silu" }
+  | { readonly kind: "clamped_swiglu"; readonly alpha: number; readonly limit: number };
+
+const SILU: ExpertActivation = { kind: "silu" };
+
+/**
+ * Runs one expert on rows `x [n,d]`, returning `[n,d]` (float32, like the frameworks).
+ *
+ * @example
+ * ```ts
+ * import { matrix, swigluForward } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const e = { w1: matrix.identity(2), w3: matrix.identity(2), w2: matrix.identity(2) };
+ * const y = swigluForward(e, matrix.fromArrays([[1, 0]]));
+ * assert.equal(y.data[0].toFixed(4), "0.7311"); // silu(1)·1
+ * const z = swigluForward(e, matrix.fromArrays([[1, 0]]), { kind: "clamped_swiglu", alpha: 1.702, limit: 7 });
+ * assert.equal(z.data[0].toFixed(4), (2 / (1 + Math.exp(-1.702))).toFixed(4)); // (1 + 1)·1·σ(1.702)
+ * ```
+ */
+export function swigluForward(expert: SwiGLUExpert, x: Mat, activation: ExpertActivation = SILU): Mat {
+  const a = matrix.matmulT(x, expert.w1), b = matrix.matmulT(x, expert.w3), f = a.cols;
+  addRowBias(a, expert.b1);
+  addRowBias(b, expert.b3);
+  const A = a.data, B = b.data;
+  if (activation.kind === "silu") {
+    for (let i = 0; i < A.length; i++) {
+      const v = A[i];
+      A[i] = (v / (1 + Math.exp(-v))) * B[i];
+    }
+  } else {
+    const { alpha, limit } = activation;
+    for (let i = 0; i < A.length; i++) {
+      const g = Math.min(A[i], limit), u = Math.min(Math.max(B[i], -limit), limit);
+      A[i] = (u + 1) * (g / (1 + Math.exp(-alpha * g)));
+    }
   }
-  return matrix.matmulT(a, expert.w2);
+  if (f !== expert.w2.cols) throw new ShapeError("expert w2", [-1, f], [expert.w2.rows, expert.w2.cols]);
+  const y = matrix.matmulT(a, expert.w2);
+  addRowBias(y, expert.b2);
+  return y;
+}
+
+function addRowBias(m: Mat, bias: Float32Array | undefined): void {
+  if (!bias) return;
+  if (bias.length !== m.cols) throw new ShapeError("expert bias", [m.cols], [bias.length]);
+  for (let r = 0; r < m.rows; r++) {
+    const o = r * m.cols;
+    for (let c = 0; c < m.cols; c++) m.data[o + c] += bias[c];
+  }
 }
 
 /**
@@ -55,9 +110,10 @@ export function swigluForward(expert: SwiGLUExpert, x: Mat): Mat {
  *
  * @example
  * ```ts
- * import { randomExperts } from "@moekit/moekit";
+ * import { randomExperts } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const experts = randomExperts({ experts: 4, dim: 8, hidden: 16, seed: 1 });
- * console.log(experts.length, experts[0].w2.rows); // 4 8
+ * assert.deepEqual([experts.length, experts[0].w2.rows], [4, 8]);
  * ```
  */
 export function randomExperts(
@@ -77,38 +133,95 @@ export function randomExperts(
 }
 
 /**
- * A router and its experts.
+ * Shared experts of a layer (Qwen2-MoE, DeepSeek-V2/V3): run on every token and added to the routed
+ * output, optionally scaled by a sigmoid gate `sigmoid(x·gᵀ)` with `g [1,d]` (Qwen2-MoE's
+ * `shared_expert_gate`; DeepSeek has no gate).
  *
  * @example
  * ```ts
- * import { type MoeLayer } from "@moekit/moekit";
- * const describe = (l: MoeLayer) => `${l.router.name} × ${l.experts.length}`;
- * console.log(typeof describe); // function
+ * import { matrix, randomExperts, type SharedExperts } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const shared: SharedExperts = { experts: randomExperts({ experts: 1, dim: 8, hidden: 16 }), gate: matrix.zeros(1, 8) };
+ * assert.equal(shared.experts.length, 1);
  * ```
  */
-export interface MoeLayer {
-  /** The router. */
-  readonly router: Router;
-  /** One expert per router output. */
+export interface SharedExperts {
+  /** Experts applied to every token (their outputs are summed). */
   readonly experts: readonly SwiGLUExpert[];
-  /** Forward pass: the MoE output `[T,d]` (no residual) and the routing. */
-  forward(x: Mat, options?: RouteOptions): { output: Mat; routing: RoutingResult };
+  /** Optional sigmoid gate weight `[1,d]`. */
+  readonly gate?: Mat;
 }
 
 /**
- * The MoE block output for a given routing: dispatch, run each expert on its tokens, combine
- * (`y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t)` over kept choices; no residual).
+ * Options of {@link moeLayer}: the router, its experts, and the family's extras.
  *
  * @example
  * ```ts
- * import { expertsForward, matrix, randomExperts, topKRouter } from "@moekit/moekit";
+ * import { matrix, type MoeLayerOptions, randomExperts, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const o: MoeLayerOptions = {
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }),
+ * };
+ * assert.equal(o.experts.length, 4);
+ * ```
+ */
+export interface MoeLayerOptions {
+  /** The router (any moekit router). */
+  readonly router: Router;
+  /** One expert per router output (slots may share one expert object, e.g. after merging). */
+  readonly experts: readonly SwiGLUExpert[];
+  /** The experts' activation. Default `{ kind: "silu" }`. */
+  readonly activation?: ExpertActivation;
+  /** Shared experts added to every token's output. */
+  readonly shared?: SharedExperts;
+}
+
+/**
+ * A router, its experts and the layer forward.
+ *
+ * @example
+ * ```ts
+ * import { matrix, type MoeLayer, moeLayer, randomExperts, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const layer: MoeLayer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }),
+ * });
+ * assert.equal(layer.dim, 8);
+ * ```
+ */
+export interface MoeLayer extends MoeLayerOptions {
+  /** The activation in use. */
+  readonly activation: ExpertActivation;
+  /** Model width d. */
+  readonly dim: number;
+  /** Forward pass: the MoE output `[T,d]` (no residual) and the routing. */
+  forward(x: Mat, options?: RouteOptions): { output: Mat; routing: RoutingResult };
+  /** The block output for a given routing of `x` (routed experts + shared experts). */
+  forwardRouted(x: Mat, routing: RoutingResult): Mat;
+}
+
+/**
+ * The routed-experts output for a given routing: dispatch, run each expert on its tokens, combine
+ * (`y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t)` over kept choices; no residual, no shared experts).
+ *
+ * @example
+ * ```ts
+ * import { expertsForward, matrix, randomExperts, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const experts = randomExperts({ experts: 4, dim: 8, hidden: 8, seed: 1 });
  * const x = matrix.randn(3, 8, { seed: 2 });
  * const y = expertsForward(experts, x, topKRouter({ weight: matrix.randn(4, 8), k: 2 }).route(x));
- * console.log(y.rows, y.cols); // 3 8
+ * assert.deepEqual([y.rows, y.cols], [3, 8]);
  * ```
  */
-export function expertsForward(experts: readonly SwiGLUExpert[], x: Mat, routing: RoutingResult): Mat {
+export function expertsForward(
+  experts: readonly SwiGLUExpert[],
+  x: Mat,
+  routing: RoutingResult,
+  activation: ExpertActivation = SILU,
+): Mat {
   if (routing.experts !== experts.length) {
     throw new MoekitError(
       `the routing is over ${routing.experts} experts but ${experts.length} experts were given`,
@@ -118,48 +231,101 @@ export function expertsForward(experts: readonly SwiGLUExpert[], x: Mat, routing
   const disp = dispatch(routing), output = matrix.zeros(x.rows, experts[0].w2.rows);
   for (let e = 0; e < experts.length; e++) {
     if (disp.offsets[e + 1] === disp.offsets[e]) continue;
-    combineExpertOutputs(output, disp, e, swigluForward(experts[e], gatherExpertInputs(x, disp, e)));
+    combineExpertOutputs(
+      output,
+      disp,
+      e,
+      swigluForward(experts[e], gatherExpertInputs(x, disp, e), activation),
+    );
   }
   return output;
 }
 
 /**
- * Builds an MoE layer: `y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t)` over kept choices.
+ * Adds the shared experts' output to `out` in place: `out += gate(x)·Σ_s S_s(x)`, gate = `sigmoid(x·gᵀ)` or 1.
  *
  * @example
  * ```ts
- * import { matrix, moeLayer, randomExperts, topKRouter } from "@moekit/moekit";
+ * import { addSharedExperts, matrix, randomExperts, swigluForward } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const x = matrix.randn(2, 4, { seed: 1 }), shared = randomExperts({ experts: 1, dim: 4, hidden: 8 });
+ * const out = addSharedExperts(matrix.zeros(2, 4), x, { experts: shared, gate: matrix.zeros(1, 4) });
+ * assert.ok(Math.abs(out.data[0] - 0.5 * swigluForward(shared[0], x).data[0]) < 1e-7); // sigmoid(0) = 0.5
+ * ```
+ */
+export function addSharedExperts(
+  out: Mat,
+  x: Mat,
+  shared: SharedExperts,
+  activation: ExpertActivation = SILU,
+): Mat {
+  const d = x.cols, gate = shared.gate ? matrix.matmulT(x, shared.gate) : undefined;
+  for (const ex of shared.experts) {
+    const y = swigluForward(ex, x, activation);
+    for (let t = 0; t < x.rows; t++) {
+      const g = gate ? 1 / (1 + Math.exp(-gate.data[t])) : 1;
+      for (let c = 0; c < d; c++) out.data[t * d + c] += g * y.data[t * d + c];
+    }
+  }
+  return out;
+}
+
+function checkExpert(what: string, ex: SwiGLUExpert, d: number): void {
+  const f = ex.w1.rows;
+  matrix.assertShape(`${what} w1`, ex.w1, f, d);
+  matrix.assertShape(`${what} w3`, ex.w3, f, d);
+  matrix.assertShape(`${what} w2`, ex.w2, d, f);
+  for (const [name, b, n] of [["b1", ex.b1, f], ["b3", ex.b3, f], ["b2", ex.b2, d]] as const) {
+    if (b && b.length !== n) throw new ShapeError(`${what} ${name}`, [n], [b.length]);
+  }
+}
+
+/**
+ * Builds an MoE block: `y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t) + gate(x_t)·Σ_s S_s(x_t)` over kept choices
+ * (shared experts only when given). Any router, any expert activation.
+ *
+ * @example
+ * ```ts
+ * import { matrix, moeLayer, randomExperts, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const layer = moeLayer({
  *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
  *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16, seed: 2 }),
  * });
  * const { output, routing } = layer.forward(matrix.randn(5, 8, { seed: 3 }));
- * console.log(output.rows, output.cols, routing.k); // 5 8 2
+ * assert.deepEqual([output.rows, output.cols, routing.k], [5, 8, 2]);
  * ```
  */
-export function moeLayer(
-  options: { readonly router: Router; readonly experts: readonly SwiGLUExpert[] },
-): MoeLayer {
-  const { router, experts } = options;
+export function moeLayer(options: MoeLayerOptions): MoeLayer {
+  const { router, experts, shared } = options, activation = options.activation ?? SILU;
   if (experts.length !== router.experts) {
     throw new MoekitError(
       `moeLayer: the router has ${router.experts} experts but ${experts.length} were given`,
     );
   }
-  const d = experts[0].w2.rows;
-  for (const [e, ex] of experts.entries()) {
-    const f = ex.w1.rows;
-    matrix.assertShape(`expert ${e} w1`, ex.w1, f, d);
-    matrix.assertShape(`expert ${e} w3`, ex.w3, f, d);
-    matrix.assertShape(`expert ${e} w2`, ex.w2, d, f);
+  if (activation.kind === "clamped_swiglu" && !(activation.limit > 0 && Number.isFinite(activation.alpha))) {
+    throw new OptionError("activation", JSON.stringify(activation), "needs a finite alpha and a limit > 0");
   }
+  const d = experts[0].w2.rows;
+  for (const [e, ex] of experts.entries()) checkExpert(`expert ${e}`, ex, d);
+  for (const [s, ex] of (shared?.experts ?? []).entries()) checkExpert(`shared expert ${s}`, ex, d);
+  if (shared?.gate) matrix.assertShape("shared expert gate", shared.gate, 1, d);
+  const forwardRouted = (x: Mat, routing: RoutingResult) => {
+    if (x.cols !== d) throw new ShapeError("MoE input X", [-1, d], [x.rows, x.cols]);
+    const out = expertsForward(experts, x, routing, activation);
+    return shared ? addSharedExperts(out, x, shared, activation) : out;
+  };
   return {
     router,
     experts,
+    activation,
+    dim: d,
+    ...(shared ? { shared } : {}),
+    forwardRouted,
     forward(x, routeOptions) {
       if (x.cols !== d) throw new ShapeError("MoE input X", [-1, d], [x.rows, x.cols]);
       const routing = router.route(x, routeOptions);
-      return { output: expertsForward(experts, x, routing), routing };
+      return { output: forwardRouted(x, routing), routing };
     },
   };
 }
@@ -167,29 +333,34 @@ export function moeLayer(
 /**
  * Runs an L-layer MoE stack with residuals, `x_{l+1} = x_l + MoE_l(x_l)`, where `route(l, x_l)` decides
  * layer l's routing — so routers that carry state between layers (RMoE) or decide ahead (pre-gating)
- * drive the same stack. Returns every layer's input and routing.
+ * drive the same stack. Layers are {@link MoeLayer}s or bare expert lists (SwiGLU, no shared experts).
+ * Returns every layer's input and routing.
  *
  * @example
  * ```ts
- * import { matrix, randomExperts, runRoutedStack, topKRouter } from "@moekit/moekit";
+ * import { matrix, randomExperts, runRoutedStack, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const experts = [0, 1].map((l) => randomExperts({ experts: 4, dim: 8, hidden: 8, seed: l }));
  * const gates = [0, 1].map((l) => topKRouter({ weight: matrix.randn(4, 8, { seed: 5 + l }), k: 1 }));
  * const run = runRoutedStack(experts, matrix.randn(6, 8), (l, x) => gates[l].route(x));
- * console.log(run.routings.length); // 2
+ * assert.equal(run.routings.length, 2);
  * ```
  */
 export function runRoutedStack(
-  experts: readonly (readonly SwiGLUExpert[])[],
+  layers: readonly (MoeLayer | readonly SwiGLUExpert[])[],
   x: Mat,
   route: (layer: number, input: Mat) => RoutingResult,
 ): { output: Mat; inputs: Mat[]; routings: RoutingResult[] } {
   const inputs: Mat[] = [], routings: RoutingResult[] = [];
   let h = x;
-  for (let l = 0; l < experts.length; l++) {
+  for (let l = 0; l < layers.length; l++) {
     inputs.push(h);
     const routing = route(l, h);
     routings.push(routing);
-    const out = expertsForward(experts[l], h, routing);
+    const layer = layers[l];
+    const out = "forwardRouted" in layer
+      ? layer.forwardRouted(h, routing)
+      : expertsForward(layer, h, routing);
     for (let i = 0; i < out.data.length; i++) out.data[i] += h.data[i];
     h = out;
   }
@@ -202,7 +373,8 @@ export function runRoutedStack(
  *
  * @example
  * ```ts
- * import { matrix, moeLayer, randomExperts, runMoeStack, topKRouter } from "@moekit/moekit";
+ * import { matrix, moeLayer, randomExperts, runMoeStack, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const layers = [0, 1].map((l) =>
  *   moeLayer({
  *     router: topKRouter({ weight: matrix.randn(4, 8, { seed: l }), k: 1 }),
@@ -210,7 +382,7 @@ export function runRoutedStack(
  *   })
  * );
  * const run = runMoeStack(layers, matrix.randn(6, 8, { seed: 5 }));
- * console.log(run.routings.length, run.inputs.length); // 2 2
+ * assert.deepEqual([run.routings.length, run.inputs.length], [2, 2]);
  * ```
  */
 export function runMoeStack(
@@ -218,5 +390,5 @@ export function runMoeStack(
   x: Mat,
   options?: RouteOptions,
 ): { output: Mat; inputs: Mat[]; routings: RoutingResult[] } {
-  return runRoutedStack(layers.map((l) => l.experts), x, (l, h) => layers[l].router.route(h, options));
+  return runRoutedStack(layers, x, (l, h) => layers[l].router.route(h, options));
 }

@@ -3,6 +3,6 @@
  * @module
  */
 
-export * from "../core/mod.ts";
+export * from "../routing/mod.ts";
 export * from "./dispatch.ts";
 export * from "./layer.ts";
