@@ -1,22 +1,36 @@
 /**
  * `moekit merge <config.yaml> <out-dir>`: runs a mergekit config over local safetensors checkpoints.
- * Validates everything before reading tensor data, shows progress on stderr, `--dry-run` prints the
- * plan, and an interrupted run leaves no output file under its final name.
+ * Validates everything — config, inputs, the output folder — before reading tensor data, shows progress
+ * on stderr, `--dry-run` prints the plan, and an interrupted run leaves no output under its final name.
+ * Relative paths are read from the caller's folder (under `deno task merge`, the folder it was run from).
  * @module
  */
 
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { MoekitError } from "../core/errors.ts";
+import { checkOutputFolder } from "../io/output.ts";
 import { parseMergeConfig } from "../merging/config.ts";
-import { type MergeProgress, planCheckpointMerge, runCheckpointMerge } from "../merging/checkpoint_merge.ts";
+import {
+  type MergeProgress,
+  planCheckpointMerge,
+  planOutputFiles,
+  runCheckpointMerge,
+} from "../merging/checkpoint_merge.ts";
 
 const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
+       deno task merge <config.yaml> <out-dir> [options]
 
-  --dry-run             print the plan (method, tensors, resolved parameters) and stop
+  --dry-run             print the plan (method, tensors, resolved parameters, files) and stop
+  --overwrite           replace an existing non-empty <out-dir> as a whole (else it is refused)
   --out-shard-size S    bytes per output shard: 5B (default), 500M, 64K or a plain number
   --seed N              seed of DARE/DELLA masks (default 0)
   --quiet               no progress bar
-  --help                this text`;
+  --help                this text
+  --cuda, --lazy-unpickle, --random-seed N
+                        mergekit flags, accepted and ignored (moekit reads safetensors lazily on the CPU;
+                        its masks are seeded by --seed)`;
 
 /** Parses `5B`, `500M`, `64K` or a number as bytes. */
 export function parseSize(s: string): number {
@@ -61,7 +75,9 @@ function progressPrinter(): (p: MergeProgress) => void {
  * @example
  * ```ts
  * import { runMergeCli } from "@moekit/moekit";
- * console.log(await runMergeCli(["--help"])); // prints the usage, then 0
+ * import assert from "node:assert/strict";
+ * assert.equal(await runMergeCli(["--help"]), 0); // prints the usage
+ * assert.equal(await runMergeCli(["config.yaml"]), 2); // no output folder
  * ```
  */
 export async function runMergeCli(args: string[]): Promise<number> {
@@ -73,6 +89,10 @@ export async function runMergeCli(args: string[]): Promise<number> {
       strict: true,
       options: {
         "dry-run": { type: "boolean" },
+        overwrite: { type: "boolean" },
+        cuda: { type: "boolean" },
+        "lazy-unpickle": { type: "boolean" },
+        "random-seed": { type: "string" },
         "out-shard-size": { type: "string" },
         seed: { type: "string" },
         quiet: { type: "boolean" },
@@ -88,12 +108,25 @@ export async function runMergeCli(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const [configPath, outDir] = parsed.positionals;
-  if (!configPath || (!outDir && !v["dry-run"]) || parsed.positionals.length > 2) {
+  const [configArg, outArg] = parsed.positionals;
+  if (!configArg || (!outArg && !v["dry-run"]) || parsed.positionals.length > 2) {
     console.error(`error: expected <config.yaml> <out-dir>\n${USAGE}`);
     return 2;
   }
+  const ignored = (["cuda", "lazy-unpickle", "random-seed"] as const).filter((f) => v[f] !== undefined);
+  if (ignored.length) {
+    console.error(
+      `moekit: ignoring mergekit flag${ignored.length > 1 ? "s" : ""} ${
+        ignored.map((f) => `--${f}`).join(", ")
+      } ` +
+        "(moekit reads safetensors lazily on the CPU; DARE/DELLA masks are seeded by --seed)",
+    );
+  }
+  const caller = callerDir();
+  const configPath = resolve(caller, configArg),
+    outDir = outArg === undefined ? undefined : resolve(caller, outArg);
   let plan;
+  let running = false; // errors before the run (config, inputs, output folder) are usage errors: exit 2
   try {
     const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
     const seed = v.seed === undefined ? 0 : Number(v.seed);
@@ -102,14 +135,19 @@ export async function runMergeCli(args: string[]): Promise<number> {
       throw new MoekitError(`cannot read config ${configPath} (${e.message})`);
     });
     const config = parseMergeConfig(text);
-    const configDir = configPath.includes("/") ? configPath.slice(0, configPath.lastIndexOf("/")) : ".";
-    plan = await planCheckpointMerge(config, { configDir });
+    plan = await planCheckpointMerge(config, { configDir: dirname(configPath), cwd: caller });
+    const side = await planOutputFiles(plan);
+    const inputs = [...side.inputs, configPath];
+    side.notes.forEach((n) => console.error(`moekit: ${n}`));
+    if (outDir !== undefined) await checkOutputFolder(outDir, { overwrite: v.overwrite, inputs });
     if (v["dry-run"]) {
       console.log(
         `plan: ${plan.method}, ${plan.tensors.length} tensors, ${
           (plan.inputBytes / 1e6).toFixed(1)
         } MB to read`,
       );
+      if (outDir !== undefined) console.log(`output: ${outDir}`);
+      console.log(`files beside the shards: ${side.files.map((f) => f.name).join(", ") || "none"}`);
       for (const t of plan.tensors) {
         const src = t.passthrough
           ? "copied from the base"
@@ -128,16 +166,19 @@ export async function runMergeCli(args: string[]): Promise<number> {
     Deno.addSignalListener("SIGTERM", onSignal);
     const progress = v.quiet ? undefined : progressPrinter();
     try {
-      const r = await runCheckpointMerge(plan, outDir, {
+      running = true;
+      const r = await runCheckpointMerge(plan, outDir!, {
         shardBytes,
         seed,
+        overwrite: v.overwrite,
+        inputs: [configPath],
         onProgress: (p) => {
           progress?.(p);
           if (interrupted) throw new MoekitError("interrupted: no output was committed");
         },
       });
       console.log(
-        `merged ${plan.tensors.length} tensors into ${outDir} (${r.files.join(", ")}) in ${
+        `merged ${plan.tensors.length} tensors into ${outArg} (${r.files.join(", ")}) in ${
           r.seconds.toFixed(1)
         } s`,
       );
@@ -149,8 +190,33 @@ export async function runMergeCli(args: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof MoekitError)) throw e;
     console.error(`error: ${e.message}`);
-    return e.message.startsWith("interrupted") ? 130 : plan ? 1 : 2;
+    if (e.message.startsWith("interrupted")) return 130;
+    return running && !isOutputError(e, outDir) ? 1 : 2; // the run re-checks the output before any read
   } finally {
     plan?.close();
   }
+}
+
+function isOutputError(e: MoekitError, outDir: string | undefined): boolean {
+  return outDir !== undefined && "path" in e && typeof e.path === "string" && resolve(e.path) === outDir;
+}
+
+/**
+ * The folder relative paths are read from: the caller's. `deno task` runs in the folder of `deno.json`
+ * and passes the folder it was started from in `INIT_CWD`; that is used only when this process runs in
+ * the folder of moekit's own `deno.json` (so an `INIT_CWD` inherited from an unrelated task is ignored).
+ */
+function callerDir(): string {
+  const cwd = Deno.cwd();
+  let init: string | undefined;
+  try {
+    init = Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state === "granted"
+      ? Deno.env.get("INIT_CWD")
+      : undefined;
+  } catch {
+    init = undefined;
+  }
+  const root = new URL("../../", import.meta.url);
+  if (!init || root.protocol !== "file:") return cwd;
+  return resolve(fileURLToPath(root)) === resolve(cwd) ? resolve(init) : cwd;
 }

@@ -1,6 +1,6 @@
 /**
  * safetensors dtypes and the float conversions moekit needs, bit-exact with round-to-nearest-even:
- * bf16 ↔ f32 and IEEE binary16 (f16, with subnormals) ↔ f32 (merging.md §11).
+ * bf16 ↔ f32 and IEEE binary16 (f16, with subnormals) ↔ f32.
  * @module
  */
 
@@ -11,9 +11,10 @@ import { OptionError } from "../core/errors.ts";
  *
  * @example
  * ```ts
- * import { DTYPE_BYTES, type Dtype } from "@moekit/moekit";
+ * import { DTYPE_BYTES, type Dtype } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
  * const d: Dtype = "BF16";
- * console.log(DTYPE_BYTES[d]); // 2
+ * assert.equal(DTYPE_BYTES[d], 2);
  * ```
  */
 export type Dtype =
@@ -38,8 +39,9 @@ export type Dtype =
  *
  * @example
  * ```ts
- * import { DTYPE_BYTES } from "@moekit/moekit";
- * console.log(DTYPE_BYTES.F32, DTYPE_BYTES.I64); // 4 8
+ * import { DTYPE_BYTES } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([DTYPE_BYTES.F32, DTYPE_BYTES.I64], [4, 8]);
  * ```
  */
 export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
@@ -71,8 +73,9 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  *
  * @example
  * ```ts
- * import { bf16Bits } from "@moekit/moekit";
- * console.log(bf16Bits(1 / 3).toString(16)); // 3eab
+ * import { bf16Bits } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.equal(bf16Bits(1 / 3), 0x3eab);
  * ```
  */
 export function bf16Bits(x: number): number {
@@ -87,8 +90,9 @@ export function bf16Bits(x: number): number {
  *
  * @example
  * ```ts
- * import { bf16ToNumber } from "@moekit/moekit";
- * console.log(bf16ToNumber(0x3eab)); // 0.333984375
+ * import { bf16ToNumber } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.equal(bf16ToNumber(0x3eab), 0.333984375);
  * ```
  */
 export function bf16ToNumber(bits: number): number {
@@ -101,8 +105,9 @@ export function bf16ToNumber(bits: number): number {
  *
  * @example
  * ```ts
- * import { f16Bits } from "@moekit/moekit";
- * console.log(f16Bits(0.1).toString(16), f16Bits(65520).toString(16)); // 2e66 7c00
+ * import { f16Bits } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual([f16Bits(0.1), f16Bits(65520)], [0x2e66, 0x7c00]);
  * ```
  */
 export function f16Bits(x: number): number {
@@ -130,8 +135,9 @@ export function f16Bits(x: number): number {
  *
  * @example
  * ```ts
- * import { f16ToNumber } from "@moekit/moekit";
- * console.log(f16ToNumber(0x3555)); // 0.333251953125
+ * import { f16ToNumber } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.equal(f16ToNumber(0x3555), 0.333251953125);
  * ```
  */
 export function f16ToNumber(bits: number): number {
@@ -147,8 +153,9 @@ export function f16ToNumber(bits: number): number {
  *
  * @example
  * ```ts
- * import { decodeFloats } from "@moekit/moekit";
- * console.log(Array.from(decodeFloats(new Uint8Array([0x80, 0x3f, 0x00, 0xc0]), "BF16"))); // [1, -2]
+ * import { decodeFloats } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(Array.from(decodeFloats(new Uint8Array([0x80, 0x3f, 0x00, 0xc0]), "BF16")), [1, -2]);
  * ```
  */
 export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Float64Array {
@@ -202,18 +209,21 @@ export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Fl
  *
  * @example
  * ```ts
- * import { encodeFloats } from "@moekit/moekit";
- * console.log(Array.from(encodeFloats([1, -2], "F32"))); // [0, 0, 128, 63, 0, 0, 0, 192]
+ * import { encodeFloats } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(Array.from(encodeFloats([1, -2], "F32")), [0, 0, 128, 63, 0, 0, 0, 192]);
  * ```
  */
 export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Array {
   const n = values.length, out = new Uint8Array(n * DTYPE_BYTES[dtype]), view = new DataView(out.buffer);
   switch (dtype) {
     case "F32":
-      for (let i = 0; i < n; i++) view.setFloat32(4 * i, values[i], true);
+      if (LITTLE_ENDIAN) new Float32Array(out.buffer).set(values); // bulk copy, same rounding as setFloat32
+      else for (let i = 0; i < n; i++) view.setFloat32(4 * i, values[i], true);
       return out;
     case "F64":
-      for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
+      if (LITTLE_ENDIAN) new Float64Array(out.buffer).set(values);
+      else for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
       return out;
     case "BF16": {
       // round through float32, then to bf16 with round-to-nearest-even on the bits, a chunk at a time

@@ -1,45 +1,41 @@
 /**
- * safetensors reading and writing, one tensor at a time (merging.md §11). The reader validates the
- * whole header before any tensor is read — length bound, JSON, dtypes, shape × dtype size = byte span,
- * offsets inside the file, sorted, non-overlapping, covering the buffer with no trailing bytes — and
- * reads each tensor's byte range on demand. The writer streams tensors into a temporary file and
- * renames it into place when complete.
+ * safetensors reading and writing, one tensor at a time. The reader validates the whole header before
+ * any tensor is read and reports every violation as a {@link SafetensorsError} with the rule and the byte
+ * offset (the rules are listed in the repository's `docs/io.md`): file and header length, strict UTF-8
+ * JSON (no lone surrogates, no duplicate keys, nesting at most 32 deep), an object of tensor entries and
+ * an optional `__metadata__` string map, known dtypes, shapes and offsets written as non-negative
+ * integers, shape × dtype size = byte span, and spans that tile the data buffer exactly. Reads are safe
+ * under any interleaving. The writer streams tensors into a private temporary folder and renames the
+ * finished file into place.
  * @module
  */
 
 import { MoekitError } from "../core/errors.ts";
 import { decodeFloats, type Dtype, DTYPE_BYTES, encodeFloats, FLOAT_DTYPES } from "./dtype.ts";
-import type { Tensor } from "../merging/tensor.ts";
+import { SafetensorsError } from "./errors.ts";
+import {
+  cut,
+  describe,
+  JsonProblem,
+  type Located,
+  parseFastJson,
+  parseStrictJson,
+  Written,
+} from "./header_json.ts";
+import { stageOutput } from "./output.ts";
+import type { Tensor } from "./tensor.ts";
 
-/**
- * A malformed or unreadable safetensors file; the message names the file and what is wrong (with the
- * byte offset or tensor name).
- *
- * @example
- * ```ts
- * import { SafetensorsError } from "@moekit/moekit";
- * const e = new SafetensorsError("a.safetensors", "header length 999 exceeds the file (72 bytes)");
- * console.log(e.message); // a.safetensors: header length 999 exceeds the file (72 bytes)
- * ```
- */
-export class SafetensorsError extends MoekitError {
-  /** The file. */
-  readonly path: string;
-  /** Builds the message from the file and the problem. */
-  constructor(path: string, problem: string) {
-    super(`${path}: ${problem}`);
-    this.path = path;
-  }
-}
+export { SafetensorsError };
 
 /**
  * One tensor's entry in a header.
  *
  * @example
  * ```ts
- * import { type TensorInfo } from "@moekit/moekit";
+ * import { type TensorInfo } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
  * const info: TensorInfo = { name: "a", dtype: "F32", shape: [2], begin: 0, end: 8 };
- * console.log(info.end - info.begin); // 8
+ * assert.equal(info.end - info.begin, 8);
  * ```
  */
 export interface TensorInfo {
@@ -55,20 +51,26 @@ export interface TensorInfo {
   readonly end: number;
 }
 
-const MAX_HEADER = 100 * 1024 * 1024;
+/** The reference reader's header limit (bytes). */
+const MAX_HEADER = 100_000_000;
+/** A valid header nests 3 deep (`{name: {shape: [..]}}`); anything much deeper is rejected at once. */
+const MAX_DEPTH = 32;
 
 /**
- * Parses and validates a safetensors header from the file's first bytes and its size.
+ * Parses and validates a safetensors header from the file's first bytes and its size. Throws a
+ * {@link SafetensorsError} naming the rule and byte offset of the first violation.
  *
  * @example
  * ```ts
- * import { parseSafetensorsHeader } from "@moekit/moekit";
+ * import { parseSafetensorsHeader } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
  * const json = new TextEncoder().encode('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  ');
  * const head = new Uint8Array(8 + json.length);
  * new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
  * head.set(json, 8);
  * const h = parseSafetensorsHeader("a.safetensors", head, head.length + 8);
- * console.log(h.dataStart, h.tensors.get("a")!.shape); // 64 [2]
+ * assert.equal(h.dataStart, 64);
+ * assert.deepEqual(h.tensors.get("a")!.shape, [2]);
  * ```
  */
 export function parseSafetensorsHeader(
@@ -76,118 +78,189 @@ export function parseSafetensorsHeader(
   head: Uint8Array,
   fileSize: number,
 ): { dataStart: number; tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  function fail(rule: string, problem: string, offset?: number): never {
+    throw new SafetensorsError(path, rule, problem, offset);
+  }
   if (fileSize < 8 || head.length < 8) {
-    throw new SafetensorsError(path, `file of ${fileSize} bytes is too short for the 8-byte header length`);
+    fail("file-size", `file of ${fileSize} bytes is too short for the 8-byte header length`, 0);
   }
   const n = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
-  if (n > BigInt(MAX_HEADER)) throw new SafetensorsError(path, `header length ${n} exceeds the 100 MB limit`);
+  if (n > BigInt(MAX_HEADER)) {
+    fail("header-length", `header length ${n} exceeds the ${MAX_HEADER}-byte limit`, 0);
+  }
   const len = Number(n);
   if (8 + len > fileSize) {
-    throw new SafetensorsError(path, `header length ${len} exceeds the file (${fileSize} bytes)`);
+    fail("header-length", `header length ${len} exceeds the file (${fileSize} bytes)`, 0);
   }
-  if (head.length < 8 + len) {
-    throw new SafetensorsError(path, `header truncated: ${head.length - 8} of ${len} bytes`);
+  if (head.length < 8 + len) fail("header-length", `header truncated: ${head.length - 8} of ${len} bytes`, 8);
+  if (len === 0 || head[8] !== 0x7b) fail("header-start", "the header does not start with '{'", 8);
+  const json = head.subarray(8, 8 + len);
+  // ordinary headers take the fast path; anything unusual, and every error, is decided by the strict
+  // reader, which knows where each value is
+  const fast = parseFastJson(json, MAX_DEPTH);
+  if (fast !== undefined) {
+    try {
+      return checkHeader(path, fast, undefined, 8 + len, fileSize);
+    } catch (e) {
+      if (!(e instanceof SafetensorsError)) throw e;
+    }
   }
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(head.subarray(8, 8 + len));
-  if (!text.startsWith("{")) throw new SafetensorsError(path, "header (byte 8) does not start with '{'");
-  let json: Record<string, unknown>;
+  let located: Located;
   try {
-    json = JSON.parse(text);
+    located = parseStrictJson(json, 8, MAX_DEPTH);
   } catch (e) {
-    throw new SafetensorsError(
-      path,
-      `header at bytes 8..${8 + len} is not valid JSON (${(e as Error).message})`,
-    );
+    if (e instanceof JsonProblem) fail(e.rule, e.problem, e.offset);
+    throw e;
   }
-  const dataStart = 8 + len, bufferSize = fileSize - dataStart;
+  return checkHeader(path, located.root, located.at, 8 + len, fileSize);
+}
+
+/** The header's rules on the parsed JSON; `at` (when known) gives byte offsets for the messages. */
+function checkHeader(
+  path: string,
+  root: unknown,
+  at: Located["at"] | undefined,
+  dataStart: number,
+  fileSize: number,
+): { dataStart: number; tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  function fail(rule: string, problem: string, offset?: number): never {
+    throw new SafetensorsError(path, rule, problem, offset);
+  }
+  const where = (container: object, key?: string | number) => at?.(container, key);
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Written);
+  if (!isObject(root)) fail("header-start", "the header is not a JSON object", 8);
+  const bufferSize = fileSize - dataStart;
   const tensors = new Map<string, TensorInfo>();
-  let metadata: Record<string, string> = {};
-  for (const [name, v] of Object.entries(json)) {
-    if (name === "__metadata__") {
-      if (typeof v !== "object" || v === null || Object.values(v).some((x) => typeof x !== "string")) {
-        throw new SafetensorsError(path, "__metadata__ must map strings to strings");
+  const meta: [string, string][] = [];
+  const uint = (list: unknown[], i: number, what: () => string): number => {
+    const v = list[i];
+    if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && !Object.is(v, -0)) return v; // the common case
+    const offset = where(list, i);
+    if (v instanceof Written) {
+      if (!v.integer) {
+        fail(
+          "integer",
+          `${what()} is written ${v.text}; it must be written as an integer (no '.' or exponent)`,
+          offset,
+        );
       }
-      metadata = v as Record<string, string>;
+      if (!Number.isSafeInteger(v.value) || v.value < 0 || v.text[0] === "-") {
+        fail("integer", `${what()} is ${v.text}; it must be an integer in [0, 2^53)`, offset);
+      }
+      return v.value;
+    }
+    if (typeof v !== "number") fail("integer", `${what()} is ${describe(v)}, not an integer`, offset);
+    if (!Number.isSafeInteger(v) || v < 0 || Object.is(v, -0)) {
+      fail("integer", `${what()} is ${describe(v)}; it must be an integer in [0, 2^53)`, offset);
+    }
+    return v;
+  };
+  for (const [name, v] of Object.entries(root)) {
+    if (name === "__metadata__") {
+      if (!isObject(v)) {
+        fail("metadata", `__metadata__ is ${describe(v)}, not an object of strings`, where(root, name));
+      }
+      for (const k in v) {
+        if (typeof v[k] !== "string") {
+          fail(
+            "metadata",
+            `__metadata__ value of ${JSON.stringify(cut(k))} is ${describe(v[k])}, not a string`,
+            where(v, k),
+          );
+        }
+        meta.push([k, v[k] as string]);
+      }
       continue;
     }
-    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== "object" || e === null) {
-      throw new SafetensorsError(path, `tensor ${name}: entry is not an object`);
+    const tn = { toString: () => `tensor ${JSON.stringify(cut(name))}` }; // built only for a message
+    if (!isObject(v)) fail("entry", `${tn}: entry is ${describe(v)}, not an object`, where(root, name));
+    if (!Object.hasOwn(v, "dtype") || !Object.hasOwn(v, "shape") || !Object.hasOwn(v, "data_offsets")) {
+      fail("entry", `${tn}: entry needs dtype, shape and data_offsets`, where(root, name));
     }
-    if (typeof e.dtype !== "string" || !(e.dtype in DTYPE_BYTES)) {
-      throw new SafetensorsError(path, `tensor ${name}: unknown dtype ${JSON.stringify(e.dtype)}`);
-    }
-    if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-      throw new SafetensorsError(
-        path,
-        `tensor ${name}: shape ${JSON.stringify(e.shape)} is not a list of integers ≥ 0`,
+    const { dtype, shape, data_offsets: off } = v;
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) {
+      fail(
+        "dtype",
+        `${tn}: unknown dtype ${describe(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(", ")})`,
+        where(v, "dtype"),
       );
     }
-    const off = e.data_offsets;
-    if (
-      !Array.isArray(off) || off.length !== 2 || off.some((x) => !Number.isSafeInteger(x) || x < 0) ||
-      off[1] < off[0]
-    ) {
-      throw new SafetensorsError(
-        path,
-        `tensor ${name}: data_offsets ${JSON.stringify(off)} must be [begin, end] with 0 ≤ begin ≤ end`,
+    if (!Array.isArray(shape)) {
+      fail("shape", `${tn}: shape is ${describe(shape)}, not a list`, where(v, "shape"));
+    }
+    const dims: number[] = [];
+    for (let i = 0; i < shape.length; i++) dims.push(uint(shape, i, () => `${tn}: shape[${i}]`));
+    if (!Array.isArray(off) || off.length !== 2) {
+      fail("offsets", `${tn}: data_offsets is ${describe(off)}, not [begin, end]`, where(v, "data_offsets"));
+    }
+    const b = uint(off, 0, () => `${tn}: data_offsets[0]`), e = uint(off, 1, () => `${tn}: data_offsets[1]`);
+    if (e < b) {
+      fail("offsets", `${tn}: data_offsets [${b}, ${e}] end before they begin`, where(v, "data_offsets"));
+    }
+    let numel = 1;
+    for (const d of dims) numel *= d;
+    const bytes = numel * DTYPE_BYTES[dtype as Dtype];
+    if (!Number.isSafeInteger(bytes)) {
+      fail("size", `${tn}: shape ${describe(shape)} × ${dtype} overflows 2^53 bytes`, where(v, "shape"));
+    }
+    if (e - b !== bytes) {
+      fail(
+        "size",
+        `${tn}: shape ${describe(shape)} × ${dtype} is ${bytes} bytes but data_offsets span ${e - b}`,
+        where(v, "data_offsets"),
       );
     }
-    const dtype = e.dtype as Dtype, shape = e.shape as number[];
-    const bytes = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-    if (off[1] - off[0] !== bytes) {
-      throw new SafetensorsError(
-        path,
-        `tensor ${name}: shape [${shape.join(",")}] × ${dtype} is ${bytes} bytes but data_offsets span ${
-          off[1] - off[0]
-        }`,
+    if (e > bufferSize) {
+      fail(
+        "bounds",
+        `${tn}: data ends at file offset ${dataStart + e}, past the end (${fileSize} bytes)`,
+        where(v, "data_offsets"),
       );
     }
-    if (off[1] > bufferSize) {
-      throw new SafetensorsError(
-        path,
-        `tensor ${name}: data ends at file offset ${dataStart + off[1]}, past the end (${fileSize} bytes)`,
-      );
-    }
-    tensors.set(name, { name, dtype, shape, begin: off[0], end: off[1] });
+    tensors.set(name, { name, dtype: dtype as Dtype, shape: dims, begin: b, end: e });
   }
   const spans = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
-  let at = 0;
+  let pos = 0;
   for (const t of spans) {
-    if (t.begin < at) {
-      throw new SafetensorsError(
-        path,
-        `tensor ${t.name}: bytes ${t.begin}..${t.end} overlap the previous tensor (ends at ${at})`,
+    const tn = `tensor ${JSON.stringify(cut(t.name))}`;
+    if (t.begin < pos) {
+      fail(
+        "overlap",
+        `${tn}: bytes ${t.begin}..${t.end} overlap the previous tensor (ends at ${pos})`,
+        dataStart + t.begin,
       );
     }
-    if (t.begin > at) {
-      throw new SafetensorsError(
-        path,
-        `hole in the data buffer at bytes ${at}..${t.begin} (before tensor ${t.name})`,
-      );
+    if (t.begin > pos) {
+      fail("hole", `hole in the data buffer at bytes ${pos}..${t.begin} (before ${tn})`, dataStart + pos);
     }
-    at = t.end;
+    pos = t.end;
   }
-  if (at !== bufferSize) {
-    throw new SafetensorsError(
-      path,
-      `${bufferSize - at} trailing bytes after the last tensor (file offset ${dataStart + at})`,
-    );
+  if (pos !== bufferSize) {
+    fail("trailing", `${bufferSize - pos} trailing bytes after the last tensor`, dataStart + pos);
   }
-  return { dataStart, tensors, metadata };
+  // an ordinary object whose keys are data properties (a key "__proto__" stays a key)
+  return { dataStart, tensors, metadata: Object.fromEntries(meta) };
 }
 
 /**
- * An open safetensors file: the validated header, and tensors read one at a time.
+ * An open safetensors file: the validated header, and tensors read on demand. Reads may run
+ * concurrently (`Promise.all` over many tensors): each returns exactly its own tensor's bytes.
  *
  * @example
  * ```ts
- * import { openSafetensors, writeSafetensors } from "@moekit/moekit";
- * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
- * await writeSafetensors(path, [{ name: "a", dtype: "F32", shape: [2], data: new Float32Array([1, -2]) }]);
- * const f = await openSafetensors(path);
- * console.log(Array.from((await f.read("a")).data)); // [1, -2]
+ * import { openSafetensors, writeSafetensors } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * await writeSafetensors(`${dir}/a.safetensors`, [
+ *   { name: "a", dtype: "F32", shape: [2], data: new Float32Array([1, -2]) },
+ *   { name: "b", dtype: "F32", shape: [1], data: [3] },
+ * ]);
+ * const f = await openSafetensors(`${dir}/a.safetensors`);
+ * const [a, b] = await Promise.all([f.read("a"), f.read("b")]);
+ * assert.deepEqual([...a.data, ...b.data], [1, -2, 3]);
  * f.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export interface SafetensorsFile {
@@ -201,21 +274,20 @@ export interface SafetensorsFile {
   read(name: string): Promise<Tensor>;
   /** Reads a tensor's raw bytes (any dtype). */
   readBytes(name: string): Promise<Uint8Array>;
-  /** Closes the file. */
+  /** Closes the file; later reads throw a `SafetensorsError`. */
   close(): void;
 }
 
 /**
- * Opens and validates a safetensors file (reads only the header).
+ * Opens and validates a safetensors file (reads only the header). Every problem — a missing file, a
+ * folder, a malformed header — is a {@link SafetensorsError} naming the path.
  *
  * @example
  * ```ts
- * import { openSafetensors } from "@moekit/moekit";
- * try {
- *   await openSafetensors("/nonexistent.safetensors");
- * } catch (e) {
- *   console.log((e as Error).name); // SafetensorsError
- * }
+ * import { openSafetensors, SafetensorsError } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * await assert.rejects(() => openSafetensors("/nonexistent.safetensors"), SafetensorsError);
+ * await assert.rejects(() => openSafetensors("/tmp"), /is a folder/);
  * ```
  */
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
@@ -223,24 +295,36 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   try {
     file = await Deno.open(path, { read: true });
   } catch (e) {
-    throw new SafetensorsError(path, `cannot open (${(e as Error).message})`);
+    throw new SafetensorsError(path, "open", `cannot open (${(e as Error).message})`);
   }
   try {
-    const size = (await file.stat()).size;
-    const first = await readAt(file, 0, Math.min(size, 8), path);
-    const len = size >= 8 ? Number(new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true)) : 0;
-    const head = size >= 8 && len <= MAX_HEADER && 8 + len <= size
-      ? await readAt(file, 0, 8 + len, path)
+    const st = await file.stat();
+    if (!st.isFile) {
+      throw new SafetensorsError(
+        path,
+        "open",
+        "is a folder, not a safetensors file (use openCheckpoint for folders)",
+      );
+    }
+    const size = st.size, reader = positionalReader(file, path);
+    const first = await reader(0, Math.min(size, 8));
+    const len = size >= 8 ? new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true) : 0n;
+    const head = size >= 8 && len <= BigInt(MAX_HEADER) && 8 + Number(len) <= size
+      ? await reader(0, 8 + Number(len))
       : first;
     const { dataStart, tensors, metadata } = parseSafetensorsHeader(path, head, size);
     const info = (name: string) => {
       const t = tensors.get(name);
-      if (!t) throw new SafetensorsError(path, `no tensor named ${name}`);
+      if (!t) throw new SafetensorsError(path, "name", `no tensor named ${JSON.stringify(cut(name))}`);
       return t;
     };
     const readBytes = (name: string) => {
-      const t = info(name);
-      return readAt(file, dataStart + t.begin, t.end - t.begin, path);
+      try {
+        const t = info(name);
+        return reader(dataStart + t.begin, t.end - t.begin);
+      } catch (e) {
+        return Promise.reject(e);
+      }
     };
     return {
       path,
@@ -250,11 +334,18 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
       async read(name) {
         const t = info(name);
         if (!FLOAT_DTYPES.includes(t.dtype)) {
-          throw new SafetensorsError(path, `tensor ${name} is ${t.dtype}, not a float dtype; use readBytes`);
+          throw new SafetensorsError(
+            path,
+            "dtype",
+            `tensor ${JSON.stringify(cut(name))} is ${t.dtype}, not a float dtype; use readBytes`,
+          );
         }
         return { shape: t.shape, data: decodeFloats(await readBytes(name), t.dtype) };
       },
-      close: () => file.close(),
+      close: () => {
+        reader.closed = true;
+        file.close();
+      },
     };
   } catch (e) {
     file.close();
@@ -262,21 +353,48 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   }
 }
 
-async function readAt(file: Deno.FsFile, offset: number, length: number, path: string): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  await file.seek(offset, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < length) {
-    const n = await file.read(out.subarray(got));
-    if (n === null) {
+/**
+ * Reads of byte ranges on one handle, safe under any interleaving: each seek-and-read runs alone (a
+ * queue per file), so concurrent reads never see each other's file position.
+ */
+function positionalReader(file: Deno.FsFile, path: string) {
+  let tail: Promise<unknown> = Promise.resolve();
+  const read = async (offset: number, length: number): Promise<Uint8Array> => {
+    if (reader.closed) throw new SafetensorsError(path, "closed", "the file was closed");
+    const out = new Uint8Array(length);
+    try {
+      await file.seek(offset, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < length) {
+        const n = await file.read(out.subarray(got));
+        if (n === null) {
+          throw new SafetensorsError(
+            path,
+            "read",
+            `unexpected end of file at offset ${offset + got} (wanted ${length} bytes from ${offset}); ` +
+              "the file changed after it was opened",
+            offset + got,
+          );
+        }
+        got += n;
+      }
+    } catch (e) {
+      if (e instanceof SafetensorsError) throw e;
       throw new SafetensorsError(
         path,
-        `unexpected end of file at offset ${offset + got} (wanted ${length} bytes from ${offset})`,
+        reader.closed ? "closed" : "read",
+        `read of ${length} bytes at offset ${offset} failed (${(e as Error).message})`,
+        offset,
       );
     }
-    got += n;
-  }
-  return out;
+    return out;
+  };
+  const reader = Object.assign((offset: number, length: number): Promise<Uint8Array> => {
+    const run = tail.then(() => read(offset, length));
+    tail = run.catch(() => {});
+    return run;
+  }, { closed: false });
+  return reader;
 }
 
 /**
@@ -284,9 +402,10 @@ async function readAt(file: Deno.FsFile, offset: number, length: number, path: s
  *
  * @example
  * ```ts
- * import { type TensorToWrite } from "@moekit/moekit";
+ * import { type TensorToWrite } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
  * const t: TensorToWrite = { name: "w", dtype: "BF16", shape: [2, 2], data: new Float64Array(4) };
- * console.log(t.dtype); // BF16
+ * assert.equal(t.dtype, "BF16");
  * ```
  */
 export interface TensorToWrite {
@@ -300,12 +419,15 @@ export interface TensorToWrite {
   readonly data: ArrayLike<number> | Uint8Array;
 }
 
+/** A tensor's name, dtype and shape. */
+export type TensorSpec = { readonly name: string; readonly dtype: Dtype; readonly shape: readonly number[] };
+
 /** The header bytes (length + JSON padded to a multiple of 8) for tensors in the given order. */
 export function safetensorsHeader(
-  specs: readonly { name: string; dtype: Dtype; shape: readonly number[] }[],
+  specs: readonly TensorSpec[],
   metadata?: Record<string, string>,
 ): { bytes: Uint8Array; offsets: [number, number][] } {
-  const header: Record<string, unknown> = {};
+  const header: Record<string, unknown> = Object.create(null); // a tensor may be named "__proto__"
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let at = 0;
   const offsets: [number, number][] = [];
@@ -315,9 +437,8 @@ export function safetensorsHeader(
     offsets.push([at, at + bytes]);
     at += bytes;
   }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const pad = (8 - (json.length % 8)) % 8;
-  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + " ".repeat(pad));
+  const text = JSON.stringify(header), len = new TextEncoder().encode(text).length;
+  const json = new TextEncoder().encode(text + " ".repeat((8 - (len % 8)) % 8));
   const out = new Uint8Array(8 + json.length);
   new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
   out.set(json, 8);
@@ -331,42 +452,45 @@ export function referenceOrder<T extends { name: string; dtype: Dtype }>(specs: 
   );
 }
 
+/** A producer of one tensor's values or bytes. */
+export type TensorProducer = (
+  name: string,
+  index: number,
+) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>;
+
 /**
- * Streams tensors into a safetensors file atomically: a temporary file beside `path` is written tensor by
- * tensor (`produce` is called once per tensor, in file order, and may compute it then) and renamed to
- * `path` only when complete; on any error the temporary file is removed.
- *
- * @example
- * ```ts
- * import { writeSafetensorsStream } from "@moekit/moekit";
- * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
- * await writeSafetensorsStream(path, [{ name: "x", dtype: "F16", shape: [3] }], () => [1, 2, 3]);
- * console.log((await Deno.stat(path)).size); // 70 = 8 + 56 header bytes + 6 data bytes
- * ```
+ * Writes one safetensors file at `path`, which must not exist (created exclusively): header, then each
+ * tensor as `produce` returns it, then a flush to disk. Internal to `lib/io` (callers write into a
+ * private temporary folder).
  */
-export async function writeSafetensorsStream(
+export async function writeSafetensorsFile(
   path: string,
-  specs: readonly { name: string; dtype: Dtype; shape: readonly number[] }[],
-  produce: (
-    name: string,
-    index: number,
-  ) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>,
+  specs: readonly TensorSpec[],
+  produce: TensorProducer,
   options: {
-    metadata?: Record<string, string>;
-    onTensor?: (name: string, bytes: number) => void;
-    /** Leave the temporary file in place and return it (the caller renames it; see writeCheckpoint). */
-    deferRename?: boolean;
+    readonly metadata?: Record<string, string>;
+    readonly onTensor?: (name: string, bytes: number) => void;
+    /** Called with the tensor's index after half of its bytes are written (fault injection in tests). */
+    readonly midTensor?: (index: number) => Promise<void>;
   } = {},
-): Promise<string> {
+): Promise<void> {
   const names = new Set<string>();
   for (const s of specs) {
-    if (names.has(s.name)) throw new MoekitError(`writeSafetensors: tensor ${s.name} appears twice`);
+    if (names.has(s.name)) throw new MoekitError(`writeSafetensors: tensor ${cut(s.name)} appears twice`);
     names.add(s.name);
+    if (!Object.hasOwn(DTYPE_BYTES, s.dtype)) {
+      throw new MoekitError(
+        `writeSafetensors: tensor ${cut(s.name)} has unknown dtype ${cut(String(s.dtype))}`,
+      );
+    }
+    if (!s.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new MoekitError(
+        `writeSafetensors: tensor ${cut(s.name)} has shape [${s.shape}]; use integers ≥ 0`,
+      );
+    }
   }
   const { bytes: header, offsets } = safetensorsHeader(specs, options.metadata);
-  const tmp = `${path}.partial-${Deno.pid}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  let ok = false;
+  const file = await Deno.open(path, { write: true, createNew: true });
   try {
     await writeAll(file, header);
     for (const [i, s] of specs.entries()) {
@@ -374,37 +498,84 @@ export async function writeSafetensorsStream(
       const bytes = data instanceof Uint8Array && !FLOAT_DTYPES.includes(s.dtype)
         ? data
         : encodeFloats(data, s.dtype);
-      if (bytes.length !== offsets[i][1] - offsets[i][0]) {
+      const want = offsets[i][1] - offsets[i][0];
+      if (bytes.length !== want) {
         throw new MoekitError(
-          `writeSafetensors: tensor ${s.name} has ${bytes.length} bytes, its shape needs ${
-            offsets[i][1] - offsets[i][0]
-          }`,
+          `writeSafetensors: tensor ${
+            cut(s.name)
+          } has ${bytes.length} bytes, its shape [${s.shape}] × ${s.dtype} needs ${want}`,
         );
       }
-      await writeAll(file, bytes);
+      if (options.midTensor && bytes.length >= 2) {
+        const half = bytes.length >> 1;
+        await writeAll(file, bytes.subarray(0, half));
+        await options.midTensor(i);
+        await writeAll(file, bytes.subarray(half));
+      } else await writeAll(file, bytes);
       options.onTensor?.(s.name, bytes.length);
     }
-    ok = true;
+    await file.syncData();
   } finally {
     file.close();
-    if (!ok) await Deno.remove(tmp).catch(() => {});
   }
-  if (options.deferRename) return tmp;
-  await Deno.rename(tmp, path);
+}
+
+/**
+ * Streams tensors into a safetensors file atomically: the file is written tensor by tensor in a private
+ * temporary folder beside `path` (`produce` is called once per tensor, in file order, and may compute it
+ * then) and renamed to `path` only when complete, replacing an existing file in one step; on any error
+ * nothing changes at `path`. A folder at `path`, or `path` among `options.inputs`, is refused first.
+ *
+ * @example
+ * ```ts
+ * import { writeSafetensorsStream } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * await writeSafetensorsStream(`${dir}/x.safetensors`, [{ name: "x", dtype: "F16", shape: [3] }], () => [1, 2, 3]);
+ * assert.equal((await Deno.stat(`${dir}/x.safetensors`)).size, 70); // 8 + 56 header bytes + 6 data bytes
+ * assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["x.safetensors"]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function writeSafetensorsStream(
+  path: string,
+  specs: readonly TensorSpec[],
+  produce: TensorProducer,
+  options: {
+    readonly metadata?: Record<string, string>;
+    readonly onTensor?: (name: string, bytes: number) => void;
+    /** Paths the output must not be. */
+    readonly inputs?: readonly string[];
+  } = {},
+): Promise<string> {
+  const staged = await stageOutput(path, { file: true, inputs: options.inputs });
+  try {
+    await writeSafetensorsFile(staged.content, specs, produce, options);
+  } catch (e) {
+    await staged.abort();
+    throw e;
+  }
+  await staged.commit();
   return path;
 }
 
 /**
- * Writes whole tensors to a safetensors file (reference tensor order, header padded to 8 bytes), atomically.
+ * Writes whole tensors to a safetensors file (reference tensor order, header padded to 8 bytes),
+ * atomically.
  *
  * @example
  * ```ts
- * import { openSafetensors, writeSafetensors } from "@moekit/moekit";
- * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
- * await writeSafetensors(path, [{ name: "b", dtype: "BF16", shape: [1], data: [1 / 3] }], { format: "pt" });
- * const f = await openSafetensors(path);
- * console.log((await f.read("b")).data[0], f.metadata.format); // 0.333984375 pt
+ * import { openSafetensors, writeSafetensors } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * await writeSafetensors(`${dir}/b.safetensors`, [{ name: "b", dtype: "BF16", shape: [1], data: [1 / 3] }], {
+ *   format: "pt",
+ * });
+ * const f = await openSafetensors(`${dir}/b.safetensors`);
+ * assert.equal((await f.read("b")).data[0], 0.333984375);
+ * assert.equal(f.metadata.format, "pt");
  * f.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function writeSafetensors(

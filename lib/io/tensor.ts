@@ -1,6 +1,6 @@
 /**
- * Tensors for merging: flat row-major data with a shape of any rank (weights, biases, scalars). A
- * {@link Mat} is accepted anywhere a tensor is (shape `[rows, cols]`).
+ * Tensors: flat row-major data with a shape of any rank (weights, biases, scalars). A {@link Mat} is
+ * accepted anywhere a tensor is (shape `[rows, cols]`). Checkpoint reading/writing and merging share it.
  * @module
  */
 
@@ -12,9 +12,10 @@ import { ShapeError } from "../core/errors.ts";
  *
  * @example
  * ```ts
- * import { type Tensor } from "@moekit/moekit";
+ * import { type Tensor } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
  * const bias: Tensor = { shape: [3], data: new Float64Array([0.1, 0, -0.2]) };
- * console.log(bias.shape); // [3]
+ * assert.deepEqual(bias.shape, [3]);
  * ```
  */
 export interface Tensor {
@@ -24,10 +25,30 @@ export interface Tensor {
   readonly data: Float64Array | Float32Array;
 }
 
-/** A tensor or a matrix. */
+/**
+ * A tensor or a matrix.
+ *
+ * @example
+ * ```ts
+ * import { type TensorInput, matrix } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const t: TensorInput = matrix.zeros(2, 3);
+ * assert.equal("rows" in t, true);
+ * ```
+ */
 export type TensorInput = Tensor | Mat;
 
-/** Views a matrix or tensor as a tensor (no copy). */
+/**
+ * Views a matrix or tensor as a tensor (no copy); throws a `ShapeError` if the data length is not the
+ * product of the shape.
+ *
+ * @example
+ * ```ts
+ * import { asTensor, matrix } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(asTensor(matrix.zeros(2, 3)).shape, [2, 3]);
+ * ```
+ */
 export function asTensor(t: TensorInput, what = "tensor"): Tensor {
   if ("shape" in t) {
     const n = t.shape.reduce((a, b) => a * b, 1);
