@@ -10,32 +10,47 @@ import {
   compressedExpertsLayer,
   compressionReport,
   deltaCompress,
-  type ExpertLayer,
   groupExperts,
-  layerForward,
   losparseCompress,
   lowRankProduct,
+  type Mat,
   matrix,
   mergeExperts,
+  type MoeLayer,
+  moeLayer,
   permuteExpert,
   pruneExperts,
   quantizeRTN,
   randomExperts,
   randomizedSvd,
   rankForRatio,
-  riceBits,
+  type RouteOptions,
   skipExperts,
   svdCompress,
+  type SwiGLUExpert,
   swigluForward,
+  topKRouter,
   whitenedSvdCompress,
-} from "../mod.ts";
+} from "../lib/compression/mod.ts";
 import { assertClose } from "./helpers.ts";
 
-const mkLayer = (E = 6, d = 8, f = 12, k = 2, seed = 1): ExpertLayer => ({
-  gate: matrix.randn(E, d, { seed, std: 0.7 }),
-  experts: randomExperts({ experts: E, dim: d, hidden: f, seed: seed + 100 }),
-  k,
-});
+/** A softmax top-k MoE layer over router weight `gate`. */
+const layerOf = (gate: Mat, experts: readonly SwiGLUExpert[], k: number, normTopkProb = true): MoeLayer =>
+  moeLayer({ router: topKRouter({ weight: gate, k, normTopkProb }), experts });
+
+const mkLayer = (E = 6, d = 8, f = 12, k = 2, seed = 1): MoeLayer =>
+  layerOf(
+    matrix.randn(E, d, { seed, std: 0.7 }),
+    randomExperts({ experts: E, dim: d, hidden: f, seed: seed + 100 }),
+    k,
+  );
+
+/** Route options removing `dropped` of E experts. */
+const without = (E: number, dropped: number[]): RouteOptions => {
+  const expertMask = new Uint8Array(E).fill(1);
+  for (const e of dropped) expertMask[e] = 0;
+  return { expertMask } as RouteOptions;
+};
 
 function frob2(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
@@ -105,7 +120,7 @@ Deno.test("P1/P2 permutation invariance and exact recovery by alignment; M1/M2 m
   const back = permuteExpert(p, alignPermutation(e, p));
   assert.deepEqual(back, e, "bit-exact recovery");
   // M1: merging identical experts, and an expert with its permuted copy (aligned), returns it
-  const layer: ExpertLayer = { gate: matrix.randn(3, 6, { seed: 1 }), experts: [e, p, e], k: 1 };
+  const layer = layerOf(matrix.randn(3, 6, { seed: 1 }), [e, p, e], 1);
   // expert 0 (the original) is the dominant: the permuted copy is aligned back to it
   const stats = {
     ...calibrate(layer, matrix.randn(60, 6, { seed: 2 })),
@@ -135,19 +150,20 @@ Deno.test("§4 grouping example; the router keeps its slots", () => {
     freq: new Float64Array([.4, .1, .3, .2]),
   }, { numGroups: 2, similarity: sim });
   assertClose(m.groupWeights.flat(), [2 / 3, 1 / 3, .25, .75], 1e-12);
-  assert.equal(m.layer.gate, layer.gate);
+  assert.equal(m.layer.router, layer.router);
   assert.equal(m.layer.experts[0], m.layer.experts[3]);
   assert.equal(m.layer.experts[1], m.layer.experts[2]);
 });
 
 Deno.test("R1 pruning never-used experts (renormalised: unchanged; raw: ×1/(1−Σp)); R2 enumeration ≤ count baseline", () => {
-  const layer = mkLayer(5, 8, 8, 2, 3);
+  const gate = matrix.randn(5, 8, { seed: 3, std: 0.7 });
   // make expert 4 never selected: a hugely negative router row
-  for (let j = 0; j < 8; j++) layer.gate.data[4 * 8 + j] = 0;
-  layer.gate.data[4 * 8] = -50;
+  for (let j = 0; j < 8; j++) gate.data[4 * 8 + j] = 0;
+  gate.data[4 * 8] = -50;
+  const layer = layerOf(gate, randomExperts({ experts: 5, dim: 8, hidden: 8, seed: 103 }), 2);
   const x = matrix.randn(80, 8, { seed: 9 });
   for (let t = 0; t < 80; t++) x.data[t * 8] = Math.abs(x.data[t * 8]) + 1;
-  const y = layerForward(layer, x).output, yPruned = layerForward(layer, x, { dropped: new Set([4]) }).output;
+  const y = layer.forward(x).output, yPruned = layer.forward(x, without(5, [4])).output;
   assertClose(yPruned.data, y.data, 1e-6);
   const p = pruneExperts(layer, x, { keep: 3, numBatches: 4 });
   const stats = calibrate(layer, x);
@@ -158,13 +174,13 @@ Deno.test("R1 pruning never-used experts (renormalised: unchanged; raw: ×1/(1�
   const greedy = pruneExperts(layer, x, { keep: 3, method: "greedy" });
   assert.equal(greedy.dropped.length, 2);
   // raw weights: dropping expert with prob p scales by 1/(1 − p) (example p = [.5,.3,.2], k = 2, drop 2)
-  const raw: ExpertLayer = {
-    gate: matrix.fromArrays([[Math.log(.5)], [Math.log(.3)], [Math.log(.2)]]),
-    experts: randomExperts({ experts: 3, dim: 1, hidden: 2, seed: 4 }),
-    k: 2,
-    normTopkProb: false,
-  };
-  const r = layerForward(raw, matrix.full(1, 1, 1), { dropped: new Set([2]) }).routing;
+  const raw = layerOf(
+    matrix.fromArrays([[Math.log(.5)], [Math.log(.3)], [Math.log(.2)]]),
+    randomExperts({ experts: 3, dim: 1, hidden: 2, seed: 4 }),
+    2,
+    false,
+  );
+  const r = raw.forward(matrix.full(1, 1, 1), without(3, [2])).routing;
   assertClose(r.weights, [.625, .375], 1e-7);
   assert.throws(() => pruneExperts(layer, x, { keep: 1 }), /keep = 1/);
   assert.throws(() => pruneExperts(layer, matrix.zeros(0, 8), { keep: 3 }), /calibration set is empty/);
@@ -172,29 +188,27 @@ Deno.test("R1 pruning never-used experts (renormalised: unchanged; raw: ×1/(1�
 
 Deno.test("R3 skipping: β = 0 changes nothing, β > 1 keeps top-1 only, #skipped = #{ratio < β}", () => {
   const layer = mkLayer(6, 8, 8, 2, 5), x = matrix.randn(100, 8, { seed: 6 });
-  const base = layerForward(layer, x);
+  const base = layer.forward(x);
   assertClose(skipExperts(layer, { beta: 0 }).forward(x).output.data, base.output.data, 1e-7);
-  const all = skipExperts(layer, { beta: 1.01 }).forward(x);
-  assert.ok(Array.from(all.indices).every((e, i) => (i % 2 === 1 ? e === -1 : e >= 0)));
+  const all = skipExperts(layer, { beta: 1.01 }).forward(x).routing;
+  assert.ok(Array.from(all.keep!).every((kept, i) => (i % 2 === 1 ? kept === 0 : kept === 1)));
   const beta = calibrateSkip(layer, x);
-  const skipped =
-    Array.from(skipExperts(layer, { beta }).forward(x).indices).filter((e, i) => i % 2 === 1 && e < 0).length;
+  const skipped = Array.from(skipExperts(layer, { beta }).forward(x).routing.keep!)
+    .filter((kept, i) => i % 2 === 1 && kept === 0).length;
   const ratios = Array.from(
     { length: 100 },
-    (_, t) =>
-      base.routing.probs[t * 6 + base.routing.indices[2 * t + 1]] /
-      base.routing.probs[t * 6 + base.routing.indices[2 * t]],
+    (_, t) => base.routing.scores[2 * t + 1] / base.routing.scores[2 * t],
   );
   assert.equal(skipped, ratios.filter((q) => q < beta).length);
   assert.ok(Math.abs(skipped - 50) <= 1, "the median skips half");
-  assert.throws(() => skipExperts({ ...layer, k: 3 }, { beta: .5 }), /top-2/);
+  assert.throws(() => skipExperts(mkLayer(6, 8, 8, 3, 5), { beta: .5 }), /top-2/);
 });
 
 Deno.test("D1 base + delta: full rank exact, identical experts zero, non-increasing error in rank, shared V", () => {
   const layer = mkLayer(4, 8, 6), x = matrix.randn(60, 8);
   const stats = calibrate(layer, x);
   assert.ok(deltaCompress(layer, stats, { rank: 6 }).maxWeightError < 1e-5);
-  const same: ExpertLayer = { ...layer, experts: Array(4).fill(layer.experts[0]) };
+  const same = moeLayer({ ...layer, experts: Array(4).fill(layer.experts[0]) });
   assert.ok(deltaCompress(same, stats, { rank: 0 }).maxWeightError < 1e-6);
   let prev = Infinity;
   for (const r of [0, 1, 2, 4, 6]) {
@@ -271,7 +285,12 @@ Deno.test("C1 ComPEFT: §8 example, three values, ρ = 1, byte accounting", () =
   assertClose(c.values, [.235186, 0, 0, -.235186, 0, 0, 0, -.235186], 1e-6);
   assert.equal(c.bits, 11);
   assert.equal(c.bytes, 14);
-  assert.equal(riceBits([3, 20, 21, 40, 63], 64), 31);
+  // d = 64 with non-zeros at [3, 20, 21, 40, 63] (ρ = 4/64 keeps the 4 + 1 of them): Rice k = 3, 31 bits
+  const sparse = new Float64Array(64);
+  [3, 20, 21, 40, 63].forEach((p, i) => (sparse[p] = i % 2 ? -(i + 1) : i + 1));
+  const c64 = compeft(sparse, { density: 4 / 64 });
+  assert.deepEqual(Array.from(c64.positions), [3, 20, 21, 40, 63]);
+  assert.equal(c64.bits, 31);
   assert.ok(new Set(Array.from(c.values)).size <= 3);
   const all = compeft(tau, { density: 1, alpha: 2 });
   assertClose(all.values, tau.map((v) => all.scale * Math.sign(v)), 0);
@@ -301,24 +320,26 @@ Deno.test("C1 ComPEFT: §8 example, three values, ρ = 1, byte accounting", () =
 });
 
 Deno.test("I1 Compressed Experts: n_ce = 0 is the full forward; unit vectors equal a top-(k−n_ce) forward; §9 example", () => {
-  const layer = mkLayer(6, 8, 8, 4, 11), x = matrix.randn(30, 8);
+  const gate11 = matrix.randn(6, 8, { seed: 11, std: 0.7 });
+  const layer = layerOf(gate11, randomExperts({ experts: 6, dim: 8, hidden: 8, seed: 111 }), 4);
+  const x = matrix.randn(30, 8);
   assertClose(
     compressedExpertsLayer(layer, { nCe: 0 }).forward(x).output.data,
-    layerForward(layer, x).output.data,
+    layer.forward(x).output.data,
     1e-5,
   );
   // unit vectors, raw weights: = plain top-(k − n_ce) with raw weights
-  const raw: ExpertLayer = { ...layer, normTopkProb: false };
+  const raw = layerOf(gate11, layer.experts, 4, false);
   const ce = compressedExpertsLayer(raw, { nCe: 2 }).forward(x).output;
-  const plain = layerForward({ ...raw, k: 2 }, x).output;
+  const plain = layerOf(gate11, layer.experts, 2, false).forward(x).output;
   assertClose(ce.data, plain.data, 1e-5);
   const one = matrix.full(1, 1, 1), v = (a: number) => new Float32Array([a]);
-  const scalar: ExpertLayer = {
-    gate: matrix.fromArrays([[Math.log(.5)], [Math.log(.3)], [Math.log(.1)], [Math.log(.1)]]),
-    experts: Array(4).fill({ w1: one, w2: one, w3: one }),
-    k: 3,
-    normTopkProb: false,
-  };
+  const scalar = layerOf(
+    matrix.fromArrays([[Math.log(.5)], [Math.log(.3)], [Math.log(.1)], [Math.log(.1)]]),
+    Array(4).fill({ w1: one, w2: one, w3: one }),
+    3,
+    false,
+  );
   const vecs = [0, 1, 2, 3].map((
     e,
   ) => (e === 2 ? { c1: v(2), c2: v(.5), c3: v(1) } : { c1: v(1), c2: v(1), c3: v(1) }));
@@ -340,12 +361,13 @@ Deno.test("I1 Compressed Experts: n_ce = 0 is the full forward; unit vectors equ
 
 Deno.test("bad input: mismatched expert shapes, rank > min(m, n), empty calibration, bits out of range", () => {
   const layer = mkLayer(3, 8, 8);
-  const broken: ExpertLayer = {
-    ...layer,
-    experts: [layer.experts[0], layer.experts[1], randomExperts({ experts: 1, dim: 7, hidden: 8 })[0]],
-  };
+  const broken = () =>
+    moeLayer({
+      ...layer,
+      experts: [layer.experts[0], layer.experts[1], randomExperts({ experts: 1, dim: 7, hidden: 8 })[0]],
+    });
   assert.throws(
-    () => calibrate(broken, matrix.randn(4, 8)),
+    broken,
     /expert 2 w1: expected shape \[8,8\], got \[8,7\]; mismatched expert shapes/,
   );
   assert.throws(() => calibrate(layer, matrix.zeros(0, 8)), /calibration set is empty/);

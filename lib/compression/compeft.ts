@@ -1,19 +1,22 @@
 /**
- * ComPEFT (compression.md §8): keep the largest-magnitude entries of a task vector or expert delta and
- * replace them by `α·σ·sign`, with Golomb–Rice position coding for the byte count.
+ * ComPEFT (Yadav et al., arXiv 2311.13171; docs/compression.md, "ComPEFT"): keep the largest-magnitude
+ * entries of a task vector or expert delta and replace them by `α·σ·sign`, with Golomb–Rice position
+ * coding for the byte count, and the entropy bound it is measured against.
  * @module
  */
 
 import { OptionError } from "../core/errors.ts";
+import { kthLargestMagnitude } from "../merging/selection.ts";
 
 /**
  * A ComPEFT-compressed vector.
  *
  * @example
  * ```ts
- * import { type Compeft } from "@moekit/moekit";
- * const density = (c: Compeft) => c.nnz / c.values.length;
- * console.log(typeof density); // function
+ * import { type Compeft, compeft } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const c: Compeft = compeft([0.3, -0.1, 0.05, -0.4, 0.2, 0, 0.15, -0.25], { density: 0.25 });
+ * assert.equal(c.nnz / c.values.length, 0.375); // 3 of 8 kept (trunc(8·0.25) + 1)
  * ```
  */
 export interface Compeft {
@@ -31,6 +34,44 @@ export interface Compeft {
   readonly bits: number;
   /** `⌈bits/8⌉ + 12`. */
   readonly bytes: number;
+  /** `H₂(p)` in bits, p = nnz/d: the entropy of the kept/zero pattern per entry. */
+  readonly entropy: number;
+  /** The ideal size `d·(H₂(p) + p)` bits (positions at their entropy + one sign bit per non-zero). */
+  readonly idealBits: number;
+}
+
+/**
+ * Binary entropy `H₂(p) = −p·log2 p − (1−p)·log2(1−p)` in bits (0 at p = 0 and p = 1).
+ *
+ * @example
+ * ```ts
+ * import { binaryEntropy } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * assert.equal(binaryEntropy(0.5), 1);
+ * assert.equal(binaryEntropy(0), 0);
+ * ```
+ */
+export function binaryEntropy(p: number): number {
+  if (!(p >= 0 && p <= 1)) throw new OptionError("p", p, "must be a probability in [0, 1]");
+  const h = (q: number) => (q > 0 ? -q * Math.log2(q) : 0);
+  return h(p) + h(1 - p);
+}
+
+/**
+ * Ideal bits per entry of a ternary vector with non-zero density p: `H₂(p) + p` (where the non-zeros are,
+ * at the entropy bound, plus one sign bit each). The ideal compression ratio against fp16 is
+ * `16 / compeftIdealBits(p)`.
+ *
+ * @example
+ * ```ts
+ * import { compeftIdealBits } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * assert.equal((16 / compeftIdealBits(0.01)).toFixed(1), "176.2"); // × smaller than fp16 at 1 % density
+ * assert.equal((16 / compeftIdealBits(0.25)).toFixed(2), "15.08");
+ * ```
+ */
+export function compeftIdealBits(p: number): number {
+  return binaryEntropy(p) + p;
 }
 
 /**
@@ -40,9 +81,11 @@ export interface Compeft {
  *
  * @example
  * ```ts
- * import { compeft } from "@moekit/moekit";
+ * import { compeft } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
  * const c = compeft([.3, -.1, .05, -.4, .2, 0, .15, -.25], { density: 0.25 });
- * console.log(Array.from(c.positions), c.sigma.toFixed(6), c.bits, c.bytes); // [0, 3, 7] 0.235186 11 14
+ * assert.deepEqual(Array.from(c.positions), [0, 3, 7]); // trunc(8·0.25) + 1 = 3 entries
+ * assert.deepEqual([c.sigma.toFixed(6), c.bits, c.bytes], ["0.235186", 11, 14]);
  * ```
  */
 export function compeft(
@@ -58,8 +101,7 @@ export function compeft(
   for (let i = 0; i < d; i++) v += (tau[i] - mean) ** 2;
   const sigma = Math.sqrt(v / (d - 1));
   const kth = d - Math.trunc(d * rho);
-  const sorted = Float64Array.from(tau, Math.abs).sort();
-  const thr = kth === 0 ? -Infinity : sorted[kth - 1];
+  const thr = kth === 0 ? -Infinity : kthLargestMagnitude(tau, d - kth + 1); // the kth smallest |τ|
   const pos: number[] = [];
   for (let i = 0; i < d; i++) if (Math.abs(tau[i]) >= thr && tau[i] !== 0) pos.push(i);
   let scale = alpha * sigma;
@@ -67,7 +109,7 @@ export function compeft(
   scale = Math.fround(scale); // stored as f32 in the encoding, so decode(encode(τ̂)) = τ̂ exactly
   const values = new Float64Array(d);
   for (const i of pos) values[i] = mode === "trim" ? tau[i] : Math.sign(tau[i]) * scale;
-  const bits = riceBits(pos, d);
+  const bits = riceBits(pos, d), entropy = binaryEntropy(pos.length / d);
   return {
     values,
     positions: Int32Array.from(pos),
@@ -76,20 +118,16 @@ export function compeft(
     scale,
     bits,
     bytes: Math.ceil(bits / 8) + 12,
+    entropy,
+    idealBits: d * (entropy + pos.length / d),
   };
 }
 
 /**
  * Bits of the Golomb–Rice coding of the kept positions plus one sign bit each: `k = max(0,
- * ⌊log2(ln 2/p)⌋)`, each gap g costs `⌊g/2^k⌋ + 1 + k`.
- *
- * @example
- * ```ts
- * import { riceBits } from "@moekit/moekit";
- * console.log(riceBits([3, 20, 21, 40, 63], 64)); // 31
- * ```
+ * ⌊log2(ln 2/p)⌋)`, each gap g costs `⌊g/2^k⌋ + 1 + k`. Internal.
  */
-export function riceBits(positions: ArrayLike<number>, d: number): number {
+function riceBits(positions: ArrayLike<number>, d: number): number {
   const nnz = positions.length;
   if (nnz === 0) return 0;
   const k = riceK(nnz, d);
@@ -108,10 +146,12 @@ export function riceBits(positions: ArrayLike<number>, d: number): number {
  *
  * @example
  * ```ts
- * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit";
+ * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
  * const c = compeft([.3, -.1, .05, -.4, .2, 0, .15, -.25], { density: 0.25 });
  * const bytes = compeftEncode(c);
- * console.log(bytes.length, Array.from(compeftDecode(bytes)).join() === Array.from(c.values).join()); // 14 true
+ * assert.equal(bytes.length, 14);
+ * assert.deepEqual(compeftDecode(bytes), c.values);
  * ```
  */
 export function compeftEncode(c: Compeft): Uint8Array {
@@ -149,8 +189,11 @@ export function compeftEncode(c: Compeft): Uint8Array {
  *
  * @example
  * ```ts
- * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit";
- * console.log(Array.from(compeftDecode(compeftEncode(compeft([1, -2, 0.5, 3], { density: 0.5 }))), (v) => Math.sign(v))); // [0, -1, 0, 1]
+ * import { compeft, compeftDecode, compeftEncode } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * // d = 4, ρ = .5: threshold = the 2nd smallest |τ| = 1, so 1, −2 and 3 are kept
+ * const signs = Array.from(compeftDecode(compeftEncode(compeft([1, -2, 0.5, 3], { density: 0.5 }))), Math.sign);
+ * assert.deepEqual(signs, [1, -1, 0, 1]);
  * ```
  */
 export function compeftDecode(bytes: Uint8Array): Float64Array {

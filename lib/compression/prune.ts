@@ -1,35 +1,39 @@
 /**
- * NAEE expert pruning and dynamic skipping (compression.md §5): exhaustive subset search on the layer
- * reconstruction loss (with a greedy fallback beyond a budget), frequency / soft-count / REAP baselines
- * scored by the same loss, and top-2 skipping with a calibrated β.
+ * NAEE expert pruning and dynamic skipping (docs/compression.md, "Pruning and skipping"): exhaustive
+ * subset search on the layer reconstruction loss (with a greedy fallback beyond a budget), frequency /
+ * soft-count / REAP baselines scored by the same loss, and top-2 skipping with a calibrated β. Removed
+ * experts are an expert mask of the layer (their logits are −∞ before scoring); skipping is the layer's
+ * `skip` option — so every router works, shared experts included.
  * @module
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
-import { MoekitError, OptionError } from "../core/errors.ts";
+import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
+import type { RouteOptions } from "../routing/result.ts";
+import { dispatch, gatherExpertInputs } from "../moe/dispatch.ts";
+import { type MoeLayer, moeLayer, type SkipOptions, swigluForward } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import { swigluForward } from "../moe/layer.ts";
-import {
-  checkLayer,
-  type CompressedLayer,
-  type ExpertLayer,
-  expertParams,
-  forwardWithExperts,
-  layerForward,
-  layerRoute,
-} from "./layer.ts";
+import { type CompressedLayer, forwardOf, layerParams, liveExperts } from "./compressed.ts";
 
 /**
- * The NAEE loss `Σ_b ‖Y_b − Ŷ_b‖_F` over `numBatches` contiguous parts sized like numpy `array_split`.
+ * The NAEE loss `Σ_b ‖Y_b − Ŷ_b‖_F` (unsquared norms) over `numBatches` contiguous parts of the tokens,
+ * sized like numpy `array_split` (the first `T mod nb` parts get one extra token).
  *
  * @example
  * ```ts
- * import { matrix, naeeLoss } from "@moekit/moekit";
- * console.log(naeeLoss(matrix.fromArrays([[3], [4]]), matrix.zeros(2, 1), 2)); // 7 = 3 + 4 (one norm per part)
+ * import { matrix, naeeLoss } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * assert.equal(naeeLoss(matrix.fromArrays([[3], [4]]), matrix.zeros(2, 1), 2), 7); // 3 + 4: one norm per part
+ * assert.equal(naeeLoss(matrix.fromArrays([[3], [4]]), matrix.zeros(2, 1)), 5); // one part: ‖(3, 4)‖
  * ```
  */
 export function naeeLoss(y: Mat, yHat: Mat, numBatches = 1): number {
-  const T = y.rows, d = y.cols, base = Math.floor(T / numBatches), extra = T % numBatches;
+  matrix.assertShape("NAEE loss Ŷ", yHat, y.rows, y.cols);
+  const T = y.rows, d = y.cols;
+  if (!Number.isInteger(numBatches) || numBatches < 1) {
+    throw new OptionError("numBatches", numBatches, "must be an integer ≥ 1");
+  }
+  const base = Math.floor(T / numBatches), extra = T % numBatches;
   let loss = 0, start = 0;
   for (let b = 0; b < numBatches; b++) {
     const size = base + (b < extra ? 1 : 0);
@@ -60,79 +64,98 @@ function binomial(n: number, r: number): number {
   return Math.round(v);
 }
 
+/** A mask `[E]` with the layer's removed experts and `dropped` set to 0. Internal. */
+function maskWithout(layer: MoeLayer, dropped: readonly number[]): Uint8Array {
+  const mask = layer.expertMask
+    ? Uint8Array.from(layer.expertMask)
+    : new Uint8Array(layer.router.experts).fill(1);
+  for (const e of dropped) mask[e] = 0;
+  return mask;
+}
+
 /**
  * Options of {@link pruneExperts}.
  *
  * @example
  * ```ts
- * import { type PruneOptions } from "@moekit/moekit";
+ * import { type PruneOptions } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
  * const o: PruneOptions = { keep: 6, method: "enumerate", numBatches: 4 };
- * console.log(o.keep); // 6
+ * assert.equal(o.keep, 6);
  * ```
  */
 export interface PruneOptions {
-  /** Experts kept r (E − r are dropped). */
+  /** Experts kept r (of the layer's routable experts; the others are removed). */
   readonly keep: number;
-  /** `"enumerate"` (NAEE; greedy beyond `maxSubsets`), `"greedy"`, `"count"`, `"weightSum"`, `"reap"`. Default enumerate. */
+  /**
+   * `"enumerate"` (NAEE; greedy beyond `maxSubsets`), `"greedy"`, or a baseline ranking: `"count"`,
+   * `"weightSum"`, `"reap"`. Default `"enumerate"`.
+   */
   readonly method?: "enumerate" | "greedy" | "count" | "weightSum" | "reap";
   /** Loss partition: number of contiguous token batches. Default 1. */
   readonly numBatches?: number;
   /** Largest exhaustive search. Default 10 000 subsets. */
   readonly maxSubsets?: number;
-  /** Calibration statistics (needed by count / weightSum / reap). */
+  /** Calibration statistics (needed by `count` and `weightSum`). */
   readonly stats?: CalibrationStats;
 }
 
 /**
- * Prunes E − r experts on calibration tokens X: dropped experts get logit −∞ before the softmax (the
- * router rows and experts are sliced away). Returns the dropped set, its loss and, for enumeration, the
- * loss of every subset keyed by the ascending dropped list.
+ * Prunes experts on calibration tokens X: removed experts are masked out of routing (logit −∞ before
+ * scoring, so with a renormalising router the output is unchanged when they were never chosen). Returns
+ * the removed experts (ascending), the loss of that choice and, for enumeration, the loss of every subset
+ * keyed by the ascending removed list; `layer` is the pruned layer (the original with an expert mask).
  *
  * @example
  * ```ts
- * import { matrix, pruneExperts, randomExperts } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(6, 8, { seed: 1 }), experts: randomExperts({ experts: 6, dim: 8, hidden: 8 }), k: 2 };
+ * import { matrix, moeLayer, pruneExperts, randomExperts, topKRouter } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(6, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 6, dim: 8, hidden: 8 }),
+ * });
  * const p = pruneExperts(layer, matrix.randn(64, 8, { seed: 2 }), { keep: 4 });
- * console.log(p.dropped.length, Object.keys(p.losses!).length); // 2 15
+ * assert.deepEqual([p.dropped.length, Object.keys(p.losses!).length], [2, 15]); // C(6, 2) subsets
+ * assert.equal(p.loss, Math.min(...Object.values(p.losses!)));
  * ```
  */
 export function pruneExperts(
-  layer: ExpertLayer,
+  layer: MoeLayer,
   x: Mat,
   options: PruneOptions,
-): CompressedLayer & {
-  dropped: number[];
-  loss: number;
-  losses?: Record<string, number>;
-  layer: ExpertLayer;
-} {
-  const { E } = checkLayer(layer), r = options.keep, nb = options.numBatches ?? 1;
-  if (!Number.isInteger(r) || r < layer.k || r > E) {
-    throw new OptionError("keep", r, `must be an integer in k..E = ${layer.k}..${E}`);
+): CompressedLayer & { dropped: number[]; loss: number; losses?: Record<string, number>; layer: MoeLayer } {
+  const live = liveExperts(layer), n = live.length, r = options.keep, k = layer.router.k;
+  const nb = options.numBatches ?? 1, method = options.method ?? "enumerate";
+  if (!Number.isInteger(r) || r < k || r > n) {
+    throw new OptionError("keep", r, `must be an integer in k..E = ${k}..${n} (routable experts)`);
+  }
+  if (!["enumerate", "greedy", "count", "weightSum", "reap"].includes(method)) {
+    throw new OptionError("method", method, "use enumerate, greedy, count, weightSum or reap");
   }
   if (x.rows === 0) throw new MoekitError("pruneExperts: the calibration set is empty (0 tokens)");
-  const y = layerForward(layer, x).output;
-  const lossOf = (dropped: number[]) =>
-    naeeLoss(y, layerForward(layer, x, { dropped: new Set(dropped) }).output, nb);
-  const method = options.method ?? "enumerate", drop = E - r;
+  if (!Number.isInteger(nb) || nb < 1) throw new OptionError("numBatches", nb, "must be an integer ≥ 1");
+  const y = layer.forward(x).output;
+  const lossOf = (dropped: readonly number[]) =>
+    naeeLoss(y, layer.forward(x, { expertMask: maskWithout(layer, dropped) } as RouteOptions).output, nb);
+  const drop = n - r;
   let dropped: number[], losses: Record<string, number> | undefined;
-  if (method === "enumerate" && binomial(E, drop) <= (options.maxSubsets ?? 10000)) {
+  if (method === "enumerate" && binomial(n, drop) <= (options.maxSubsets ?? 10000)) {
     losses = {};
     let best = Infinity;
     dropped = [];
-    for (const c of combinations(E, drop)) {
-      const l = lossOf(c);
-      losses[c.join(",")] = l;
+    for (const c of combinations(n, drop)) {
+      const ids = c.map((i) => live[i]), l = lossOf(ids);
+      losses[ids.join(",")] = l;
       if (l < best) {
         best = l;
-        dropped = c;
+        dropped = ids;
       }
     }
   } else if (method === "enumerate" || method === "greedy") {
     dropped = [];
     for (let step = 0; step < drop; step++) {
       let bestE = -1, best = Infinity;
-      for (let e = 0; e < E; e++) {
+      for (const e of live) {
         if (dropped.includes(e)) continue;
         const l = lossOf([...dropped, e]);
         if (l < best) {
@@ -145,104 +168,134 @@ export function pruneExperts(
     dropped.sort((a, b) => a - b);
   } else {
     const s = options.stats;
-    if (!s) throw new MoekitError(`pruneExperts method ${method} needs calibration stats (options.stats)`);
-    const score = method === "count" ? s.counts : method === "weightSum" ? s.weightSum : reapScores(layer, x);
-    dropped = Array.from({ length: E }, (_, e) => e).sort((a, b) => score[a] - score[b] || a - b).slice(
-      0,
-      drop,
-    ).sort((a, b) => a - b);
+    if (method !== "reap" && !s) {
+      throw new OptionError("stats", "missing", `pruneExperts method ${method} needs calibration stats`);
+    }
+    if (s && s.counts.length !== layer.router.experts) {
+      throw new ShapeError("calibration stats counts", [layer.router.experts], [s.counts.length]);
+    }
+    const score = method === "count"
+      ? s!.counts
+      : method === "weightSum"
+      ? s!.weightSum
+      : reapScores(layer, x);
+    dropped = live.slice().sort((a, b) => score[a] - score[b] || a - b).slice(0, drop).sort((a, b) => a - b);
   }
-  const keepIdx = Array.from({ length: E }, (_, e) => e).filter((e) => !dropped.includes(e));
-  const pruned: ExpertLayer = {
-    ...layer,
-    gate: {
-      rows: r,
-      cols: layer.gate.cols,
-      data: Float32Array.from(keepIdx.flatMap((e) => Array.from(matrix.row(layer.gate, e)))),
-    },
-    experts: keepIdx.map((e) => layer.experts[e]),
-  };
-  const params = pruned.gate.data.length + pruned.experts.reduce((a, e) => a + expertParams(e), 0);
+  const pruned = moeLayer({ ...layer, expertMask: maskWithout(layer, dropped) });
+  const params = layerParams(pruned);
   return {
-    method: `naee-${method} keep ${r}/${E}`,
+    method: `naee-${method} keep ${r}/${n}`,
     dropped,
     loss: lossOf(dropped),
     ...(losses ? { losses } : {}),
     layer: pruned,
     params,
     bytes: params * 4,
-    forward: (xs) => {
-      const f = forwardWithExperts(pruned, xs);
-      return { ...f, indices: f.indices.map((i) => (i < 0 ? -1 : keepIdx[i])) };
-    },
+    forward: forwardOf(pruned),
   };
 }
 
-/** REAP saliency `mean_{t: e∈S} w_e(x_t)·‖E_e(x_t)‖₂`, each expert run once on its routed tokens. */
-function reapScores(layer: ExpertLayer, x: Mat): Float64Array {
-  const { E } = checkLayer(layer), routing = layerRoute(layer, x), k = layer.k, d = x.cols;
-  return Float64Array.from({ length: E }, (_, e) => {
-    const slots: number[] = [];
-    for (let i = 0; i < routing.indices.length; i++) if (routing.indices[i] === e) slots.push(i);
-    if (!slots.length) return 0;
-    const xe = matrix.zeros(slots.length, d);
-    slots.forEach((i, r) => xe.data.set(matrix.row(x, Math.floor(i / k)), r * d));
-    const ye = swigluForward(layer.experts[e], xe);
+/** REAP saliency `mean_{t: e computed} w_e(x_t)·‖E_e(x_t)‖₂`, each expert run once on its routed tokens. */
+function reapScores(layer: MoeLayer, x: Mat): Float64Array {
+  const disp = dispatch(layer.route(x)), d = layer.dim;
+  return Float64Array.from({ length: layer.router.experts }, (_, e) => {
+    const a = disp.offsets[e], b = disp.offsets[e + 1];
+    if (a === b) return 0;
+    const ye = swigluForward(layer.experts[e], gatherExpertInputs(x, disp, e), layer.activation);
     let s = 0;
-    slots.forEach((i, r) => {
+    for (let p = a; p < b; p++) {
       let norm = 0;
-      for (let c = 0; c < d; c++) norm += ye.data[r * d + c] ** 2;
-      s += routing.weights[i] * Math.sqrt(norm);
-    });
-    return s / slots.length;
+      for (let c = 0; c < d; c++) norm += ye.data[(p - a) * d + c] ** 2;
+      s += disp.weights[p] * Math.sqrt(norm);
+    }
+    return s / (b - a);
   });
 }
 
 /**
- * Calibrates the skipping threshold `β = median_t(p(2)/p(1))` (numpy median) for a top-2 layer.
+ * Calibrates the skipping threshold `β = median_t(score(2)/score(1))` (numpy median: the mean of the two
+ * middle values for even T) of a top-2 layer, on the raw gate scores.
  *
  * @example
  * ```ts
- * import { calibrateSkip, matrix, randomExperts } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(4, 8, { seed: 1 }), experts: randomExperts({ experts: 4, dim: 8, hidden: 8 }), k: 2 };
+ * import { calibrateSkip, matrix, moeLayer, randomExperts, topKRouter } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 8 }),
+ * });
  * const beta = calibrateSkip(layer, matrix.randn(50, 8));
- * console.log(beta > 0 && beta <= 1); // true
+ * assert.ok(beta > 0 && beta <= 1);
  * ```
  */
-export function calibrateSkip(layer: ExpertLayer, x: Mat): number {
-  const { E } = checkLayer(layer);
-  if (layer.k !== 2) throw new MoekitError(`dynamic skipping is defined for top-2 layers (k = ${layer.k})`);
+export function calibrateSkip(layer: MoeLayer, x: Mat): number {
+  const k = layer.router.k;
+  if (k !== 2) throw new MoekitError(`dynamic skipping is defined for top-2 layers (k = ${k})`);
   if (x.rows === 0) throw new MoekitError("calibrateSkip: the calibration set is empty (0 tokens)");
-  const r = layerRoute(layer, x);
-  const ratios = Array.from(
-    { length: x.rows },
-    (_, t) => r.probs[t * E + r.indices[2 * t + 1]] / r.probs[t * E + r.indices[2 * t]],
-  ).sort((a, b) => a - b);
+  const r = moeLayer({ ...layer, skip: undefined }).route(x);
+  const ratios = Array.from({ length: x.rows }, (_, t) => r.scores[2 * t + 1] / r.scores[2 * t])
+    .sort((a, b) => a - b);
   const n = ratios.length;
   return n % 2 ? ratios[(n - 1) / 2] : (ratios[n / 2 - 1] + ratios[n / 2]) / 2;
 }
 
 /**
- * Dynamic skipping: the second expert is skipped iff `p(2) < β·p(1)`; with renormalisation the top-1
- * weight becomes 1. β = 0 changes nothing, β > 1 skips every token.
+ * Options of {@link skipExperts}.
  *
  * @example
  * ```ts
- * import { matrix, randomExperts, skipExperts } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(4, 8, { seed: 1 }), experts: randomExperts({ experts: 4, dim: 8, hidden: 8 }), k: 2 };
- * const out = skipExperts(layer, { beta: 2 }).forward(matrix.randn(10, 8));
- * console.log(Array.from(out.indices).filter((e, i) => i % 2 === 1 && e >= 0).length); // 0
+ * import { type SkipExpertsOptions } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const o: SkipExpertsOptions = { beta: 0.45, allBelow: true };
+ * assert.equal(o.beta, 0.45);
  * ```
  */
-export function skipExperts(layer: ExpertLayer, options: { beta: number }): CompressedLayer {
-  checkLayer(layer);
-  if (layer.k !== 2) throw new MoekitError(`dynamic skipping is defined for top-2 layers (k = ${layer.k})`);
-  if (!(options.beta >= 0)) throw new OptionError("beta", options.beta, "must be ≥ 0");
-  const params = layer.gate.data.length + layer.experts.reduce((a, e) => a + expertParams(e), 0);
+export interface SkipExpertsOptions extends SkipOptions {
+  /** Allow k ≠ 2: skip every choice j ≥ 1 below β × the first score (a moekit extension). Default false. */
+  readonly allBelow?: boolean;
+}
+
+/**
+ * Dynamic skipping: a token's second expert is skipped iff `score(2) < β·score(1)`; a renormalising router's
+ * top-1 weight then becomes 1 (otherwise it stays score(1)). β = 0 changes nothing, β > 1 skips every token.
+ * Defined for top-2 layers (NAEE); `allBelow` extends it to k > 2.
+ *
+ * @example
+ * ```ts
+ * import { matrix, moeLayer, randomExperts, skipExperts, topKRouter } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 8 }),
+ * });
+ * const { routing } = skipExperts(layer, { beta: 2 }).forward(matrix.randn(10, 8));
+ * assert.ok(routing.keep!.every((v, i) => v === (i % 2 === 0 ? 1 : 0))); // first choices only
+ * ```
+ */
+export function skipExperts(
+  layer: MoeLayer,
+  options: SkipExpertsOptions,
+): CompressedLayer & { layer: MoeLayer } {
+  const k = layer.router.k;
+  if (k !== 2 && !options.allBelow) {
+    throw new MoekitError(
+      `dynamic skipping is defined for top-2 layers (k = ${k}); pass allBelow: true to skip every choice below β·score(1)`,
+    );
+  }
+  if (!(options.beta >= 0)) throw new OptionError("beta", options.beta, "must be a number ≥ 0");
+  const skipped = moeLayer({
+    ...layer,
+    skip: {
+      beta: options.beta,
+      ...(options.renormalize !== undefined ? { renormalize: options.renormalize } : {}),
+    },
+  });
+  const params = layerParams(skipped);
   return {
     method: `naee-skip β=${options.beta.toFixed(3)}`,
+    layer: skipped,
     params,
     bytes: params * 4,
-    forward: (x) => forwardWithExperts(layer, x, { skipBeta: options.beta }),
+    forward: forwardOf(skipped),
   };
 }

@@ -1,22 +1,23 @@
 /**
  * Round-to-nearest group quantisation (round half to even) at 1–8 bits with per-group scale and zero,
- * and MC-MoE-style per-expert bit allocation under a bit budget (compression.md §7).
+ * and MC-MoE-style per-expert bit allocation under a bit budget (docs/compression.md, "Quantisation").
  * @module
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { roundHalfEven } from "../core/numeric.ts";
-import type { SwiGLUExpert } from "../moe/layer.ts";
+import type { MoeLayer, SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
 import {
-  checkLayer,
   type CompressedLayer,
-  type ExpertLayer,
-  expertParams,
-  forwardWithExperts,
-  layerForward,
-} from "./layer.ts";
+  denseExtrasBytes,
+  distinctExperts,
+  forwardOf,
+  layerParams,
+  liveExperts,
+  withExperts,
+} from "./compressed.ts";
 import { naeeLoss } from "./prune.ts";
 
 /**
@@ -24,9 +25,10 @@ import { naeeLoss } from "./prune.ts";
  *
  * @example
  * ```ts
- * import { type Quantized } from "@moekit/moekit";
- * const levels = (q: Quantized) => 2 ** q.bits;
- * console.log(typeof levels); // function
+ * import { matrix, type Quantized, quantizeRTN } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const q: Quantized = quantizeRTN(matrix.randn(4, 256, { seed: 1 }), 4, 128);
+ * assert.equal(q.bytes, 544); // 4·256·4/8 + 4 rows × 2 groups × (2 + 2)
  * ```
  */
 export interface Quantized {
@@ -49,10 +51,11 @@ export interface Quantized {
  *
  * @example
  * ```ts
- * import { matrix, quantizeRTN } from "@moekit/moekit";
+ * import { matrix, quantizeRTN } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
  * const w = matrix.fromArrays([[-1, -0.25, 0.5, 2]]);
- * console.log(Array.from(quantizeRTN(w, 2, 4).values.data), Array.from(quantizeRTN(w, 4, 4).values.data, (v) => +v.toFixed(6)));
- * // [-1, 0, 0, 2] [-1, -0.2, 0.4, 2]
+ * assert.deepEqual(Array.from(quantizeRTN(w, 2, 4).values.data), [-1, 0, 0, 2]); // round(.5) = 0 (half to even)
+ * assert.deepEqual(Array.from(quantizeRTN(w, 4, 4).values.data, (v) => +v.toFixed(6)), [-1, -0.2, 0.4, 2]);
  * ```
  */
 export function quantizeRTN(w: Mat, bits: number, groupSize = 128): Quantized {
@@ -98,15 +101,23 @@ export function quantizeRTN(w: Mat, bits: number, groupSize = 128): Quantized {
   return { values: out, bits, groupSize, scale, zero, bytes };
 }
 
-/** Quantises all three matrices of an expert. */
+/** Quantises the three matrices of an expert (biases stay float32). Internal. */
 export function quantizeExpert(
   e: SwiGLUExpert,
   bits: number,
   groupSize = 128,
 ): { expert: SwiGLUExpert; bytes: number } {
   const q = [e.w1, e.w2, e.w3].map((w) => quantizeRTN(w, bits, groupSize));
+  const { b1, b2, b3 } = e;
   return {
-    expert: { w1: q[0].values, w2: q[1].values, w3: q[2].values },
+    expert: {
+      w1: q[0].values,
+      w2: q[1].values,
+      w3: q[2].values,
+      ...(b1 ? { b1 } : {}),
+      ...(b2 ? { b2 } : {}),
+      ...(b3 ? { b3 } : {}),
+    },
     bytes: q.reduce((s, x) => s + x.bytes, 0),
   };
 }
@@ -118,9 +129,11 @@ export function quantizeExpert(
  *
  * @example
  * ```ts
- * import { allocateBits } from "@moekit/moekit";
- * const cost = [[5, 2, 1], [4, 3, 2], [1, .5, .4]]; // compression.md §7
- * console.log(allocateBits(cost, 6).bits, allocateBits(cost, 7).bits); // [2, 3, 1] [2, 3, 2]
+ * import { allocateBits } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const cost = [[5, 2, 1], [4, 3, 2], [1, .5, .4]]; // bits 1, 2, 3 of three experts
+ * assert.deepEqual(allocateBits(cost, 6).bits, [2, 3, 1]); // ties with (3, 2, 1) at 5: lexicographic
+ * assert.deepEqual(allocateBits(cost, 7).bits, [2, 3, 2]);
  * ```
  */
 export function allocateBits(
@@ -175,69 +188,130 @@ export function allocateBits(
 }
 
 /**
- * MC-MoE PMQ: per-expert costs `φ_e·w_e^1.5·q_e(b)` (q = the NAEE loss when only expert e is quantised at
- * b bits), then {@link allocateBits}; returns the mixed-precision layer.
+ * Options of {@link pmqQuantize}.
  *
  * @example
  * ```ts
- * import { calibrate, matrix, pmqQuantize, randomExperts } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(4, 8, { seed: 1 }), experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }), k: 2 };
+ * import { type PmqOptions } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const o: PmqOptions = { budgetBits: 20, groupSize: 64, numBatches: 4 };
+ * assert.equal(o.budgetBits, 20);
+ * ```
+ */
+export interface PmqOptions {
+  /** Total bits over the routable experts (`Σ b_e ≤ budgetBits`). */
+  readonly budgetBits: number;
+  /** RTN group size (columns). Default 128. */
+  readonly groupSize?: number;
+  /** Exponent α of frequency and loss. Default 1. */
+  readonly alpha?: number;
+  /** Exponent β of the soft count. Default 1.5. */
+  readonly beta?: number;
+  /** NAEE loss partition: contiguous token batches (as in {@link pruneExperts}). Default 1. */
+  readonly numBatches?: number;
+  /** Bit widths that must each be used at least once. Default [3, 2]. */
+  readonly require?: readonly number[];
+}
+
+/**
+ * MC-MoE PMQ (precision_solver): for each routable expert e and b ∈ {1, 2, 3}, `q_e(b)` = the NAEE loss of
+ * the layer when only expert e is RTN-quantised at b bits; cost `φ_e^α·w_e^β·q_e(b)^α` (φ the calibration
+ * frequency, w the soft count, both normalised; an unused expert costs 0); then {@link allocateBits}.
+ * Returns the mixed-precision layer, the bits, the costs and the losses `[E][3]` (bits 1, 2, 3).
+ *
+ * @example
+ * ```ts
+ * import { calibrate, matrix, moeLayer, pmqQuantize, randomExperts, topKRouter } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }),
+ * });
  * const x = matrix.randn(64, 8);
  * const q = pmqQuantize(layer, x, calibrate(layer, x), { budgetBits: 9, groupSize: 8 });
- * console.log(q.bits.reduce((a, b) => a + b) <= 9); // true
+ * assert.ok(q.bits.reduce((a, b) => a + b) <= 9);
+ * assert.ok(q.losses.every(([l1, , l3]) => l1 >= l3)); // fewer bits, larger loss
  * ```
  */
 export function pmqQuantize(
-  layer: ExpertLayer,
+  layer: MoeLayer,
   x: Mat,
   stats: CalibrationStats,
-  options: { budgetBits: number; groupSize?: number; alpha?: number; beta?: number },
-): CompressedLayer & { bits: number[]; costs: number[][] } {
-  checkLayer(layer);
+  options: PmqOptions,
+): CompressedLayer & { layer: MoeLayer; bits: number[]; costs: number[][]; losses: number[][] } {
   const g = options.groupSize ?? 128, alpha = options.alpha ?? 1, beta = options.beta ?? 1.5;
-  const y = layerForward(layer, x).output;
+  const nb = options.numBatches ?? 1, E = layer.router.experts, live = liveExperts(layer);
+  if (stats.counts.length !== E) {
+    throw new MoekitError(`calibration stats cover ${stats.counts.length} experts, the layer ${E}`);
+  }
+  if (x.rows === 0) throw new MoekitError("pmqQuantize: the calibration set is empty (0 tokens)");
+  if (!Number.isInteger(nb) || nb < 1) throw new OptionError("numBatches", nb, "must be an integer ≥ 1");
+  const y = layer.forward(x).output;
   const totalCount = stats.counts.reduce((a, b) => a + b, 0),
     totalW = stats.weightSum.reduce((a, b) => a + b, 0);
-  const quantized = layer.experts.map((e) => [1, 2, 3].map((b) => quantizeExpert(e, b, g)));
-  const costs = layer.experts.map((_, e) => {
+  const quantized = live.map((e) => [1, 2, 3].map((b) => quantizeExpert(layer.experts[e], b, g)));
+  const losses: number[][] = [], costs: number[][] = [];
+  live.forEach((e, i) => {
     const phi = totalCount ? stats.counts[e] / totalCount : 0, w = totalW ? stats.weightSum[e] / totalW : 0;
-    return [0, 1, 2].map((bi) => {
-      if (phi === 0) return 0;
-      const experts = layer.experts.map((ex, i) => (i === e ? quantized[e][bi].expert : ex));
-      const q = naeeLoss(y, layerForward(layer, x, { experts }).output);
-      return phi ** alpha * w ** beta * q ** alpha;
+    const l = [0, 1, 2].map((bi) => {
+      const experts = layer.experts.map((ex, j) => (j === e ? quantized[i][bi].expert : ex));
+      return naeeLoss(y, withExperts(layer, experts).forward(x).output, nb);
     });
+    losses.push(l);
+    costs.push(l.map((q) => (phi === 0 ? 0 : phi ** alpha * w ** beta * q ** alpha)));
   });
-  const { bits } = allocateBits(costs, options.budgetBits);
-  const experts = bits.map((b, e) => quantized[e][b - 1].expert);
-  const bytes = layer.gate.data.length * 4 + bits.reduce((s, b, e) => s + quantized[e][b - 1].bytes, 0);
+  const { bits } = allocateBits(costs, options.budgetBits, options.require);
+  const experts = layer.experts.slice();
+  live.forEach((e, i) => (experts[e] = quantized[i][bits[i] - 1].expert));
+  const out = withExperts(layer, experts);
+  const bytes = denseExtrasBytes(layer, live.map((e) => layer.experts[e])) +
+    bits.reduce((s, b, i) => s + quantized[i][b - 1].bytes, 0);
   return {
     method: `pmq ${options.budgetBits} bits`,
+    layer: out,
     bits,
     costs,
-    params: layer.gate.data.length + layer.experts.reduce((s, e) => s + expertParams(e), 0),
+    losses,
+    params: layerParams(layer),
     bytes,
-    forward: (xs) => forwardWithExperts(layer, xs, { experts }),
+    forward: forwardOf(out),
   };
 }
 
 /**
- * The whole layer RTN-quantised at one bit width, as a compressed layer.
+ * The whole layer RTN-quantised at one bit width (the routed experts; router, biases and shared experts stay
+ * float32), as a compressed layer.
  *
  * @example
  * ```ts
- * import { matrix, randomExperts, rtnLayer } from "@moekit/moekit";
- * const layer = { gate: matrix.randn(4, 8, { seed: 1 }), experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }), k: 2 };
- * console.log(rtnLayer(layer, 4, 8).bytes < 4 * 4 * 3 * 8 * 16); // true
+ * import { matrix, moeLayer, randomExperts, rtnLayer, topKRouter } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16 }),
+ * });
+ * // per expert, three 8×16 / 16×8 matrices: 4 bits × 128 entries = 64 bytes + (fp16 scale + zero) per group of 8
+ * assert.equal(rtnLayer(layer, 4, 8).bytes, 4 * 8 * 4 + 4 * 3 * (64 + 16 * 4));
  * ```
  */
-export function rtnLayer(layer: ExpertLayer, bits: number, groupSize = 128): CompressedLayer {
-  checkLayer(layer);
-  const q = layer.experts.map((e) => quantizeExpert(e, bits, groupSize)), experts = q.map((x) => x.expert);
+export function rtnLayer(
+  layer: MoeLayer,
+  bits: number,
+  groupSize = 128,
+): CompressedLayer & { layer: MoeLayer } {
+  const groups = distinctExperts(layer), experts = layer.experts.slice();
+  let bytes = denseExtrasBytes(layer, groups.map((g) => g.expert));
+  for (const { expert, slots } of groups) {
+    const q = quantizeExpert(expert, bits, groupSize);
+    bytes += q.bytes;
+    for (const e of slots) experts[e] = q.expert;
+  }
+  const out = withExperts(layer, experts);
   return {
     method: `rtn ${bits}-bit g${groupSize}`,
-    params: layer.gate.data.length + layer.experts.reduce((s, e) => s + expertParams(e), 0),
-    bytes: layer.gate.data.length * 4 + q.reduce((s, x) => s + x.bytes, 0),
-    forward: (x) => forwardWithExperts(layer, x, { experts }),
+    layer: out,
+    params: layerParams(layer),
+    bytes,
+    forward: forwardOf(out),
   };
 }

@@ -13,9 +13,10 @@ import { isKept, type RoutingResult } from "../routing/result.ts";
  *
  * @example
  * ```ts
- * import { type Dispatch } from "@moekit/moekit";
- * const size = (d: Dispatch, e: number) => d.offsets[e + 1] - d.offsets[e];
- * console.log(typeof size); // function
+ * import { type Dispatch, dispatch, matrix, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const d: Dispatch = dispatch(topKRouter({ weight: matrix.identity(2), k: 1 }).route(matrix.fromArrays([[1, 0], [2, 0]])));
+ * assert.equal(d.offsets[1] - d.offsets[0], 2); // both tokens go to expert 0
  * ```
  */
 export interface Dispatch {
@@ -38,11 +39,12 @@ export interface Dispatch {
  *
  * @example
  * ```ts
- * import { dispatch, matrix, topKRouter } from "@moekit/moekit";
+ * import { dispatch, matrix, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(3), k: 1 })
  *   .route(matrix.fromArrays([[1, 0, 0], [0, 0, 1], [2, 0, 0]]));
  * const d = dispatch(r);
- * console.log(Array.from(d.offsets), Array.from(d.tokenIds)); // [0, 2, 2, 3] [0, 2, 1]
+ * assert.deepEqual([Array.from(d.offsets), Array.from(d.tokenIds)], [[0, 2, 2, 3], [0, 2, 1]]);
  * ```
  */
 export function dispatch(r: RoutingResult): Dispatch {
@@ -67,10 +69,11 @@ export function dispatch(r: RoutingResult): Dispatch {
  *
  * @example
  * ```ts
- * import { dispatch, gatherExpertInputs, matrix, topKRouter } from "@moekit/moekit";
+ * import { dispatch, gatherExpertInputs, matrix, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[1, 0], [0, 1], [3, 0]]);
  * const d = dispatch(topKRouter({ weight: matrix.identity(2), k: 1 }).route(x));
- * console.log(matrix.toArrays(gatherExpertInputs(x, d, 0))); // [[1, 0], [3, 0]]
+ * assert.deepEqual(matrix.toArrays(gatherExpertInputs(x, d, 0)), [[1, 0], [3, 0]]);
  * ```
  */
 export function gatherExpertInputs(x: Mat, d: Dispatch, expert: number): Mat {
@@ -87,12 +90,13 @@ export function gatherExpertInputs(x: Mat, d: Dispatch, expert: number): Mat {
  *
  * @example
  * ```ts
- * import { combineExpertOutputs, dispatch, matrix, topKRouter } from "@moekit/moekit";
+ * import { combineExpertOutputs, dispatch, matrix, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[1, 0], [0, 1]]);
  * const d = dispatch(topKRouter({ weight: matrix.identity(2), k: 1 }).route(x));
  * const y = matrix.zeros(2, 1);
  * combineExpertOutputs(y, d, 1, matrix.fromArrays([[10]]));
- * console.log(Array.from(y.data)); // [0, 10]
+ * assert.deepEqual(Array.from(y.data), [0, 10]);
  * ```
  */
 export function combineExpertOutputs(y: Mat, d: Dispatch, expert: number, outputs: Mat): Mat {

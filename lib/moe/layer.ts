@@ -8,7 +8,8 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
 import { uniformWeight } from "../core/init.ts";
-import type { RouteOptions, Router, RoutingResult } from "../routing/result.ts";
+import { isKept, type RouteOptions, type Router, type RoutingResult } from "../routing/result.ts";
+import { skipChoices } from "../routing/skip.ts";
 import { combineExpertOutputs, dispatch, gatherExpertInputs } from "./dispatch.ts";
 
 /**
@@ -74,7 +75,43 @@ const SILU: ExpertActivation = { kind: "silu" };
  * ```
  */
 export function swigluForward(expert: SwiGLUExpert, x: Mat, activation: ExpertActivation = SILU): Mat {
-  const a = matrix.matmulT(x, expert.w1), b = matrix.matmulT(x, expert.w3), f = a.cols;
+  const h = expertHidden(expert, x, activation);
+  if (h.cols !== expert.w2.cols) {
+    throw new ShapeError("expert w2", [-1, h.cols], [expert.w2.rows, expert.w2.cols]);
+  }
+  const y = matrix.matmulT(h, expert.w2);
+  addRowBias(y, expert.b2);
+  return y;
+}
+
+/**
+ * The expert's intermediate activations `H = act(X·W1ᵀ + b1, X·W3ᵀ + b3)` `[n,f]` for rows `x [n,d]` — what
+ * the down projection W2 sees (calibration keeps them to whiten W2).
+ *
+ * @example
+ * ```ts
+ * import { expertHidden, matrix } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const e = { w1: matrix.identity(2), w3: matrix.identity(2), w2: matrix.identity(2) };
+ * const h = expertHidden(e, matrix.fromArrays([[1, 2]]));
+ * assert.deepEqual(Array.from(h.data, (v) => +v.toFixed(4)), [0.7311, 3.5232]); // silu(1)·1, silu(2)·2
+ * ```
+ */
+export function expertHidden(expert: SwiGLUExpert, x: Mat, activation: ExpertActivation = SILU): Mat {
+  return gatedHidden(expert, x, x, activation);
+}
+
+/**
+ * `act(X1·W1ᵀ + b1, X3·W3ᵀ + b3)` with separate inputs of the gate and up projections (Compressed Experts
+ * scale them differently). Internal: not re-exported by the barrel.
+ */
+export function gatedHidden(
+  expert: SwiGLUExpert,
+  x1: Mat,
+  x3: Mat,
+  activation: ExpertActivation = SILU,
+): Mat {
+  const a = matrix.matmulT(x1, expert.w1), b = matrix.matmulT(x3, expert.w3);
   addRowBias(a, expert.b1);
   addRowBias(b, expert.b3);
   const A = a.data, B = b.data;
@@ -90,13 +127,11 @@ export function swigluForward(expert: SwiGLUExpert, x: Mat, activation: ExpertAc
       A[i] = (u + 1) * (g / (1 + Math.exp(-alpha * g)));
     }
   }
-  if (f !== expert.w2.cols) throw new ShapeError("expert w2", [-1, f], [expert.w2.rows, expert.w2.cols]);
-  const y = matrix.matmulT(a, expert.w2);
-  addRowBias(y, expert.b2);
-  return y;
+  return a;
 }
 
-function addRowBias(m: Mat, bias: Float32Array | undefined): void {
+/** Adds a bias `[cols]` to every row of `m` in place (expert biases). Internal. */
+export function addRowBias(m: Mat, bias: Float32Array | undefined): void {
   if (!bias) return;
   if (bias.length !== m.cols) throw new ShapeError("expert bias", [m.cols], [bias.length]);
   for (let r = 0; r < m.rows; r++) {
@@ -175,6 +210,14 @@ export interface MoeLayerOptions {
   readonly activation?: ExpertActivation;
   /** Shared experts added to every token's output. */
   readonly shared?: SharedExperts;
+  /**
+   * Experts removed from routing, `[E]` with 0 = removed (NAEE pruning): their logits are −∞ before
+   * scoring, so the remaining experts share the probability mass. Passed to the router as
+   * `RouteOptions.expertMask`. Default: every expert routable.
+   */
+  readonly expertMask?: Uint8Array;
+  /** Dynamic skipping applied to every routing of the layer (see {@link SkipOptions}). Default: none. */
+  readonly skip?: SkipOptions;
 }
 
 /**
@@ -200,6 +243,40 @@ export interface MoeLayer extends MoeLayerOptions {
   forward(x: Mat, options?: RouteOptions): { output: Mat; routing: RoutingResult };
   /** The block output for a given routing of `x` (routed experts + shared experts). */
   forwardRouted(x: Mat, routing: RoutingResult): Mat;
+  /** The layer's routing of `x`: the router with the layer's expert mask, then its skipping. */
+  route(x: Mat, options?: RouteOptions): RoutingResult;
+  /**
+   * A forward pass that also returns what each expert saw: its routed input rows `X_e` and intermediate
+   * activations `H_e` (in dispatch order: the expert's kept choices by token), for calibration.
+   */
+  trace(x: Mat, options?: RouteOptions): MoeTrace;
+}
+
+/**
+ * What {@link MoeLayer.trace} returns: the forward pass plus every expert's routed inputs and intermediates.
+ *
+ * @example
+ * ```ts
+ * import { matrix, moeLayer, type MoeTrace, randomExperts, topKRouter } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const layer = moeLayer({
+ *   router: topKRouter({ weight: matrix.randn(4, 8, { seed: 1 }), k: 2 }),
+ *   experts: randomExperts({ experts: 4, dim: 8, hidden: 16, seed: 2 }),
+ * });
+ * const t: MoeTrace = layer.trace(matrix.randn(5, 8, { seed: 3 }));
+ * assert.equal(t.inputs.reduce((n, m) => n + m.rows, 0), 10); // 5 tokens × k = 2
+ * assert.equal(t.hidden[0].cols, 16);
+ * ```
+ */
+export interface MoeTrace {
+  /** The MoE block output `[T,d]` (routed + shared experts). */
+  readonly output: Mat;
+  /** The routing used. */
+  readonly routing: RoutingResult;
+  /** Per routed expert: its input rows `X_e [n_e,d]`. */
+  readonly inputs: readonly Mat[];
+  /** Per routed expert: its intermediates `H_e = act(W1·X_e + b1, W3·X_e + b3)` `[n_e,f]`. */
+  readonly hidden: readonly Mat[];
 }
 
 /**
@@ -222,6 +299,16 @@ export function expertsForward(
   routing: RoutingResult,
   activation: ExpertActivation = SILU,
 ): Mat {
+  return runExperts(experts, x, routing, activation).output;
+}
+
+function runExperts(
+  experts: readonly SwiGLUExpert[],
+  x: Mat,
+  routing: RoutingResult,
+  activation: ExpertActivation,
+  capture?: { inputs: Mat[]; hidden: Mat[] },
+): { output: Mat } {
   if (routing.experts !== experts.length) {
     throw new MoekitError(
       `the routing is over ${routing.experts} experts but ${experts.length} experts were given`,
@@ -230,15 +317,22 @@ export function expertsForward(
   if (routing.tokens !== x.rows) throw new ShapeError("MoE input X", [routing.tokens, -1], [x.rows, x.cols]);
   const disp = dispatch(routing), output = matrix.zeros(x.rows, experts[0].w2.rows);
   for (let e = 0; e < experts.length; e++) {
-    if (disp.offsets[e + 1] === disp.offsets[e]) continue;
-    combineExpertOutputs(
-      output,
-      disp,
-      e,
-      swigluForward(experts[e], gatherExpertInputs(x, disp, e), activation),
-    );
+    if (disp.offsets[e + 1] === disp.offsets[e]) {
+      capture?.inputs.push(matrix.zeros(0, x.cols));
+      capture?.hidden.push(matrix.zeros(0, experts[e].w1.rows));
+      continue;
+    }
+    const xe = gatherExpertInputs(x, disp, e), ex = experts[e];
+    const h = expertHidden(ex, xe, activation);
+    if (capture) {
+      capture.inputs.push(xe);
+      capture.hidden.push(h); // read-only from here on: the down projection only reads it
+    }
+    const y = matrix.matmulT(h, ex.w2);
+    addRowBias(y, ex.b2);
+    combineExpertOutputs(output, disp, e, y);
   }
-  return output;
+  return { output };
 }
 
 /**
@@ -271,18 +365,74 @@ export function addSharedExperts(
 }
 
 function checkExpert(what: string, ex: SwiGLUExpert, d: number): void {
-  const f = ex.w1.rows;
-  matrix.assertShape(`${what} w1`, ex.w1, f, d);
-  matrix.assertShape(`${what} w3`, ex.w3, f, d);
-  matrix.assertShape(`${what} w2`, ex.w2, d, f);
+  const f = ex.w1.rows, hint = `mismatched expert shapes: every expert maps the width d = ${d} to d`;
+  matrix.assertShape(`${what} w1`, ex.w1, f, d, hint);
+  matrix.assertShape(`${what} w3`, ex.w3, f, d, hint);
+  matrix.assertShape(`${what} w2`, ex.w2, d, f, hint);
   for (const [name, b, n] of [["b1", ex.b1, f], ["b3", ex.b3, f], ["b2", ex.b2, d]] as const) {
     if (b && b.length !== n) throw new ShapeError(`${what} ${name}`, [n], [b.length]);
   }
 }
 
 /**
+ * The layer's dynamic skipping (NAEE, Lu et al., arXiv 2402.14800): per token, choice j ≥ 1 is skipped
+ * when its score is below `beta` × the score of choice 0 (strict `<`), by `skipChoices` of routing.
+ *
+ * @example
+ * ```ts
+ * import { type SkipOptions } from "@moekit/moekit/moe";
+ * import assert from "node:assert/strict";
+ * const s: SkipOptions = { beta: 0.45 };
+ * assert.equal(s.renormalize, undefined); // inferred from each routing
+ * ```
+ */
+export interface SkipOptions {
+  /** Threshold β ≥ 0 (finite): 0 skips nothing, β > 1 leaves only each token's first choice. */
+  readonly beta: number;
+  /**
+   * Rescale a token's remaining weights to what its weights summed to before skipping (routers that
+   * renormalise their top-k: Mixtral, Qwen3, DeepSeek-V3 — a top-2 token left with one expert gets weight
+   * 1), or leave them (OLMoE, Qwen2: the first weight stays its score). Default: inferred per routing —
+   * true when a kept choice's weight differs from its score (the router rescaled its scores). Pass it for
+   * routers that scale raw scores without renormalising (DeepSeek-V2's `routed_scaling_factor`).
+   */
+  readonly renormalize?: boolean;
+}
+
+function applySkip(r: RoutingResult, skip: SkipOptions): RoutingResult {
+  let renormalize = skip.renormalize;
+  if (renormalize === undefined) {
+    renormalize = false;
+    for (let i = 0; i < r.indices.length && !renormalize; i++) {
+      if (isKept(r, i) && r.weights[i] !== r.scores[i]) renormalize = true;
+    }
+  }
+  return skipChoices(r, { beta: skip.beta, renormalize });
+}
+
+function checkMask(mask: Uint8Array, E: number, k: number, what: string): void {
+  if (!(mask instanceof Uint8Array) || mask.length !== E) {
+    throw new ShapeError(
+      what,
+      [E],
+      [(mask as { length?: number })?.length ?? -1],
+      "one entry per expert, 0 = removed",
+    );
+  }
+  let live = 0;
+  for (let e = 0; e < E; e++) {
+    if (mask[e] > 1) throw new OptionError(`${what}[${e}]`, mask[e], "must be 0 (removed) or 1 (kept)");
+    live += mask[e];
+  }
+  if (live < k) {
+    throw new OptionError(what, `${live} of ${E} experts kept`, `top-${k} routing needs at least ${k}`);
+  }
+}
+
+/**
  * Builds an MoE block: `y[t] = Σ_j w[t,j]·E_{idx[t,j]}(x_t) + gate(x_t)·Σ_s S_s(x_t)` over kept choices
- * (shared experts only when given). Any router, any expert activation.
+ * (shared experts only when given). Any router, any expert activation; optionally with removed experts
+ * (`expertMask`, passed to the router) and dynamic skipping (`skip`), which every routing of the layer applies.
  *
  * @example
  * ```ts
@@ -294,15 +444,18 @@ function checkExpert(what: string, ex: SwiGLUExpert, d: number): void {
  * });
  * const { output, routing } = layer.forward(matrix.randn(5, 8, { seed: 3 }));
  * assert.deepEqual([output.rows, output.cols, routing.k], [5, 8, 2]);
+ * const skipping = moeLayer({ ...layer, skip: { beta: 2 } }); // β > 1: first choices only
+ * assert.ok(skipping.route(matrix.randn(5, 8, { seed: 3 })).keep!.every((v, i) => v === (i % 2 ? 0 : 1)));
  * ```
  */
 export function moeLayer(options: MoeLayerOptions): MoeLayer {
-  const { router, experts, shared } = options, activation = options.activation ?? SILU;
+  const { router, experts, shared, expertMask, skip } = options, activation = options.activation ?? SILU;
   if (experts.length !== router.experts) {
     throw new MoekitError(
       `moeLayer: the router has ${router.experts} experts but ${experts.length} were given`,
     );
   }
+  if (experts.length === 0) throw new MoekitError("moeLayer: no experts were given");
   if (activation.kind === "clamped_swiglu" && !(activation.limit > 0 && Number.isFinite(activation.alpha))) {
     throw new OptionError("activation", JSON.stringify(activation), "needs a finite alpha and a limit > 0");
   }
@@ -310,10 +463,28 @@ export function moeLayer(options: MoeLayerOptions): MoeLayer {
   for (const [e, ex] of experts.entries()) checkExpert(`expert ${e}`, ex, d);
   for (const [s, ex] of (shared?.experts ?? []).entries()) checkExpert(`shared expert ${s}`, ex, d);
   if (shared?.gate) matrix.assertShape("shared expert gate", shared.gate, 1, d);
-  const forwardRouted = (x: Mat, routing: RoutingResult) => {
+  if (expertMask) checkMask(expertMask, router.experts, router.k, "expertMask");
+  if (skip && !(skip.beta >= 0 && Number.isFinite(skip.beta))) {
+    throw new OptionError("skip.beta", skip.beta, "must be a finite number ≥ 0");
+  }
+  const checkX = (x: Mat) => {
     if (x.cols !== d) throw new ShapeError("MoE input X", [-1, d], [x.rows, x.cols]);
+  };
+  const forwardRouted = (x: Mat, routing: RoutingResult) => {
+    checkX(x);
     const out = expertsForward(experts, x, routing, activation);
     return shared ? addSharedExperts(out, x, shared, activation) : out;
+  };
+  const route = (x: Mat, routeOptions: RouteOptions = {}) => {
+    checkX(x);
+    let mask = expertMask;
+    if (routeOptions.expertMask) {
+      checkMask(routeOptions.expertMask, router.experts, router.k, "RouteOptions.expertMask");
+      mask = expertMask ? expertMask.map((m, e) => m & routeOptions.expertMask![e]) : routeOptions.expertMask;
+      checkMask(mask, router.experts, router.k, "expertMask (layer and call combined)");
+    }
+    const r = router.route(x, mask ? { ...routeOptions, expertMask: mask } : routeOptions);
+    return skip ? applySkip(r, skip) : r;
   };
   return {
     router,
@@ -321,11 +492,19 @@ export function moeLayer(options: MoeLayerOptions): MoeLayer {
     activation,
     dim: d,
     ...(shared ? { shared } : {}),
+    ...(expertMask ? { expertMask } : {}),
+    ...(skip ? { skip } : {}),
     forwardRouted,
+    route,
     forward(x, routeOptions) {
-      if (x.cols !== d) throw new ShapeError("MoE input X", [-1, d], [x.rows, x.cols]);
-      const routing = router.route(x, routeOptions);
+      const routing = route(x, routeOptions);
       return { output: forwardRouted(x, routing), routing };
+    },
+    trace(x, routeOptions) {
+      const routing = route(x, routeOptions), capture = { inputs: [] as Mat[], hidden: [] as Mat[] };
+      const out = runExperts(experts, x, routing, activation, capture).output;
+      const output = shared ? addSharedExperts(out, x, shared, activation) : out;
+      return { output, routing, inputs: capture.inputs, hidden: capture.hidden };
     },
   };
 }
@@ -390,5 +569,5 @@ export function runMoeStack(
   x: Mat,
   options?: RouteOptions,
 ): { output: Mat; inputs: Mat[]; routings: RoutingResult[] } {
-  return runRoutedStack(layers, x, (l, h) => layers[l].router.route(h, options));
+  return runRoutedStack(layers, x, (l, h) => layers[l].route(h, options));
 }
