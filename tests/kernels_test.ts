@@ -180,17 +180,25 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
   const x = allocTokens(2048, 64);
   x.data.set(matrix.randn(2048, 64, { seed: 7 }).data);
   const w = matrix.randn(32, 64, { seed: 8, std: 0.125 });
+  const backend = "wasm"; // the Worker pool is the WebAssembly backend's thread story
   const routers = [
-    topKRouter({ weight: w, k: 4 }),
-    topKRouter({ weight: w, k: 1, normTopkProb: false, bias: Array.from({ length: 32 }, (_, e) => e / 100) }),
+    topKRouter({ weight: w, k: 4, backend }),
+    topKRouter({
+      weight: w,
+      k: 1,
+      normTopkProb: false,
+      bias: Array.from({ length: 32 }, (_, e) => e / 100),
+      backend,
+    }),
     deepseekV3Router({
       weight: w,
       k: 4,
       nGroup: 4,
       topkGroup: 2,
       bias: Float32Array.from({ length: 32 }, (_, e) => e / 1000),
+      backend,
     }),
-    deepseekV2Router({ weight: w, k: 3, nGroup: 4, topkGroup: 2 }),
+    deepseekV2Router({ weight: w, k: 3, nGroup: 4, topkGroup: 2, backend }),
   ];
   const single = routers.map((r) => r.route(x));
   await useThreads(2);
@@ -209,7 +217,10 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
       bad.data[row * 64 + 9] = NaN;
       assert.throws(
         () => routers[0].route(bad),
-        (e) => e instanceof Error && /row (5|2000), col 9/.test(e.message) && e.message.includes(String(row)),
+        // typed on every thread: a worker's NonFiniteError keeps its class
+        (e) =>
+          e instanceof NonFiniteError && /row (5|2000), col 9/.test(e.message) &&
+          e.message.includes(String(row)),
       );
     }
   } finally {

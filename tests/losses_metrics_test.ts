@@ -24,7 +24,7 @@ const exampleA = () =>
     returnLogits: true,
   });
 
-Deno.test("Example A losses: HF 2.75, Megatron 1.375 (= HF/k), z 4.3241, seq-aux 1.375", () => {
+Deno.test("softmax top-k example losses: HF 2.75, Megatron 1.375 (= HF/k), z 4.3241, seq-aux 1.375", () => {
   const r = exampleA();
   assertClose(balanceLoss(r, { convention: "hf" }), 2.75, 1e-6);
   assertClose(balanceLoss(r, { convention: "megatron" }), 1.375, 1e-6);
@@ -48,7 +48,7 @@ Deno.test("uniform router: HF = k, Megatron = Switch = 1", () => {
   assertClose(balanceLoss([r, r], { convention: "hf" }), k, 1e-9);
 });
 
-Deno.test("Example B Switch aux (pre-drop argmax) = 1.156; Example D GShard l_aux = 1.246875", () => {
+Deno.test("Switch example aux (pre-drop argmax) = 1.156; GShard example l_aux = 1.246875", () => {
   const b = switchRouter({ weight: matrix.identity(2), capacity: 2 })
     .route(probsAsTokens([[.6, .4], [.9, .1], [.3, .7], [.8, .2], [.55, .45]]), { returnLogits: true });
   assertClose(balanceLoss(b, { convention: "switch" }), 1.156, 1e-6);
@@ -78,7 +78,7 @@ Deno.test("cvSquaredLoss", () => {
   assertClose(cvSquaredLoss([0, 0], [0, 0]), 0, 1e-12);
 });
 
-Deno.test("Example A load metrics", () => {
+Deno.test("load metrics of the softmax top-k example", () => {
   const m = loadMetrics(exampleA());
   assert.deepEqual(Array.from(m.counts), [2, 1, 1, 0]);
   assertClose(m.fraction, [.5, .25, .25, 0], 1e-12);

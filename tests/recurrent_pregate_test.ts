@@ -26,7 +26,7 @@ function scalarGru(over: { wiz?: number; bhn?: number; biz?: number } = {}, cell
   return gruCell({ cell, weights: { weightIh, weightHh: ones(g, 1), biasIh, biasHh } });
 }
 
-Deno.test("GRU cell: routing.md §8 hand values, the RNN variant and z = 1 keeping h", () => {
+Deno.test("GRU cell: hand values (docs/routing.md), the RNN variant and z = 1 keeping h", () => {
   const x = matrix.full(1, 1, 1), h = matrix.full(1, 1, 0.5);
   assertClose(scalarGru().step(x, h).data, [0.570642], 1e-6);
   assertClose(scalarGru({ wiz: -1, bhn: 0.5 }).step(x, h).data, [0.779233], 1e-6);

@@ -18,7 +18,7 @@ import {
 } from "../mod.ts";
 import { assertClose, probsAsTokens, scoresAsTokens } from "./helpers.ts";
 
-Deno.test("Example D: GShard top-2 positions, keep and combine", () => {
+Deno.test("GShard top-2 worked example: positions, keep and combine", () => {
   const x = probsAsTokens([[.5, .3, .2], [.5, .25, .25], [.2, .6, .2], [.6, .1, .3]]);
   const r = gshardRouter({ weight: matrix.identity(3), capacity: 2 }).route(x);
   assert.deepEqual(Array.from(r.indices), [0, 1, 0, 1, 1, 0, 0, 2]);
@@ -35,9 +35,16 @@ Deno.test("GShard random/sampling policies are seeded and training-only", () => 
   assert.ok(rnd.route(x).indices.every((e) => e >= 0), "eval keeps every second expert");
   const a = rnd.route(x, { training: true, seed: 3 }), b = rnd.route(x, { training: true, seed: 3 });
   assert.deepEqual(a.indices, b.indices);
-  const dropped = Array.from(a.indices).filter((e) => e < 0).length;
+  // an unsampled second expert stays visible: its id is kept, marked not kept (keep 0), weight 0
+  assert.ok(a.indices.every((e) => e >= 0));
+  const dropped = Array.from(a.keep!).filter((v, i) => i % 2 === 1 && v === 0).length;
   assert.ok(dropped > 20 && dropped < 200, `random policy dropped ${dropped} second experts`);
-  for (let t = 0; t < 200; t++) if (a.indices[2 * t + 1] < 0) assertClose(a.weights[2 * t], 1, 1e-6);
+  for (let t = 0; t < 200; t++) {
+    if (a.keep![2 * t + 1] === 0) {
+      assertClose(a.weights[2 * t], 1, 1e-6);
+      assert.equal(a.weights[2 * t + 1], 0);
+    }
+  }
   const smp = gshardRouter({ weight: w, secondExpertPolicy: "sampling", capacity: 1000 });
   const s1 = smp.route(x, { training: true, seed: 1 }), s2 = smp.route(x, { training: true, seed: 2 });
   assert.deepEqual(s1.indices.filter((_, i) => i % 2 === 0), s2.indices.filter((_, i) => i % 2 === 0));
@@ -48,7 +55,7 @@ Deno.test("GShard random/sampling policies are seeded and training-only", () => 
 
 const S_E = [.9, .1, .6, .5, .7, .65, .2, .3];
 
-Deno.test("Example E: DeepSeek-V3 bias for selection only, groups, scaling", () => {
+Deno.test("DeepSeek-V3 worked example: bias for selection only, groups, scaling", () => {
   const x = scoresAsTokens([S_E]);
   const base = { weight: matrix.identity(8), k: 2, nGroup: 4, topkGroup: 2, routedScalingFactor: 2.5 };
   const biased = deepseekV3Router({ ...base, bias: new Float32Array([0, 0, 0, 0, -.3, -.3, 0, 0]) }).route(x);
@@ -66,7 +73,7 @@ Deno.test("Example E: DeepSeek-V3 bias for selection only, groups, scaling", () 
   assertClose(zero.weights, [1.2963, 1.2037], 1e-4);
 });
 
-Deno.test("Example F: V3 mask value −∞ (default) vs HF 0.0", () => {
+Deno.test("DeepSeek-V3 mask value −∞ (default) vs HF 0.0", () => {
   const x = scoresAsTokens([[.4, .3, .2, .1]]);
   const opts = {
     weight: matrix.identity(4),
@@ -126,7 +133,7 @@ Deno.test("DeepSeek-V2: softmax, group max, greedy, scaling vs renorm", () => {
   assertClose(g.weights, [.3 / .55, .25 / .55], 1e-5);
 });
 
-Deno.test("Example G and the bias-balancing loop drive MaxVio toward 0", () => {
+Deno.test("bias update example and the bias-balancing loop drive MaxVio toward 0", () => {
   const bias = new Float32Array(4);
   assertClose(deepseekBiasUpdate(bias, [5, 3, 3, 1], 0.001), [-.001, 0, 0, .001], 1e-12);
   assertClose(bias, [-.001, 0, 0, .001], 1e-9);
@@ -143,7 +150,7 @@ Deno.test("Example G and the bias-balancing loop drive MaxVio toward 0", () => {
   assert.throws(() => deepseekBiasUpdate(bias, [1, 2]), /expected shape \[4\], got \[2\]/);
 });
 
-Deno.test("expert choice: routing.md §7 example and capacity rule", () => {
+Deno.test("expert choice: docs/routing.md example and capacity rule", () => {
   const S = [[.7, .1, .1, .1], [.1, .5, .3, .1], [.4, .2, .2, .2], [.25, .25, .25, .25]];
   const r = expertChoiceRouter({ weight: matrix.identity(4), capacity: 1 }).route(probsAsTokens(S));
   assert.deepEqual(Array.from(r.extras!.expertTokens as Int32Array), [0, 1, 1, 3]);

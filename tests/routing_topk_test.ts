@@ -21,7 +21,7 @@ import { assertClose, probsAsTokens } from "./helpers.ts";
 
 const I4 = matrix.identity(4);
 
-Deno.test("Example A: softmax top-k indices, raw and renormalised weights", () => {
+Deno.test("softmax top-k worked example: top-k indices, raw and renormalised weights", () => {
   const x = probsAsTokens([[4, 2, 1, 1], [4, 1, 2, 1]]);
   const norm = topKRouter({ weight: I4, k: 2 }).route(x, { returnProbs: true });
   assert.deepEqual(Array.from(norm.indices), [0, 1, 0, 2]);
@@ -32,7 +32,7 @@ Deno.test("Example A: softmax top-k indices, raw and renormalised weights", () =
   assertClose(raw.weights, [0.5, 0.25, 0.5, 0.25]);
 });
 
-Deno.test("Example A ties: lower index wins, output sorted by score", () => {
+Deno.test("ties: lower index wins, output sorted by score", () => {
   const t0 = probsAsTokens([[4, 2, 1, 1]]);
   assert.deepEqual(Array.from(topKRouter({ weight: I4, k: 3 }).route(t0).indices), [0, 1, 2]);
   const r = topKRouter({ weight: I4, k: 2 }).route(matrix.fromArrays([[2, 1, 2, 0]]));
@@ -131,7 +131,7 @@ Deno.test("bad input: shapes, k, NaN are typed errors naming the problem", () =>
   assert.throws(() => topKRouter({ weight: w, bias: [1, 2] }), /gate bias: expected shape \[4\], got \[2\]/);
 });
 
-Deno.test("capacity formulas (routing.md §4 example T = 36, E = 8)", () => {
+Deno.test("capacity formulas (docs/routing.md example T = 36, E = 8)", () => {
   assert.equal(expertCapacity(36, 8, 1, {}), 5);
   assert.equal(expertCapacity(36, 8, 2, {}), 9);
   assert.equal(expertCapacity(36, 8, 1, { capacity: "flax" }), 4);
@@ -141,12 +141,13 @@ Deno.test("capacity formulas (routing.md §4 example T = 36, E = 8)", () => {
   assert.equal(expertCapacity(36, 8, 1, { capacity: 64 }), 64);
   assert.equal(expertCapacity(36, 8, 2, { capacityFactor: 0 }), 0);
   assert.equal(expertCapacity(36, 8, 2, { capacityFactor: 0, minCapacity: 3 }), 3);
-  assert.equal(expertCapacity(100, 10, 1, { capacityFactor: 1.1 }), 11); // not 12 from 11.000000000000002
+  // the references' float64 ceil(T·k·cf/E): 110.00000000000001 / 10 → 12 (issue 12 item 7)
+  assert.equal(expertCapacity(100, 10, 1, { capacityFactor: 1.1 }), 12);
   assert.throws(() => expertCapacity(36, 8, 1, { capacityFactor: -1 }), OptionError);
   assert.throws(() => expertCapacity(36, 8, 1, { capacity: 2.5 }), OptionError);
 });
 
-Deno.test("Example B: Switch position and BPR priority", () => {
+Deno.test("Switch capacity example: position and BPR priority", () => {
   const probs = [[.6, .4], [.9, .1], [.3, .7], [.8, .2], [.55, .45]];
   const x = probsAsTokens(probs), I2 = matrix.identity(2);
   const pos = switchRouter({ weight: I2, capacity: 2 }).route(x, { returnLogits: true });
@@ -172,7 +173,7 @@ Deno.test("Switch jitter is seeded, training-only and multiplicative", () => {
   assert.notDeepEqual(trainA.logits, r.route(x, { returnLogits: true }).logits);
 });
 
-Deno.test("Example C: the four drop policies (E = 3, T = 3, k = 2, cf = 1)", () => {
+Deno.test("the four drop policies (E = 3, T = 3, k = 2, cf = 1)", () => {
   const x = probsAsTokens([[.5, .3, .2], [.3, .6, .1], [.62, .33, .05]]);
   const expected: Record<string, [number[], number[]]> = {
     position: [[1, 1, 1, 0, 1, 0], [0, 1, 0, -1, 1, -1]],

@@ -3,7 +3,10 @@
  * @module
  */
 
+import "../kernels/mod.ts"; // registers the WebAssembly and native backends
 export * from "../core/mod.ts";
 export * from "./trace.ts";
 export * from "./simulate.ts";
 export * from "./batching.ts";
+// the routing types the functions above take (the routers themselves are in @moekit/moekit/routing)
+export type { RouteOptions, Router, RoutingResult, ScoreFunction } from "../routing/result.ts";

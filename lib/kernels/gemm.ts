@@ -5,7 +5,7 @@
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
-import { allocBytes, freeBytes, heapF32, inKernelMemory, kernelInfo, requireRuntime } from "./runtime.ts";
+import { allocBytes, freeBytes, heapF32, inKernelMemory, requireRuntime, wasmInfo } from "./runtime.ts";
 
 /** A weight resident in kernel memory, multiplying tiles of tokens. */
 export interface WasmGemm {
@@ -93,7 +93,7 @@ export function wasmGemm(weight: Mat): WasmGemm {
  * else on the JS reference; for large one-off products such as randomized-SVD sketches.
  */
 export function matmulTFast(a: Mat, b: Mat): Mat {
-  if (!kernelInfo().wasm || a.cols !== b.cols) return matrix.matmulT(a, b);
+  if (!wasmInfo().wasm || a.cols !== b.cols) return matrix.matmulT(a, b);
   const gemm = wasmGemm(b), out = matrix.zeros(a.rows, b.rows);
   const tile = Math.max(1, Math.min(a.rows, Math.floor((1 << 22) / Math.max(1, a.cols)))); // stage ≤ 16 MB of A at a time
   for (let r0 = 0; r0 < a.rows; r0 += tile) {

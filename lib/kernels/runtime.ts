@@ -8,6 +8,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { GATE_WASM_PLAIN, GATE_WASM_RELAXED } from "./gate_wasm.ts";
+import { backendReport } from "../routing/backend.ts";
 
 /** The exports of the gate kernel. */
 export interface GateKernel {
@@ -62,19 +63,34 @@ function load(): Runtime | null {
   return runtime;
 }
 
+/** What the WebAssembly runtime found (internal; {@link kernelInfo} adds the backend choice). */
+export function wasmInfo(): { wasm: boolean; simd: "relaxed" | "plain" | "none"; memoryBytes: number } {
+  const rt = load();
+  return { wasm: rt !== null, simd: rt?.simd ?? "none", memoryBytes: rt?.memory.buffer.byteLength ?? 0 };
+}
+
 /**
- * What the kernel runtime found on this machine.
+ * What the kernels found on this machine: WebAssembly SIMD support, the backend `backend: "auto"` picks,
+ * and for every registered backend whether it is available and why (e.g. why native was not picked).
  *
  * @example
  * ```ts
- * import { kernelInfo } from "@moekit/moekit";
+ * import { kernelInfo } from "@moekit/moekit/kernels";
+ * import assert from "node:assert/strict";
  * const info = kernelInfo();
- * console.log(typeof info.wasm, ["relaxed", "plain", "none"].includes(info.simd)); // boolean true
+ * assert.ok(["relaxed", "plain", "none"].includes(info.simd));
+ * assert.ok(info.backends.some((b) => b.name === info.backend && b.available));
  * ```
  */
-export function kernelInfo(): { wasm: boolean; simd: "relaxed" | "plain" | "none"; memoryBytes: number } {
-  const rt = load();
-  return { wasm: rt !== null, simd: rt?.simd ?? "none", memoryBytes: rt?.memory.buffer.byteLength ?? 0 };
+export function kernelInfo(): {
+  wasm: boolean;
+  simd: "relaxed" | "plain" | "none";
+  memoryBytes: number;
+  backend: string;
+  backends: { name: string; priority: number; available: boolean; reason: string; detail?: unknown }[];
+} {
+  const report = backendReport();
+  return { ...wasmInfo(), backend: report.auto, backends: report.backends };
 }
 
 /** The loaded runtime, or a clear error when WebAssembly SIMD is not available. */
@@ -166,11 +182,12 @@ export function allocMat(rt: Runtime, rows: number, cols: number): Mat {
  * @example
  * ```ts
  * import { allocTokens, freeTokens, matrix, topKRouter } from "@moekit/moekit";
+ * import assert from "node:assert/strict";
  * const x = allocTokens(64, 32);
  * x.data.set(matrix.randn(64, 32, { seed: 1 }).data);
  * const r = topKRouter({ weight: matrix.randn(8, 32, { seed: 2 }), k: 2 }).route(x);
  * freeTokens(x);
- * console.log(r.tokens); // 64
+ * assert.equal(r.tokens, 64);
  * ```
  */
 export function allocTokens(rows: number, cols: number): Mat {
@@ -186,8 +203,11 @@ export function allocTokens(rows: number, cols: number): Mat {
  *
  * @example
  * ```ts
- * import { allocTokens, freeTokens } from "@moekit/moekit";
- * freeTokens(allocTokens(4, 4));
+ * import { allocTokens, freeTokens } from "@moekit/moekit/kernels";
+ * import assert from "node:assert/strict";
+ * const x = allocTokens(4, 4);
+ * assert.equal(x.data.length, 16);
+ * freeTokens(x);
  * ```
  */
 export function freeTokens(m: Mat): void {

@@ -2,14 +2,13 @@
  * Worker threads for routing: `useThreads(n)` starts n − 1 Workers that share the kernel memory; a
  * route call wakes them through `Atomics.notify` on a shared control array (no messages per call), and
  * all n threads take tiles of tokens from a shared atomic counter until none is left. Workers rebuild
- * the selector from its serialisable spec.
+ * the selector from its serialisable spec through routing's selector registry (loaded by URL, so this
+ * folder imports nothing from routing but the backend interface's types).
  * @module
  */
 
-import type { Mat } from "../core/matrix.ts";
-import { MoekitError, OptionError } from "../core/errors.ts";
-import type { LogitSource } from "../routing/gate.ts";
-import type { SelectionBuffers, Selector } from "../routing/select.ts";
+import { MoekitError, NonFiniteError, OptionError } from "../core/errors.ts";
+import type { ParallelJob, SelectionBuffers } from "../routing/backend.ts";
 import { allocBytes, freeBytes, heapF32, inKernelMemory, requireRuntime } from "./runtime.ts";
 
 /** Control words per worker: [0] job sequence (−1 = stop), [1] done sequence, [2] status, [3] job bytes. */
@@ -32,9 +31,11 @@ let pool: Pool | undefined;
  * @example
  * ```ts
  * import { matrix, threadCount, topKRouter, useThreads } from "@moekit/moekit";
+ * import assert from "node:assert/strict";
  * await useThreads(2);
  * const r = topKRouter({ weight: matrix.randn(8, 32, { seed: 1 }), k: 2 }).route(matrix.randn(512, 32, { seed: 2 }));
- * console.log(threadCount(), r.tokens); // 2 512
+ * assert.equal(threadCount(), 2);
+ * assert.equal(r.tokens, 512);
  * await useThreads(1);
  * ```
  */
@@ -80,8 +81,9 @@ export async function useThreads(n: number): Promise<void> {
  *
  * @example
  * ```ts
- * import { threadCount } from "@moekit/moekit";
- * console.log(threadCount() >= 1); // true
+ * import { threadCount } from "@moekit/moekit/kernels";
+ * import assert from "node:assert/strict";
+ * assert.ok(threadCount() >= 1);
  * ```
  */
 export function threadCount(): number {
@@ -103,29 +105,24 @@ export interface ThreadJob {
   indices: number;
   weights: number;
   scores: number;
-  selector: { kind: string; options: Record<string, unknown> };
+  selector: ParallelJob["selector"];
+  training: boolean;
+  seed: number;
   bias?: number[];
 }
 
 /**
  * Runs a tiled route over worker threads when possible: returns false (and does nothing) when there are
- * no Workers, the gate is not on the wasm backend or the selector has no spec. Otherwise every thread,
- * this one included, takes the next tile from a shared atomic counter until all are done (so a slower
- * thread simply takes fewer tiles), selections land in shared staging arrays and are copied to `out`.
- * `runTiles(t0, t1, buffers)` routes rows [t0, t1) on this thread into `buffers`.
+ * no Workers or too few tiles. Otherwise every thread, this one included, takes the next tile from a
+ * shared atomic counter until all are done (so a slower thread simply takes fewer tiles); selections
+ * land in shared staging arrays and are copied to `job.out`.
  */
-export function parallelSelect(
-  gate: LogitSource,
-  selector: Selector,
-  x: Mat,
-  out: SelectionBuffers,
-  tile: number,
-  runTiles: (t0: number, t1: number, buffers: SelectionBuffers) => void,
-): boolean {
-  if (!pool || !gate.kernel || !selector.spec || selector.needsAllTokens) return false;
+export function parallelSelect(weightPtr: number, E: number, job: ParallelJob): boolean {
+  if (!pool) return false;
+  const { x, k, tileTokens: tile } = job;
   const T = x.rows, n = pool.workers.length + 1;
   if (T < 2 * n * tile) return false;
-  const rt = requireRuntime(), p = pool, E = gate.experts, d = x.cols, k = selector.k;
+  const rt = requireRuntime(), p = pool, d = x.cols;
   const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
   // shared staging: the three output arrays, then per worker a logits tile and an epilogue buffer
   const need = (3 * T * k + (n - 1) * (2 * tile * E + 4)) * 4;
@@ -144,15 +141,15 @@ export function parallelSelect(
     weights: heap.subarray(s0 / 4 + T * k, s0 / 4 + 2 * T * k),
     scores: heap.subarray(s0 / 4 + 2 * T * k, s0 / 4 + 3 * T * k),
   };
-  const spec = selector.spec(), bias = gate.kernel.bias ? Array.from(gate.kernel.bias) : undefined;
+  const bias = job.bias ? Array.from(job.bias) : undefined;
   const seq = ++p.seq;
   Atomics.store(p.ctl, counterIndex, 0);
   try {
     for (let i = 0; i < n - 1; i++) {
       const own = s0 + (3 * T * k + i * (2 * tile * E + 4)) * 4;
-      const job: ThreadJob = {
+      const spec: ThreadJob = {
         x: xPtr,
-        w: gate.kernel.weightPtr,
+        w: weightPtr,
         d,
         E,
         k,
@@ -164,10 +161,12 @@ export function parallelSelect(
         indices: s0,
         weights: s0 + T * k * 4,
         scores: s0 + 2 * T * k * 4,
-        selector: spec,
+        selector: job.selector,
+        training: job.training,
+        seed: job.seed,
         ...(bias ? { bias } : {}),
       };
-      const bytes = new TextEncoder().encode(JSON.stringify(job));
+      const bytes = new TextEncoder().encode(JSON.stringify(spec));
       if (bytes.length > JOB_BYTES) {
         throw new MoekitError(`thread job description too large (${bytes.length} bytes)`);
       }
@@ -179,7 +178,7 @@ export function parallelSelect(
     let failure: Error | undefined;
     try {
       for (let t = Atomics.add(p.ctl, counterIndex, 1); t < tiles; t = Atomics.add(p.ctl, counterIndex, 1)) {
-        runTiles(t * tile, Math.min(T, (t + 1) * tile), staging);
+        job.runTiles(t * tile, Math.min(T, (t + 1) * tile), staging);
       }
     } catch (e) {
       failure = e as Error;
@@ -195,17 +194,33 @@ export function parallelSelect(
       }
       if (Atomics.load(p.ctl, i * CTL + 2) !== 0) {
         const msgLen = Atomics.load(p.ctl, i * CTL + 3);
-        failure ??= new MoekitError(
+        failure ??= workerError(
           new TextDecoder().decode(new Uint8Array(rt.memory.buffer, p.jobPtrs[i], msgLen).slice()),
         );
       }
     }
     if (failure) throw failure;
-    out.indices.set(staging.indices);
-    out.weights.set(staging.weights);
-    out.scores.set(staging.scores);
+    job.out.indices.set(staging.indices);
+    job.out.weights.set(staging.weights);
+    job.out.scores.set(staging.scores);
   } finally {
     if (staged) freeBytes(rt, staged);
   }
   return true;
+}
+
+/** Rebuilds a worker's error (sent as JSON `{ name, message, row, col }`) with its type where known. */
+function workerError(text: string): Error {
+  try {
+    const e = JSON.parse(text) as { name: string; message: string; row?: number; col?: number };
+    if (e.name === "NonFiniteError") {
+      const err = new MoekitError(e.message);
+      Object.setPrototypeOf(err, NonFiniteError.prototype);
+      Object.assign(err, { name: "NonFiniteError", row: e.row, col: e.col });
+      return err;
+    }
+    return new MoekitError(e.message);
+  } catch {
+    return new MoekitError(text);
+  }
 }

@@ -2,6 +2,7 @@
 /**
  * A routing Worker (started by `useThreads`): instantiates the gate kernel on the shared kernel memory,
  * then blocks on its control words for jobs — a token range to multiply and select — until stopped.
+ * The selector is rebuilt from its description through routing's selector registry, loaded by URL.
  * @module
  */
 
@@ -9,16 +10,23 @@ import type { Mat } from "../core/matrix.ts";
 import { Rng } from "../core/random.ts";
 import type { GateKernel } from "./runtime.ts";
 import type { ThreadJob } from "./threads.ts";
-import { type Selector, softmaxTopK } from "../routing/select.ts";
-import { sigmoidGroupedTopK, softmaxGroupedTopK } from "../routing/deepseek.ts";
-import { checkLogitsFinite } from "../routing/checks.ts";
+import { checkLogitsFinite, type SelectorSpec } from "../routing/backend.ts";
+
+/** The part of a selector a worker calls (structurally routing's `Selector`). */
+interface WorkerSelector {
+  select(
+    logits: Mat,
+    tokenOffset: number,
+    out: { indices: Int32Array; weights: Float32Array; scores: Float32Array },
+    ctx: Record<string, unknown>,
+  ): unknown;
+}
 
 const CTL = 16;
-const factories: Record<string, (o: Record<string, unknown>) => Selector> = {
-  softmaxTopK: (o) => softmaxTopK(o as never),
-  sigmoidGroupedTopK: (o) =>
-    sigmoidGroupedTopK({ ...o, ...(o.bias ? { bias: Float32Array.from(o.bias as number[]) } : {}) } as never),
-  softmaxGroupedTopK: (o) => softmaxGroupedTopK(o as never),
+const loaded = new Map<string, Promise<unknown>>();
+const load = (url: string) => {
+  if (!loaded.has(url)) loaded.set(url, import(url));
+  return loaded.get(url)!;
 };
 
 self.onmessage = (e: MessageEvent) => {
@@ -31,7 +39,17 @@ self.onmessage = (e: MessageEvent) => {
   };
   const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as GateKernel;
   self.postMessage("ready");
-  const base = index * CTL, selectors = new Map<string, Selector>();
+  void serve(memory, ctl, index, jobPtr, kernel);
+};
+
+async function serve(
+  memory: WebAssembly.Memory,
+  ctl: Int32Array,
+  index: number,
+  jobPtr: number,
+  kernel: GateKernel,
+): Promise<void> {
+  const base = index * CTL, selectors = new Map<string, WorkerSelector>();
   let seen = 0;
   for (;;) {
     Atomics.wait(ctl, base, seen);
@@ -43,10 +61,31 @@ self.onmessage = (e: MessageEvent) => {
       const text = new TextDecoder().decode(
         new Uint8Array(memory.buffer, jobPtr, Atomics.load(ctl, base + 3)).slice(),
       );
-      runJob(JSON.parse(text) as ThreadJob, memory, ctl, kernel, selectors);
+      const job = JSON.parse(text) as ThreadJob;
+      const key = JSON.stringify(job.selector);
+      let selector = selectors.get(key);
+      if (!selector) {
+        // module loads are the only awaits: the first job with a new selector kind pays them once
+        const spec: SelectorSpec = job.selector.spec;
+        if (spec.module) await load(spec.module);
+        const registry = await load(job.selector.registry) as {
+          createSelector(s: SelectorSpec): WorkerSelector;
+        };
+        selector = registry.createSelector(spec);
+        if (selectors.size >= 16) selectors.clear(); // a live bias changes the key every call
+        selectors.set(key, selector);
+      }
+      runJob(job, memory, ctl, kernel, selector);
       Atomics.store(ctl, base + 2, 0);
     } catch (err) {
-      const msg = new TextEncoder().encode(String((err as Error)?.message ?? err)).subarray(0, 65536);
+      const e = err as { name?: string; message?: string; row?: number; col?: number };
+      const report = JSON.stringify({
+        name: e?.name,
+        message: String(e?.message ?? err),
+        row: e?.row,
+        col: e?.col,
+      });
+      const msg = new TextEncoder().encode(report).subarray(0, 65536);
       new Uint8Array(memory.buffer, jobPtr, msg.length).set(msg);
       Atomics.store(ctl, base + 3, msg.length);
       Atomics.store(ctl, base + 2, 1);
@@ -54,30 +93,23 @@ self.onmessage = (e: MessageEvent) => {
     Atomics.store(ctl, base + 1, seq);
     Atomics.notify(ctl, base + 1);
   }
-};
+}
 
 function runJob(
   job: ThreadJob,
   memory: WebAssembly.Memory,
   ctl: Int32Array,
   kernel: GateKernel,
-  selectors: Map<string, Selector>,
+  selector: WorkerSelector,
 ): void {
-  const key = JSON.stringify(job.selector);
-  let selector = selectors.get(key);
-  if (!selector) {
-    const make = factories[job.selector.kind];
-    if (!make) throw new Error(`worker: unknown selector kind ${job.selector.kind}`);
-    selector = make(job.selector.options);
-    selectors.set(key, selector);
-  }
   const heap = new Float32Array(memory.buffer), { E, d, k, tile, rows: T } = job;
   const out = {
     indices: new Int32Array(memory.buffer, job.indices, T * k),
     weights: new Float32Array(memory.buffer, job.weights, T * k),
     scores: new Float32Array(memory.buffer, job.scores, T * k),
   };
-  const ctx = { training: false, rng: new Rng(0), tokens: T }, tiles = Math.ceil(T / tile);
+  const epilogue = job.selector.epilogue, random = job.selector.random;
+  const callRng = new Rng(job.seed), tiles = Math.ceil(T / tile);
   for (let t = Atomics.add(ctl, job.counter, 1); t < tiles; t = Atomics.add(ctl, job.counter, 1)) {
     const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
     kernel.gemm_nt(xt, job.w, job.scratch, n, d, E);
@@ -86,14 +118,18 @@ function runJob(
       for (let i = 0; i < n; i++) for (let e = 0; e < E; e++) logits.data[i * E + e] += job.bias[e];
     }
     checkLogitsFinite(logits, { rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) }, t0);
-    let pre: Float32Array | undefined;
-    if (selector.epilogue === "softmaxSums") {
+    const ctx: Record<string, unknown> = {
+      training: job.training,
+      rng: random ? callRng.derive("tile", t0) : callRng,
+      tokens: T,
+    };
+    if (epilogue === "softmaxSums") {
       kernel.softmax_sums(job.scratch, n, E, job.epi);
-      pre = heap.subarray(job.epi / 4, job.epi / 4 + n);
-    } else if (selector.epilogue === "sigmoid") {
+      ctx.softmaxSums = heap.subarray(job.epi / 4, job.epi / 4 + n);
+    } else if (epilogue === "sigmoid") {
       kernel.sigmoid_map(job.scratch, n * E, job.epi);
-      pre = heap.subarray(job.epi / 4, job.epi / 4 + n * E);
+      ctx.sigmoid = heap.subarray(job.epi / 4, job.epi / 4 + n * E);
     }
-    selector.select(logits, t0, out, pre ? { ...ctx, [selector.epilogue!]: pre } : ctx);
+    selector.select(logits, t0, out, ctx);
   }
 }

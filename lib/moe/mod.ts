@@ -15,6 +15,7 @@
  * @module
  */
 
+import "../kernels/mod.ts"; // registers the WebAssembly and native backends
 export * from "../routing/mod.ts";
 export * from "./dispatch.ts";
 export {

@@ -16,6 +16,7 @@
  * @module
  */
 
+import "../kernels/mod.ts"; // registers the WebAssembly and native backends
 export * from "../core/mod.ts";
 export {
   identityPlacement,

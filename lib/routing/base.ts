@@ -1,6 +1,6 @@
 /**
- * BASE layers (Lewis et al. 2021, routing.md §7): an exact balanced assignment in training, greedy
- * argmax at inference.
+ * BASE layers (Lewis et al. 2021; docs/routing.md, "BASE layers"): an exact balanced assignment in
+ * training, greedy argmax at inference. An all-token selector composed with the linear gate.
  * @module
  */
 
@@ -8,10 +8,11 @@ import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
 import { sigmoid } from "../core/numeric.ts";
 import { munkres } from "../deps.ts";
-import { type Backend, linearGate } from "./gate.ts";
-import { topKIndices } from "./select.ts";
-import { checkTokens } from "./checks.ts";
-import type { RouteOptions, Router, RoutingResult } from "./result.ts";
+import { linearGate } from "./gate.ts";
+import type { BackendChoice } from "./backend.ts";
+import { type Selector, topKIndices } from "./select.ts";
+import { composeRouter } from "./compose.ts";
+import type { Router } from "./result.ts";
 
 /**
  * Balanced assignment: each of E experts gets exactly S/E of the S tokens, maximising `Σ_t score[t, a(t)]`,
@@ -20,9 +21,10 @@ import type { RouteOptions, Router, RoutingResult } from "./result.ts";
  *
  * @example
  * ```ts
- * import { balancedAssignment, matrix } from "@moekit/moekit";
+ * import { balancedAssignment, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const s = matrix.fromArrays([[3, 1], [2, 0], [1, 2], [0, 5]]);
- * console.log(Array.from(balancedAssignment(s))); // [0, 0, 1, 1]
+ * assert.deepEqual(Array.from(balancedAssignment(s)), [0, 0, 1, 1]);
  * ```
  */
 export function balancedAssignment(scores: Mat): Int32Array {
@@ -41,38 +43,27 @@ export function balancedAssignment(scores: Mat): Int32Array {
 }
 
 /**
- * BASE router: in training, tokens are split into groups of `groupSize` (default all, at most 2048 — the
- * exact solver is O(T³)) and each group is assigned with {@link balancedAssignment}; at inference, greedy
- * argmax. Weight `sigmoid(x·w_a)` (the layer output is `x + sigmoid(x·w_a)·f_a(x)`).
+ * The BASE selector (all tokens): in training, tokens are split into groups of `groupSize` (default all,
+ * at most 2048 — the exact solver is O(T³)) and each group is assigned with {@link balancedAssignment};
+ * at inference, greedy argmax. Weight and score `sigmoid(logit)`.
  *
  * @example
  * ```ts
- * import { baseRouter, loadMetrics, matrix } from "@moekit/moekit";
- * const router = baseRouter({ weight: matrix.randn(4, 8, { seed: 1 }) });
- * const r = router.route(matrix.randn(16, 8, { seed: 2 }), { training: true });
- * console.log(Array.from(loadMetrics(r).counts)); // [4, 4, 4, 4]
+ * import { baseSelect } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.equal(baseSelect({}).needsAllTokens, true);
  * ```
  */
-export function baseRouter(
-  options: {
-    readonly weight: Mat;
-    readonly backend?: Backend | "auto";
-    readonly training?: boolean;
-    readonly groupSize?: number;
-  },
-): Router {
-  const gate = linearGate({ weight: options.weight, backend: options.backend });
-  const E = gate.experts;
+export function baseSelect(options: { readonly groupSize?: number }): Selector {
   return {
     name: "base",
-    experts: E,
     k: 1,
-    route(x: Mat, opts: RouteOptions = {}): RoutingResult {
-      checkTokens(x, gate.inputDim);
-      const T = x.rows, training = opts.training ?? options.training ?? false;
-      const logits = gate.logits(x, matrix.zeros(T, E));
-      const indices = new Int32Array(T);
-      if (training) {
+    scoreFunction: "sigmoid",
+    needsAllTokens: true,
+    validate: () => {},
+    select(logits, _tokenOffset, out, ctx) {
+      const T = logits.rows, E = logits.cols;
+      if (ctx.training) {
         const S = options.groupSize ?? T;
         if (!Number.isInteger(S) || S < 1 || T % S !== 0 || S % E !== 0 || S > 2048) {
           throw new OptionError(
@@ -81,22 +72,51 @@ export function baseRouter(
             `BASE training needs groups of at most 2048 tokens that divide T = ${T} and are divisible by E = ${E}`,
           );
         }
-        for (let g = 0; g < T; g += S) indices.set(balancedAssignment(matrix.rowSlice(logits, g, g + S)), g);
+        if (logits.data.includes(-Infinity)) {
+          throw new OptionError(
+            "expertMask",
+            "with removed experts",
+            "BASE training balances over all E experts; route with the full set or at inference",
+          );
+        }
+        for (let g = 0; g < T; g += S) {
+          out.indices.set(balancedAssignment(matrix.rowSlice(logits, g, g + S)), g);
+        }
       } else {
-        for (let t = 0; t < T; t++) topKIndices(logits.data, t * E, E, 1, indices, t);
+        for (let t = 0; t < T; t++) topKIndices(logits.data, t * E, E, 1, out.indices, t);
       }
-      const weights = new Float32Array(T);
-      for (let t = 0; t < T; t++) weights[t] = sigmoid(logits.data[t * E + indices[t]]);
-      return {
-        tokens: T,
-        experts: E,
-        k: 1,
-        indices,
-        weights,
-        scores: weights.slice(),
-        scoreFunction: "sigmoid",
-        ...(opts.returnLogits ? { logits } : {}),
-      };
+      for (let t = 0; t < T; t++) {
+        out.weights[t] = out.scores[t] = sigmoid(logits.data[t * E + out.indices[t]]);
+      }
     },
   };
+}
+
+/**
+ * BASE router: balanced assignment in training, greedy argmax at inference; weight `sigmoid(x·w_a)` (the
+ * layer output is `x + sigmoid(x·w_a)·f_a(x)`).
+ *
+ * @example
+ * ```ts
+ * import { baseRouter, loadMetrics, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * const router = baseRouter({ weight: matrix.randn(4, 8, { seed: 1 }) });
+ * const r = router.route(matrix.randn(16, 8, { seed: 2 }), { training: true });
+ * assert.deepEqual(Array.from(loadMetrics(r).counts), [4, 4, 4, 4]);
+ * ```
+ */
+export function baseRouter(
+  options: {
+    readonly weight: Mat;
+    readonly backend?: BackendChoice;
+    readonly training?: boolean;
+    readonly groupSize?: number;
+  },
+): Router {
+  return composeRouter({
+    name: "base",
+    gate: linearGate({ weight: options.weight, backend: options.backend }),
+    selector: baseSelect(options),
+    training: options.training,
+  });
 }

@@ -1,5 +1,5 @@
 /**
- * Expert capacity and token dropping (routing.md §4): the capacity formulas, and the four priority
+ * Expert capacity and token dropping (docs/routing.md, "Capacity and token dropping"): the capacity formulas, and the four priority
  * policies that decide which (token, choice) claims an over-full expert keeps.
  * @module
  */
@@ -16,9 +16,10 @@ import { roundHalfEven } from "../core/numeric.ts";
  *
  * @example
  * ```ts
- * import { type DropPolicy } from "@moekit/moekit";
+ * import { type DropPolicy } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const p: DropPolicy = "bpr";
- * console.log(p); // bpr
+ * assert.equal(p, "bpr");
  * ```
  */
 export type DropPolicy = "position" | "bpr" | "probs" | "megatron_position";
@@ -28,8 +29,9 @@ export type DropPolicy = "position" | "bpr" | "probs" | "megatron_position";
  *
  * @example
  * ```ts
- * import { DROP_POLICIES } from "@moekit/moekit";
- * console.log(DROP_POLICIES.length); // 4
+ * import { DROP_POLICIES } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.equal(DROP_POLICIES.length, 4);
  * ```
  */
 export const DROP_POLICIES: readonly DropPolicy[] = ["position", "bpr", "probs", "megatron_position"];
@@ -39,18 +41,23 @@ export const DROP_POLICIES: readonly DropPolicy[] = ["position", "bpr", "probs",
  *
  * @example
  * ```ts
- * import { type CapacityOptions } from "@moekit/moekit";
+ * import { type CapacityOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const c: CapacityOptions = { capacityFactor: 1.25, policy: "probs" };
- * console.log(c.policy); // probs
+ * assert.equal(c.policy, "probs");
  * ```
  */
 export interface CapacityOptions {
   /** Capacity factor cf ≥ 0. Default 1. */
   readonly capacityFactor?: number;
   /**
-   * Formula or fixed value: `"ceil"` = `ceil(k·S·cf/E)` (default, Megatron); `"flax"` =
-   * `max(round_half_even(cf·S/E), minCapacity=4)` (k not multiplied); `"gshard"` = `2·ceil(S/E)`;
-   * a number = that many slots per expert.
+   * Formula or fixed value (S = tokens per group):
+   * `"ceil"` (default) = `ceil(S·k·cf/E)` in float64, evaluated as written (no epsilon): the Megatron-LM /
+   * DeepSpeed token-choice capacity (S = 100, E = 10, k = 1, cf = 1.1 → 12);
+   * `"flax"` = `max(round_half_even(cf·S/E), minCapacity = 4)`, k not multiplied: flaxformer / T5X /
+   * TF Model Garden (Switch, ST-MoE);
+   * `"gshard"` = `2·ceil(S/E)`: fairseq Top2Gate and the GShard paper (HF NLLB-MoE with no capacity set);
+   * a number = that many slots per expert (HF Switch and NLLB-MoE `expert_capacity`, e.g. 64).
    */
   readonly capacity?: number | "ceil" | "flax" | "gshard";
   /** Lower bound on the capacity. Default 0 (4 for `"flax"`). */
@@ -68,10 +75,11 @@ export interface CapacityOptions {
  *
  * @example
  * ```ts
- * import { expertCapacity } from "@moekit/moekit";
- * console.log(expertCapacity(36, 8, 2, { capacityFactor: 1 })); // 9
- * console.log(expertCapacity(36, 8, 1, { capacity: "flax", minCapacity: 0 })); // 4 (round half to even)
- * console.log(expertCapacity(36, 8, 1, { capacity: "gshard" })); // 10
+ * import { expertCapacity } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.equal(expertCapacity(36, 8, 2, { capacityFactor: 1 }), 9);
+ * assert.equal(expertCapacity(36, 8, 1, { capacity: "flax", minCapacity: 0 }), 4); // round half to even
+ * assert.equal(expertCapacity(36, 8, 1, { capacity: "gshard" }), 10);
  * ```
  */
 export function expertCapacity(
@@ -95,7 +103,7 @@ export function expertCapacity(
     throw new OptionError("minCapacity", minCap, "must be an integer ≥ 0");
   }
   let c: number;
-  if (kind === "ceil") c = Math.ceil((k * groupTokens * cf) / experts - 1e-9);
+  if (kind === "ceil") c = Math.ceil((groupTokens * k * cf) / experts);
   else if (kind === "flax") c = roundHalfEven((cf * groupTokens) / experts);
   else if (kind === "gshard") c = 2 * Math.ceil(groupTokens / experts);
   else throw new OptionError("capacity", kind, `use a number, "ceil", "flax" or "gshard"`);
@@ -107,12 +115,13 @@ export function expertCapacity(
  *
  * @example
  * ```ts
- * import { type Claims } from "@moekit/moekit";
+ * import { type Claims } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const c: Claims = {
  *   tokens: 1, experts: 2, k: 1,
  *   indices: new Int32Array([0]), weights: new Float32Array([1]), scores: new Float32Array([0.7]),
  * };
- * console.log(c.k); // 1
+ * assert.equal(c.k, 1);
  * ```
  */
 export interface Claims {
@@ -128,6 +137,8 @@ export interface Claims {
   readonly weights: Float32Array;
   /** `[T·k]` gate scores (BPR orders tokens by their first score). */
   readonly scores: Float32Array;
+  /** `[T·k]` 0 = the selector named this choice but did not keep it (it claims no slot). Default all 1. */
+  readonly active?: Uint8Array;
 }
 
 /**
@@ -135,12 +146,14 @@ export interface Claims {
  *
  * @example
  * ```ts
- * import { applyCapacity } from "@moekit/moekit";
+ * import { applyCapacity } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const d = applyCapacity({
  *   tokens: 2, experts: 1, k: 1,
  *   indices: new Int32Array([0, 0]), weights: new Float32Array([1, 1]), scores: new Float32Array([1, 1]),
  * }, { capacity: 1 });
- * console.log(Array.from(d.keep), Array.from(d.slot)); // [1, 0] [0, -1]
+ * assert.deepEqual(Array.from(d.keep), [1, 0]);
+ * assert.deepEqual(Array.from(d.slot), [0, -1]);
  * ```
  */
 export interface CapacityDecision {
@@ -160,15 +173,16 @@ export interface CapacityDecision {
  *
  * @example
  * ```ts
- * import { applyCapacity } from "@moekit/moekit";
- * // routing.md Example B: Switch, E = 2, C = 2, position priority
+ * import { applyCapacity } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * // docs/routing.md, "Capacity and token dropping": Switch, E = 2, C = 2, position priority
  * const d = applyCapacity({
  *   tokens: 5, experts: 2, k: 1,
  *   indices: new Int32Array([0, 0, 1, 0, 0]),
  *   weights: new Float32Array([.6, .9, .7, .8, .55]),
  *   scores: new Float32Array([.6, .9, .7, .8, .55]),
  * }, { capacity: 2 });
- * console.log(Array.from(d.keep)); // [1, 1, 1, 0, 0]
+ * assert.deepEqual(Array.from(d.keep), [1, 1, 1, 0, 0]);
  * ```
  */
 export function applyCapacity(claims: Claims, options: CapacityOptions = {}): CapacityDecision {
@@ -218,7 +232,7 @@ function choiceMajor(
   for (let j = 0; j < c.k; j++) {
     for (const t of order) {
       const i = t * c.k + j, e = c.indices[i];
-      if (e < 0) continue;
+      if (e < 0 || (c.active && !c.active[i])) continue;
       const pos = count[e]++;
       if (pos < C) {
         keep[i] = 1;
@@ -238,7 +252,9 @@ function perExpertRanked(
   slot: Int32Array,
 ): void {
   const lists: number[][] = Array.from({ length: c.experts }, () => []);
-  for (let i = g0 * c.k; i < g1 * c.k; i++) if (c.indices[i] >= 0) lists[c.indices[i]].push(i);
+  for (let i = g0 * c.k; i < g1 * c.k; i++) {
+    if (c.indices[i] >= 0 && (!c.active || c.active[i])) lists[c.indices[i]].push(i);
+  }
   for (const list of lists) {
     // flat positions i = t·k + j increase with t, so i breaks ties by lower token
     if (policy === "probs") list.sort((a, b) => c.weights[b] - c.weights[a] || a - b);

@@ -13,9 +13,10 @@ import { loadMetrics } from "./metrics.ts";
  *
  * @example
  * ```ts
- * import { type CrossLayerMetrics } from "@moekit/moekit";
+ * import { type CrossLayerMetrics } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const meanMi = (m: CrossLayerMetrics) => m.mutualInformation.reduce((a, b) => a + b, 0) / m.mutualInformation.length;
- * console.log(typeof meanMi); // function
+ * assert.equal(typeof meanMi, "function");
  * ```
  */
 export interface CrossLayerMetrics {
@@ -42,11 +43,13 @@ function keptSet(r: RoutingResult, t: number): number[] {
  *
  * @example
  * ```ts
- * import { crossLayerMetrics, matrix, topKRouter } from "@moekit/moekit";
+ * import { crossLayerMetrics, matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.randn(50, 8, { seed: 1 });
  * const r = topKRouter({ weight: matrix.randn(4, 8, { seed: 2 }), k: 2 }).route(x);
  * const m = crossLayerMetrics([r, r]); // identical layers
- * console.log(m.sameSet[0], m.overlap[0]); // 1 1
+ * assert.equal(m.sameSet[0], 1);
+ * assert.equal(m.overlap[0], 1);
  * ```
  */
 export function crossLayerMetrics(routings: readonly RoutingResult[]): CrossLayerMetrics {

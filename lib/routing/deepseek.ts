@@ -1,5 +1,5 @@
 /**
- * DeepSeek routing (routing.md §6): V3 sigmoid scores with a selection-only correction bias, group-
+ * DeepSeek routing (docs/routing.md, "DeepSeek-V3 and V2"): V3 sigmoid scores with a selection-only correction bias, group-
  * limited top-k and routed scaling; V2 softmax group-limited greedy; the aux-loss-free bias update and
  * a loop that runs it over batches.
  * @module
@@ -8,10 +8,12 @@
 import type { Mat } from "../core/matrix.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
-import { type Backend, linearGate } from "./gate.ts";
+import { linearGate } from "./gate.ts";
+import type { BackendChoice } from "./backend.ts";
 import { type Selector, topKIndices } from "./select.ts";
 import { composeRouter } from "./compose.ts";
-import type { Router, RoutingResult } from "./result.ts";
+import type { RouteOptions, Router, RoutingResult } from "./result.ts";
+import { registerSelector } from "./registry.ts";
 import { checkK } from "./checks.ts";
 import { loadMetrics } from "./metrics.ts";
 
@@ -21,16 +23,17 @@ import { loadMetrics } from "./metrics.ts";
  *
  * @example
  * ```ts
- * import { type DeepSeekV3RouterOptions, matrix } from "@moekit/moekit";
+ * import { type DeepSeekV3RouterOptions, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: DeepSeekV3RouterOptions = { weight: matrix.zeros(256, 32), preset: "deepseek-v3" };
- * console.log(o.preset); // deepseek-v3
+ * assert.equal(o.preset, "deepseek-v3");
  * ```
  */
 export interface DeepSeekV3RouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
   /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   /** Choices per token. Default 8 (preset) or min(8, E). */
   readonly k?: number;
   /** Number of expert groups (E divisible by it). Default 1. */
@@ -74,6 +77,19 @@ function checkGroups(E: number, k: number, nGroup: number, topkGroup: number): v
   }
 }
 
+/** The `groupIndices [T·topkGroup]` output buffer when the call asked for it (`returnGroups`). */
+function groupOutput(
+  ctx: {
+    readonly options?: RouteOptions;
+    readonly outputs?: Record<string, unknown>;
+    readonly tokens: number;
+  },
+  topkGroup: number,
+): Int32Array | undefined {
+  if (!ctx.options?.returnGroups || !ctx.outputs) return undefined;
+  return (ctx.outputs.groupIndices ??= new Int32Array(ctx.tokens * topkGroup)) as Int32Array;
+}
+
 /**
  * Keeps the `topkGroup` best groups of `c[off .. off+E)` by `groupScore` and masks the rest of `c` with
  * `mask` in place (ties → lower group).
@@ -87,11 +103,15 @@ function maskGroups(
   mask: number,
   gScores: Float64Array,
   gIdx: Int32Array,
+  groupsOut: Int32Array | undefined,
+  token: number,
 ): void {
-  if (topkGroup >= nGroup) return;
+  if (topkGroup >= nGroup && !groupsOut) return;
   const size = E / nGroup;
   for (let g = 0; g < nGroup; g++) gScores[g] = groupScore(c, g * size, size);
   topKIndices(gScores, 0, nGroup, topkGroup, gIdx, 0);
+  if (groupsOut) groupsOut.set(gIdx, token * topkGroup);
+  if (topkGroup >= nGroup) return;
   for (let g = 0; g < nGroup; g++) {
     let kept = false;
     for (let j = 0; j < topkGroup; j++) if (gIdx[j] === g) kept = true;
@@ -122,12 +142,13 @@ function groupMax(c: Float64Array, start: number, size: number): number {
  *
  * @example
  * ```ts
- * import { matrix, Rng, sigmoidGroupedTopK } from "@moekit/moekit";
+ * import { matrix, Rng, sigmoidGroupedTopK } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const out = { indices: new Int32Array(2), weights: new Float32Array(2), scores: new Float32Array(2) };
  * sigmoidGroupedTopK({ k: 2 }).select(matrix.fromArrays([[0, 2, 1]]), 0, out, {
  *   training: false, rng: new Rng(0), tokens: 1,
  * });
- * console.log(Array.from(out.indices)); // [1, 2]
+ * assert.deepEqual(Array.from(out.indices), [1, 2]);
  * ```
  */
 export function sigmoidGroupedTopK(
@@ -146,8 +167,9 @@ export function sigmoidGroupedTopK(
     k,
     scoreFunction: "sigmoid",
     needsAllTokens: false,
-    epilogue: "sigmoid",
+    precomputed: "sigmoid",
     spec: () => ({
+      module: import.meta.url,
       kind: "sigmoidGroupedTopK",
       options: {
         k,
@@ -170,12 +192,15 @@ export function sigmoidGroupedTopK(
       const E = logits.cols, bias = options.bias, pre = ctx.sigmoid;
       const s = new Float64Array(E), c = new Float64Array(E);
       const gScores = new Float64Array(nGroup), gIdx = new Int32Array(topkGroup);
+      const groups = groupOutput(ctx, topkGroup);
       for (let i = 0; i < logits.rows; i++) {
         for (let e = 0; e < E; e++) {
-          s[e] = pre ? pre[i * E + e] : sigmoid(logits.data[i * E + e]);
-          c[e] = s[e] + (bias ? bias[e] : 0);
+          const l = logits.data[i * E + e];
+          s[e] = pre ? pre[i * E + e] : sigmoid(l);
+          // a masked expert (logit −∞) stays out of the selection whatever its bias
+          c[e] = l === -Infinity ? -Infinity : s[e] + (bias ? bias[e] : 0);
         }
-        maskGroups(c, E, nGroup, topkGroup, groupScore, mask, gScores, gIdx);
+        maskGroups(c, E, nGroup, topkGroup, groupScore, mask, gScores, gIdx, groups, tokenOffset + i);
         const o = (tokenOffset + i) * k;
         topKIndices(c, 0, E, k, out.indices, o);
         let sum = 0;
@@ -196,15 +221,16 @@ export function sigmoidGroupedTopK(
  *
  * @example
  * ```ts
- * import { deepseekV3Router, matrix } from "@moekit/moekit";
- * // routing.md Example E: scores s through logit(s), W = I
+ * import { deepseekV3Router, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * // docs/routing.md, "DeepSeek-V3 and V2": scores s through logit(s), W = I
  * const s = [.9, .1, .6, .5, .7, .65, .2, .3];
  * const router = deepseekV3Router({
  *   weight: matrix.identity(8), k: 2, nGroup: 4, topkGroup: 2, routedScalingFactor: 2.5,
  *   bias: new Float32Array([0, 0, 0, 0, -.3, -.3, 0, 0]),
  * });
  * const r = router.route(matrix.fromArrays([s.map((v) => Math.log(v / (1 - v)))]));
- * console.log(Array.from(r.indices)); // [0, 2]
+ * assert.deepEqual(Array.from(r.indices), [0, 2]);
  * ```
  */
 export function deepseekV3Router(options: DeepSeekV3RouterOptions): Router & { readonly bias: Float32Array } {
@@ -235,16 +261,17 @@ export function deepseekV3Router(options: DeepSeekV3RouterOptions): Router & { r
  *
  * @example
  * ```ts
- * import { type DeepSeekV2RouterOptions, matrix } from "@moekit/moekit";
+ * import { type DeepSeekV2RouterOptions, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: DeepSeekV2RouterOptions = { weight: matrix.zeros(160, 8), k: 6, nGroup: 8, topkGroup: 3 };
- * console.log(o.topkGroup); // 3
+ * assert.equal(o.topkGroup, 3);
  * ```
  */
 export interface DeepSeekV2RouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
   /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   /** Choices per token. Default min(6, E). */
   readonly k?: number;
   /** `"group_limited_greedy"` (default) or `"greedy"` (no group limit, V2-Lite). */
@@ -265,12 +292,13 @@ export interface DeepSeekV2RouterOptions {
  *
  * @example
  * ```ts
- * import { matrix, Rng, softmaxGroupedTopK } from "@moekit/moekit";
+ * import { matrix, Rng, softmaxGroupedTopK } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const out = { indices: new Int32Array(1), weights: new Float32Array(1), scores: new Float32Array(1) };
  * softmaxGroupedTopK({ k: 1, nGroup: 2, topkGroup: 1 }).select(matrix.fromArrays([[0, 1, 3, 2]]), 0, out, {
  *   training: false, rng: new Rng(0), tokens: 1,
  * });
- * console.log(out.indices[0]); // 2
+ * assert.equal(out.indices[0], 2);
  * ```
  */
 export function softmaxGroupedTopK(
@@ -288,6 +316,7 @@ export function softmaxGroupedTopK(
     scoreFunction: "softmax",
     needsAllTokens: false,
     spec: () => ({
+      module: import.meta.url,
       kind: "softmaxGroupedTopK",
       options: {
         k,
@@ -299,13 +328,16 @@ export function softmaxGroupedTopK(
       },
     }),
     validate: (E) => checkGroups(E, k, nGroup, topkGroup),
-    select(logits, tokenOffset, out) {
+    select(logits, tokenOffset, out, ctx) {
       const E = logits.cols, s = new Float64Array(E), c = new Float64Array(E);
       const gScores = new Float64Array(nGroup), gIdx = new Int32Array(topkGroup);
+      const groups = groupOutput(ctx, topkGroup);
       for (let i = 0; i < logits.rows; i++) {
         softmaxInto(logits.data, i * E, E, s);
         c.set(s);
-        maskGroups(c, E, nGroup, topkGroup, groupMax, 0, gScores, gIdx);
+        // a masked expert has probability 0 and stays out of the selection
+        for (let e = 0; e < E; e++) if (logits.data[i * E + e] === -Infinity) c[e] = -Infinity;
+        maskGroups(c, E, nGroup, topkGroup, groupMax, 0, gScores, gIdx, groups, tokenOffset + i);
         const o = (tokenOffset + i) * k;
         topKIndices(c, 0, E, k, out.indices, o);
         let sum = 0;
@@ -325,10 +357,11 @@ export function softmaxGroupedTopK(
  *
  * @example
  * ```ts
- * import { deepseekV2Router, matrix } from "@moekit/moekit";
+ * import { deepseekV2Router, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = deepseekV2Router({ weight: matrix.randn(16, 8, { seed: 1 }), k: 3, nGroup: 4, topkGroup: 2 })
  *   .route(matrix.randn(4, 8, { seed: 2 }));
- * console.log(r.k); // 3
+ * assert.equal(r.k, 3);
  * ```
  */
 export function deepseekV2Router(options: DeepSeekV2RouterOptions): Router {
@@ -345,10 +378,11 @@ export function deepseekV2Router(options: DeepSeekV2RouterOptions): Router {
  *
  * @example
  * ```ts
- * import { deepseekBiasUpdate } from "@moekit/moekit";
+ * import { deepseekBiasUpdate } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const bias = new Float32Array(4);
- * const delta = deepseekBiasUpdate(bias, [5, 3, 3, 1], 0.001); // routing.md Example G
- * console.log(Array.from(delta)); // [-0.001, 0, 0, 0.001]
+ * const delta = deepseekBiasUpdate(bias, [5, 3, 3, 1], 0.001); // docs/routing.md, "DeepSeek-V3 and V2"
+ * assert.deepEqual(Array.from(delta), [-0.001, 0, 0, 0.001]);
  * ```
  */
 export function deepseekBiasUpdate(
@@ -376,9 +410,10 @@ export function deepseekBiasUpdate(
  *
  * @example
  * ```ts
- * import { type BiasBalancingStep } from "@moekit/moekit";
+ * import { type BiasBalancingStep } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const s: BiasBalancingStep = { step: 0, maxVio: 0.5, counts: new Float64Array(2) };
- * console.log(s.maxVio); // 0.5
+ * assert.equal(s.maxVio, 0.5);
  * ```
  */
 export interface BiasBalancingStep {
@@ -396,11 +431,12 @@ export interface BiasBalancingStep {
  *
  * @example
  * ```ts
- * import { deepseekV3Router, matrix, runBiasBalancing } from "@moekit/moekit";
+ * import { deepseekV3Router, matrix, runBiasBalancing } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const router = deepseekV3Router({ weight: matrix.randn(8, 4, { seed: 1 }), k: 2 });
  * const batch = matrix.randn(64, 4, { seed: 2 });
  * const steps = runBiasBalancing(router, Array(20).fill(batch), { gamma: 0.01 });
- * console.log(steps.length); // 20
+ * assert.equal(steps.length, 20);
  * ```
  */
 export function runBiasBalancing(
@@ -418,3 +454,15 @@ export function runBiasBalancing(
   }
   return history;
 }
+
+registerSelector("sigmoidGroupedTopK", (o) =>
+  sigmoidGroupedTopK(
+    {
+      ...o,
+      ...(o.bias ? { bias: Float32Array.from(o.bias as number[]) } : {}),
+    } as unknown as Parameters<typeof sigmoidGroupedTopK>[0],
+  ));
+registerSelector(
+  "softmaxGroupedTopK",
+  (o) => softmaxGroupedTopK(o as unknown as Parameters<typeof softmaxGroupedTopK>[0]),
+);

@@ -1,68 +1,84 @@
 /**
  * Logit sources: what turns hidden states into router logits. The linear gate `X·Wᵀ (+ b)` with the
- * weight in nn.Linear layout `[E,d]` is the common one; recurrent and pre-gating routers bring others.
+ * weight in nn.Linear layout `[E,d]` is the common one; noisy top-k, recurrent and pre-gating routers
+ * bring others.
  * @module
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
+import type { Rng } from "../core/random.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
-import { kernelInfo } from "../kernels/runtime.ts";
-import { wasmGemm } from "../kernels/gemm.ts";
+import { type Backend, type BackendChoice, bindGemm, type GateGemm } from "./backend.ts";
+import type { RouteOptions } from "./result.ts";
+
+/**
+ * What a logit source may use besides the tokens: the route call's settings and a place for side
+ * outputs that the selector reads (sources that need them are used with all-token selectors).
+ *
+ * @example
+ * ```ts
+ * import { type LogitContext, Rng } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * const ctx: LogitContext = { training: false, rng: new Rng(0), tokens: 4, rowOffset: 0, options: {}, side: {} };
+ * assert.equal(ctx.tokens, 4);
+ * ```
+ */
+export interface LogitContext {
+  /** Training mode of the call. */
+  readonly training: boolean;
+  /** The call's seeded root stream: derive a labelled sub-stream for the source's own draws. */
+  readonly rng: Rng;
+  /** Tokens T of the whole call. */
+  readonly tokens: number;
+  /** Row of the call's X where this block of tokens starts. */
+  readonly rowOffset: number;
+  /** The route call's options (injected draws, recurrent state, …). */
+  readonly options: RouteOptions;
+  /** Side outputs the source writes for the selector (`[T, ·]` matrices, by name). */
+  readonly side: Record<string, Mat>;
+}
 
 /**
  * Anything that maps `X [T,d]` to logits `[T,E]`.
  *
  * @example
  * ```ts
- * import { type LogitSource, matrix } from "@moekit/moekit";
+ * import { type LogitSource, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const src: LogitSource = {
  *   experts: 2, inputDim: 2,
  *   logits: (x, out) => matrix.matmulT(x, matrix.identity(2), out),
  * };
- * console.log(src.experts); // 2
+ * assert.equal(src.experts, 2);
  * ```
  */
 export interface LogitSource {
   /** Number of experts E. */
   readonly experts: number;
-  /** Input width d. */
+  /** Input width d (−1: any width, for sources that ignore X, such as hash routing). */
   readonly inputDim: number;
   /** Writes the logits of `x` into `out [x.rows, E]`. */
-  logits(x: Mat, out: Mat): Mat;
-  /** Optional: a `[rows, E]` logits buffer the source writes fastest (e.g. in WebAssembly memory). */
-  scratch?(rows: number): Mat;
+  logits(x: Mat, out: Mat, ctx?: LogitContext): Mat;
   /**
-   * Optional: a vectorised epilogue on a logits buffer from `scratch` — `"softmaxSums"`, one
-   * `Σ_e exp(l − max)` per row, or `"sigmoid"` of every logit — or undefined when not available.
+   * Present when the source is a plain linear gate on a compute backend: its bound GEMM and bias, so
+   * `composeRouter` can tile, fuse and thread it (see `backend.ts`).
    */
-  epilogue?(kind: "softmaxSums" | "sigmoid", logits: Mat): Float32Array | undefined;
+  readonly linear?: { readonly gemm: GateGemm; readonly bias?: Float64Array };
   /** The compute backend in use. */
   readonly backend?: Backend;
-  /** Optional: the weight's place in kernel memory and the bias, so worker threads can run this gate. */
-  readonly kernel?: { readonly weightPtr: number; readonly bias?: ArrayLike<number> };
+  /** Names of side outputs (see {@link LogitContext}) to publish in the result's `extras`. */
+  readonly publishes?: readonly string[];
 }
-
-/**
- * Where the gate GEMM runs: `"wasm"` (WebAssembly SIMD, the default where available) or `"js"` (the
- * readable reference). `"auto"` picks the fastest available.
- *
- * @example
- * ```ts
- * import { type Backend, kernelInfo } from "@moekit/moekit";
- * const b: Backend = kernelInfo().wasm ? "wasm" : "js";
- * console.log(b === "wasm" || b === "js"); // true
- * ```
- */
-export type Backend = "wasm" | "js";
 
 /**
  * Options of {@link linearGate}.
  *
  * @example
  * ```ts
- * import { type LinearGateOptions, matrix } from "@moekit/moekit";
+ * import { type LinearGateOptions, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: LinearGateOptions = { weight: matrix.zeros(8, 32) };
- * console.log(o.weight.rows); // 8
+ * assert.equal(o.weight.rows, 8);
  * ```
  */
 export interface LinearGateOptions {
@@ -70,8 +86,8 @@ export interface LinearGateOptions {
   readonly weight: Mat;
   /** Optional bias `[E]`. */
   readonly bias?: ArrayLike<number>;
-  /** `"auto"` (default: wasm where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  /** `"auto"` (default: the fastest available registered backend), `"native"`, `"wasm"` or `"js"`. */
+  readonly backend?: BackendChoice;
 }
 
 /**
@@ -79,36 +95,32 @@ export interface LinearGateOptions {
  *
  * @example
  * ```ts
- * import { linearGate, matrix } from "@moekit/moekit";
+ * import { linearGate, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const gate = linearGate({ weight: matrix.fromArrays([[1, 0], [0, 1], [1, 1]]), bias: [0, 0, 1] });
- * const out = matrix.zeros(1, 3);
- * gate.logits(matrix.fromArrays([[2, 3]]), out);
- * console.log(Array.from(out.data)); // [2, 3, 6]
+ * const out = gate.logits(matrix.fromArrays([[2, 3]]), matrix.zeros(1, 3));
+ * assert.deepEqual(Array.from(out.data), [2, 3, 6]);
  * ```
  */
 export function linearGate(options: LinearGateOptions): LogitSource {
-  const { weight, bias } = options;
+  const { weight } = options;
   matrix.assertShape("gate weight", weight, -1, -1);
   if (weight.rows < 1) {
     throw new ShapeError("gate weight", [-1, weight.cols], [weight.rows, weight.cols], "E ≥ 1");
   }
   matrix.assertFinite("gate weight", weight);
-  if (bias !== undefined && bias.length !== weight.rows) {
-    throw new ShapeError("gate bias", [weight.rows], [bias.length], "one bias per expert");
+  if (options.bias !== undefined && options.bias.length !== weight.rows) {
+    throw new ShapeError("gate bias", [weight.rows], [options.bias.length], "one bias per expert");
   }
   const choice = options.backend ?? "auto";
-  if (!["auto", "wasm", "js"].includes(choice)) {
-    throw new OptionError("backend", choice, `use "auto", "wasm" or "js"`);
-  }
-  const backend: Backend = choice === "auto" ? (kernelInfo().wasm ? "wasm" : "js") : choice;
-  const fast = backend === "wasm" ? wasmGemm(weight) : undefined;
+  if (typeof choice !== "string") throw new OptionError("backend", choice, `use "auto" or a backend name`);
+  const gemm = bindGemm(weight, choice);
+  const bias = options.bias === undefined ? undefined : Float64Array.from(options.bias);
   return {
     experts: weight.rows,
     inputDim: weight.cols,
-    backend,
-    ...(fast
-      ? { scratch: fast.scratch, epilogue: fast.epilogue, kernel: { weightPtr: fast.weightPtr, bias } }
-      : {}),
+    backend: gemm.backend,
+    linear: { gemm, ...(bias ? { bias } : {}) },
     logits(x, out) {
       if (x.cols !== weight.cols) {
         throw new ShapeError(
@@ -118,8 +130,7 @@ export function linearGate(options: LinearGateOptions): LogitSource {
           `the gate weight is [${weight.rows},${weight.cols}] (nn.Linear layout [E,d])`,
         );
       }
-      if (fast) fast.logits(x, out);
-      else matrix.matmulT(x, weight, out);
+      gemm.gemm(x, out);
       if (bias) matrix.addRowVector(out, bias);
       return out;
     },

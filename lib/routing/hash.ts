@@ -1,21 +1,25 @@
 /**
- * Hash-layer routing (Roller et al. 2021): a fixed token-id → expert table, weight 1, no gate.
+ * Hash-layer routing (Roller et al. 2021; docs/routing.md, "Hash layers"): a fixed token-id → expert
+ * table, weight 1, no gate. A selector over a logit source that ignores X.
  * @module
  */
 
-import type { Mat } from "../core/matrix.ts";
 import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
-import type { RouteOptions, Router, RoutingResult } from "./result.ts";
+import type { LogitSource } from "./gate.ts";
+import type { Selector } from "./select.ts";
+import { composeRouter } from "./compose.ts";
+import type { Router } from "./result.ts";
 
 /**
  * Options of {@link hashRouter}.
  *
  * @example
  * ```ts
- * import { type HashRouterOptions } from "@moekit/moekit";
+ * import { type HashRouterOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: HashRouterOptions = { experts: 8, vocabSize: 32000, seed: 1 };
- * console.log(o.experts); // 8
+ * assert.equal(o.experts, 8);
  * ```
  */
 export interface HashRouterOptions {
@@ -30,14 +34,64 @@ export interface HashRouterOptions {
 }
 
 /**
+ * The hash selector: `expert = table[tokenId]` (or `tokenId mod E` outside the table), weight and score
+ * 1, `scoreFunction: "none"` (no gate probabilities: logit-based losses refuse it). Reads
+ * `route(x, { tokenIds })`. Under an expert mask, a token hashed to a removed expert is an error.
+ *
+ * @example
+ * ```ts
+ * import { hashSelect } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.equal(hashSelect({ experts: 4 }).scoreFunction, "none");
+ * ```
+ */
+export function hashSelect(options: { readonly experts: number; readonly table?: Int32Array }): Selector {
+  const E = options.experts, table = options.table;
+  return {
+    name: "hash",
+    k: 1,
+    scoreFunction: "none",
+    needsAllTokens: false,
+    validate(experts) {
+      if (experts !== E) throw new OptionError("experts", E, `the source has ${experts} experts`);
+    },
+    select(logits, tokenOffset, out, ctx) {
+      const ids = ctx.options?.tokenIds;
+      if (!ids) throw new MoekitError("hashRouter.route needs { tokenIds }: one id per row of X");
+      if (ids.length !== ctx.tokens) {
+        throw new ShapeError("tokenIds", [ctx.tokens], [ids.length], "one id per row of X");
+      }
+      for (let i = 0; i < logits.rows; i++) {
+        const t = tokenOffset + i, id = ids[t];
+        if (!Number.isInteger(id) || id < 0) {
+          throw new OptionError(`tokenIds[${t}]`, id, "ids must be integers ≥ 0");
+        }
+        const e = table && id < table.length ? table[id] : id % E;
+        if (logits.data[i * E + e] === -Infinity) {
+          throw new OptionError(
+            "expertMask",
+            `expert ${e} removed`,
+            `token ${t} (id ${id}) hashes to it; hash routing has no scores to fall back on — remap the table`,
+          );
+        }
+        out.indices[t] = e;
+        out.weights[t] = 1;
+        out.scores[t] = 1;
+      }
+    },
+  };
+}
+
+/**
  * Hash routing: `expert = table[tokenId]`, or `tokenId mod E` for ids outside the table (or with no
  * table). Needs `route(x, { tokenIds })`; x only gives T.
  *
  * @example
  * ```ts
- * import { hashRouter, matrix } from "@moekit/moekit";
+ * import { hashRouter, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = hashRouter({ experts: 4 }).route(matrix.zeros(3, 2), { tokenIds: [5, 6, 11] });
- * console.log(Array.from(r.indices)); // [1, 2, 3]
+ * assert.deepEqual(Array.from(r.indices), [1, 2, 3]);
  * ```
  */
 export function hashRouter(options: HashRouterOptions): Router {
@@ -60,33 +114,14 @@ export function hashRouter(options: HashRouterOptions): Router {
       [table[i], table[j]] = [table[j], table[i]];
     }
   }
-  return {
-    name: "hash",
+  // no gate: X only gives T (any width); the zero logits carry the expert mask
+  const noLogits: LogitSource = {
     experts: E,
-    k: 1,
-    route(x: Mat, opts: RouteOptions = {}): RoutingResult {
-      const ids = opts.tokenIds;
-      if (!ids) throw new MoekitError("hashRouter.route needs { tokenIds }: one id per row of X");
-      if (ids.length !== x.rows) {
-        throw new ShapeError("tokenIds", [x.rows], [ids.length], "one id per row of X");
-      }
-      const T = x.rows, indices = new Int32Array(T);
-      for (let t = 0; t < T; t++) {
-        const id = ids[t];
-        if (!Number.isInteger(id) || id < 0) {
-          throw new OptionError(`tokenIds[${t}]`, id, "ids must be integers ≥ 0");
-        }
-        indices[t] = table && id < table.length ? table[id] : id % E;
-      }
-      return {
-        tokens: T,
-        experts: E,
-        k: 1,
-        indices,
-        weights: new Float32Array(T).fill(1),
-        scores: new Float32Array(T).fill(1),
-        scoreFunction: "softmax",
-      };
+    inputDim: -1,
+    logits(_x, out) {
+      out.data.fill(0);
+      return out;
     },
   };
+  return composeRouter({ name: "hash", gate: noLogits, selector: hashSelect({ experts: E, table }) });
 }

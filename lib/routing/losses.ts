@@ -1,10 +1,10 @@
 /**
- * Auxiliary losses (routing.md §3), returned without their coefficient and computed in float64 from the
+ * Auxiliary losses (docs/routing.md, "Auxiliary losses"), returned without their coefficient and computed in float64 from the
  * router logits (route with `{ returnLogits: true }`).
  * @module
  */
 
-import { MoekitError, OptionError } from "../core/errors.ts";
+import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { logSumExp, sigmoid, softmaxInto } from "../core/numeric.ts";
 import { isKept, type RoutingResult } from "./result.ts";
 
@@ -21,6 +21,11 @@ function logitsOf(r: RoutingResult, what: string): Float32Array {
  */
 function scoresInto(r: RoutingResult, L: Float32Array, t: number, p: Float64Array): void {
   const E = r.experts;
+  if (r.scoreFunction === "none") {
+    throw new MoekitError(
+      'this router\'s scores are not gate probabilities (scoreFunction "none"): no logit-based loss',
+    );
+  }
   if (r.scoreFunction === "softmax") {
     softmaxInto(L, t * E, E, p);
     return;
@@ -48,9 +53,10 @@ function sameExperts(results: readonly RoutingResult[]): { E: number; k: number 
  *
  * @example
  * ```ts
- * import { type BalanceLossOptions } from "@moekit/moekit";
+ * import { type BalanceLossOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: BalanceLossOptions = { convention: "hf" };
- * console.log(o.convention); // hf
+ * assert.equal(o.convention, "hf");
  * ```
  */
 export interface BalanceLossOptions {
@@ -64,6 +70,18 @@ export interface BalanceLossOptions {
   readonly counts?: "kept" | "selected";
   /** Switch: tokens per group. Default all tokens. */
   readonly groupSize?: number;
+  /**
+   * Attention mask `[T]` (1 = real token, 0 = padding; HF's `[B,S]` flattened), applied to every layer's
+   * result: padding rows leave both the token fractions and the mean probabilities (as HF's
+   * `load_balancing_loss_func`). Default: every row counts.
+   */
+  readonly attentionMask?: ArrayLike<number>;
+  /**
+   * Switch convention only: count a dropped token as routed to expert 0, as HF Switch does (it passes
+   * `argmax(router_mask)`, which is 0 for a token with no expert). Default false (flaxformer: the
+   * pre-drop first choice).
+   */
+  readonly auxLossHfDroppedAsExpert0?: boolean;
 }
 
 /**
@@ -71,10 +89,12 @@ export interface BalanceLossOptions {
  *
  * @example
  * ```ts
- * import { balanceLoss, matrix, topKRouter } from "@moekit/moekit";
+ * import { balanceLoss, matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[4, 2, 1, 1], [4, 1, 2, 1]].map((r) => r.map(Math.log)));
  * const r = topKRouter({ weight: matrix.identity(4), k: 2 }).route(x, { returnLogits: true });
- * console.log(balanceLoss(r, { convention: "hf" }).toFixed(4), balanceLoss(r).toFixed(4)); // 2.7500 1.3750
+ * assert.equal(balanceLoss(r, { convention: "hf" }).toFixed(4), "2.7500");
+ * assert.equal(balanceLoss(r).toFixed(4), "1.3750");
  * ```
  */
 export function balanceLoss(
@@ -84,6 +104,29 @@ export function balanceLoss(
   const list = Array.isArray(results) ? results as readonly RoutingResult[] : [results as RoutingResult];
   const { E, k } = sameExperts(list);
   const convention = options.convention ?? "megatron";
+  const mask = options.attentionMask;
+  if (mask !== undefined) {
+    for (const r of list) {
+      if (mask.length !== r.tokens) {
+        throw new ShapeError("attentionMask", [r.tokens], [mask.length], "one entry per token of each layer");
+      }
+    }
+    for (let t = 0; t < mask.length; t++) {
+      if (mask[t] !== 0 && mask[t] !== 1) {
+        throw new OptionError(`attentionMask[${t}]`, mask[t], "must be 0 or 1");
+      }
+    }
+  }
+  const real = (t: number) => mask === undefined || mask[t] === 1;
+  const realRows = (T: number) => {
+    if (mask === undefined) return T;
+    let n = 0;
+    for (let t = 0; t < T; t++) n += mask[t];
+    return n;
+  };
+  if (options.auxLossHfDroppedAsExpert0 && convention !== "switch") {
+    throw new OptionError("auxLossHfDroppedAsExpert0", true, `applies to convention "switch" only`);
+  }
   const p = new Float64Array(E);
   if (convention === "hf") {
     const P = new Float64Array(E), f = new Float64Array(k * E);
@@ -91,11 +134,12 @@ export function balanceLoss(
     for (const r of list) {
       const L = logitsOf(r, "balanceLoss");
       for (let t = 0; t < r.tokens; t++) {
+        if (!real(t)) continue;
         scoresInto(r, L, t, p);
         for (let e = 0; e < E; e++) P[e] += p[e];
         for (let j = 0; j < k; j++) if (r.indices[t * k + j] >= 0) f[j * E + r.indices[t * k + j]]++;
       }
-      rows += r.tokens;
+      rows += realRows(r.tokens);
     }
     let s = 0;
     for (let j = 0; j < k; j++) for (let e = 0; e < E; e++) s += f[j * E + e] * P[e];
@@ -106,6 +150,7 @@ export function balanceLoss(
     for (const r of list) {
       const L = logitsOf(r, "balanceLoss"), P = new Float64Array(E), c = new Float64Array(E);
       for (let t = 0; t < r.tokens; t++) {
+        if (!real(t)) continue;
         scoresInto(r, L, t, p);
         for (let e = 0; e < E; e++) P[e] += p[e];
         for (let j = 0; j < k; j++) {
@@ -115,7 +160,8 @@ export function balanceLoss(
       }
       let s = 0;
       for (let e = 0; e < E; e++) s += P[e] * c[e];
-      total += r.tokens > 0 ? (E * s) / (k * r.tokens * r.tokens) : 0;
+      const n = realRows(r.tokens);
+      total += n > 0 ? (E * s) / (k * n * n) : 0;
     }
     return total / list.length;
   }
@@ -125,12 +171,17 @@ export function balanceLoss(
       const L = logitsOf(r, "balanceLoss"), S = options.groupSize ?? r.tokens;
       if (!Number.isInteger(S) || S < 1) throw new OptionError("groupSize", S, "must be an integer ≥ 1");
       for (let g0 = 0; g0 < r.tokens; g0 += S) {
-        const g1 = Math.min(r.tokens, g0 + S), n = g1 - g0;
+        const g1 = Math.min(r.tokens, g0 + S);
+        let n = 0;
+        for (let t = g0; t < g1; t++) if (real(t)) n++;
+        if (n === 0) continue;
         const P = new Float64Array(E), f = new Float64Array(E);
         for (let t = g0; t < g1; t++) {
+          if (!real(t)) continue;
           scoresInto(r, L, t, p);
           for (let e = 0; e < E; e++) P[e] += p[e] / n;
-          f[r.indices[t * k]] += 1 / n;
+          const first = options.auxLossHfDroppedAsExpert0 && !isKept(r, t * k) ? 0 : r.indices[t * k];
+          f[first] += 1 / n;
         }
         let s = 0;
         for (let e = 0; e < E; e++) s += f[e] * P[e];
@@ -148,10 +199,11 @@ export function balanceLoss(
  *
  * @example
  * ```ts
- * import { matrix, topKRouter, zLoss } from "@moekit/moekit";
+ * import { matrix, topKRouter, zLoss } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[4, 2, 1, 1]].map((r) => r.map(Math.log)));
  * const r = topKRouter({ weight: matrix.identity(4), k: 2 }).route(x, { returnLogits: true });
- * console.log(zLoss(r).toFixed(4)); // 4.3241 = (ln 8)²
+ * assert.equal(zLoss(r).toFixed(4), "4.3241"); // (ln 8)²
  * ```
  */
 export function zLoss(results: RoutingResult | readonly RoutingResult[]): number {
@@ -172,10 +224,11 @@ export function zLoss(results: RoutingResult | readonly RoutingResult[]): number
  *
  * @example
  * ```ts
- * import { matrix, seqAuxLoss, topKRouter } from "@moekit/moekit";
+ * import { matrix, seqAuxLoss, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[4, 2, 1, 1], [4, 1, 2, 1]].map((r) => r.map(Math.log)));
  * const r = topKRouter({ weight: matrix.identity(4), k: 2 }).route(x, { returnLogits: true });
- * console.log(seqAuxLoss(r)); // 1.375
+ * assert.equal(seqAuxLoss(r).toFixed(4), "1.3750");
  * ```
  */
 export function seqAuxLoss(r: RoutingResult, options: { readonly sequenceLength?: number } = {}): number {
@@ -205,9 +258,10 @@ export function seqAuxLoss(r: RoutingResult, options: { readonly sequenceLength?
  *
  * @example
  * ```ts
- * import { cvSquaredLoss } from "@moekit/moekit";
- * console.log(cvSquaredLoss([1, 1, 1], [2, 2, 2])); // 0
- * console.log(cvSquaredLoss([2, 0], [1, 1]).toFixed(6)); // 1.000000
+ * import { cvSquaredLoss } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.equal(cvSquaredLoss([1, 1, 1], [2, 2, 2]), 0);
+ * assert.equal(cvSquaredLoss([2, 0], [1, 1]).toFixed(6), "1.000000");
  * ```
  */
 export function cvSquaredLoss(importance: ArrayLike<number>, load: ArrayLike<number>): number {

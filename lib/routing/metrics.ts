@@ -1,5 +1,5 @@
 /**
- * Load-balance metrics over the kept (token, choice) assignments of a routing result (routing.md §11).
+ * Load-balance metrics over the kept (token, choice) assignments of a routing result (docs/routing.md, "Load metrics").
  * @module
  */
 
@@ -11,9 +11,10 @@ import { isKept, type RoutingResult } from "./result.ts";
  *
  * @example
  * ```ts
- * import { type LoadMetrics } from "@moekit/moekit";
+ * import { type LoadMetrics } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const show = (m: LoadMetrics) => `cv ${m.cv.toFixed(3)} maxVio ${m.maxVio.toFixed(3)}`;
- * console.log(typeof show); // function
+ * assert.equal(typeof show, "function");
  * ```
  */
 export interface LoadMetrics {
@@ -44,10 +45,13 @@ export interface LoadMetrics {
  *
  * @example
  * ```ts
- * import { loadMetrics, matrix, topKRouter } from "@moekit/moekit";
+ * import { loadMetrics, matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[4, 2, 1, 1], [4, 1, 2, 1]].map((r) => r.map(Math.log)));
- * const m = loadMetrics(topKRouter({ weight: matrix.identity(4), k: 2 }).route(x)); // routing.md Example A
- * console.log(Array.from(m.counts), m.maxVio, m.entropyNorm); // [2, 1, 1, 0] 1 0.75
+ * const m = loadMetrics(topKRouter({ weight: matrix.identity(4), k: 2 }).route(x)); // docs/routing.md, "Softmax top-k"
+ * assert.deepEqual(Array.from(m.counts), [2, 1, 1, 0]);
+ * assert.equal(m.maxVio, 1);
+ * assert.equal(m.entropyNorm, 0.75);
  * ```
  */
 export function loadMetrics(r: RoutingResult): LoadMetrics {

@@ -1,5 +1,5 @@
 /**
- * Pre-gating (routing.md §9): the Read-ME decoupled pre-router, which decides every layer's experts
+ * Pre-gating (docs/routing.md, "Pre-gating"): the Read-ME decoupled pre-router, which decides every layer's experts
  * from the layer-0 input before the backbone runs, and Pre-gated MoE, where layer l's gate picks layer
  * l+1's experts.
  * @module
@@ -19,12 +19,13 @@ import type { RouteOptions, Router, RoutingResult } from "./result.ts";
  *
  * @example
  * ```ts
- * import { matrix, type PreGateBlock } from "@moekit/moekit";
+ * import { matrix, type PreGateBlock } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const b: PreGateBlock = {
  *   norm: new Float32Array(8).fill(1), w1: matrix.zeros(16, 8), b1: new Float32Array(16),
  *   w2: matrix.zeros(8, 16), b2: new Float32Array(8),
  * };
- * console.log(b.w1.rows); // 16
+ * assert.equal(b.w1.rows, 16);
  * ```
  */
 export interface PreGateBlock {
@@ -45,9 +46,10 @@ export interface PreGateBlock {
  *
  * @example
  * ```ts
- * import { type PreGateRouterOptions } from "@moekit/moekit";
+ * import { type PreGateRouterOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: PreGateRouterOptions = { layers: 32, dim: 64, experts: 7, k: 1, sharedHead: true, seed: 0 };
- * console.log(o.sharedHead); // true
+ * assert.ok(o.sharedHead);
  * ```
  */
 export interface PreGateRouterOptions {
@@ -84,9 +86,10 @@ export interface PreGateRouterOptions {
  *
  * @example
  * ```ts
- * import { matrix, preGateRouter } from "@moekit/moekit";
+ * import { matrix, preGateRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const pre = preGateRouter({ layers: 4, dim: 8, experts: 4, seed: 1 });
- * console.log(pre.routeLayers(matrix.randn(3, 8, { seed: 2 })).length); // 4
+ * assert.equal(pre.routeLayers(matrix.randn(3, 8, { seed: 2 })).length, 4);
  * ```
  */
 export interface PreGateRouter {
@@ -115,22 +118,36 @@ function rmsNorm(x: Mat, w: Float32Array, eps: number): Mat {
 }
 
 /**
- * Read-ME-style decoupled pre-router (the non-autoregressive predictor of routing.md §9): token
+ * Read-ME-style decoupled pre-router (the non-autoregressive predictor of docs/routing.md, "Pre-gating"): token
  * embeddings → residual RMSNorm MLP blocks → RMSNorm → per-layer heads (or one shared head) → softmax
  * top-k renormalised. With a shared head and k = 1 every layer gets the same expert, weight 1.
  *
  * @example
  * ```ts
- * import { matrix, preGateRouter } from "@moekit/moekit";
+ * import { matrix, preGateRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const pre = preGateRouter({ layers: 3, dim: 8, experts: 4, sharedHead: true, k: 1, seed: 1 });
  * const [a, b, c] = pre.routeLayers(matrix.randn(5, 8, { seed: 2 }));
- * console.log(Array.from(a.indices).join() === Array.from(c.indices).join(), b.weights[0]); // true 1
+ * assert.ok(Array.from(a.indices).join() === Array.from(c.indices).join());
+ * assert.equal(b.weights[0], 1);
  * ```
  */
 export function preGateRouter(options: PreGateRouterOptions): PreGateRouter {
   const eps = options.eps ?? 1e-6, k = options.k ?? 1;
   let { blocks, outNorm, heads } = options;
   const rng = new Rng(options.seed ?? 0);
+  const pieces = { blocks, outNorm, heads, headBiases: options.headBiases };
+  const missing = ["blocks", "outNorm", "heads"].filter((n) =>
+    pieces[n as keyof typeof pieces] === undefined
+  );
+  const anyGiven = Object.values(pieces).some((v) => v !== undefined);
+  if (anyGiven && missing.length > 0) {
+    throw new OptionError(
+      "preGateRouter weights",
+      `missing ${missing.join(", ")}`,
+      "give every trained piece (blocks, outNorm and heads), or none for a seeded init",
+    );
+  }
   if (!blocks || !outNorm || !heads) {
     const d = options.dim, L = options.layers, E = options.experts ?? 8;
     if (!Number.isInteger(d) || d! < 1 || !Number.isInteger(L) || L! < 1) {
@@ -215,14 +232,16 @@ export function preGateRouter(options: PreGateRouterOptions): PreGateRouter {
  *
  * @example
  * ```ts
- * import { matrix, preGatedNextLayerRouter } from "@moekit/moekit";
+ * import { matrix, preGatedNextLayerRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const pg = preGatedNextLayerRouter({
  *   gate0: matrix.randn(4, 8, { seed: 1 }),
  *   pre: [matrix.randn(4, 8, { seed: 2 }), matrix.randn(4, 8, { seed: 3 })],
  *   k: 2,
  * });
  * const xs = [0, 1, 2].map((l) => matrix.randn(5, 8, { seed: 10 + l }));
- * console.log(pg.routeLayers(xs).length, pg.layers); // 3 3
+ * assert.equal(pg.routeLayers(xs).length, 3);
+ * assert.equal(pg.layers, 3);
  * ```
  */
 export function preGatedNextLayerRouter(options: {

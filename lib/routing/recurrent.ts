@@ -1,5 +1,5 @@
 /**
- * The layerwise recurrent router (RMoE, arXiv 2408.06793; routing.md §8): one GRU cell shared by all
+ * The layerwise recurrent router (RMoE, arXiv 2408.06793; docs/routing.md, "RMoE recurrent router"): one GRU cell shared by all
  * layers carries a routing state per token from layer to layer.
  * @module
  */
@@ -19,12 +19,13 @@ import type { RouteOptions, RoutingResult } from "./result.ts";
  *
  * @example
  * ```ts
- * import { type GruWeights, matrix } from "@moekit/moekit";
+ * import { type GruWeights, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const w: GruWeights = {
  *   weightIh: matrix.zeros(3 * 4, 8), weightHh: matrix.zeros(3 * 4, 4),
  *   biasIh: new Float32Array(12), biasHh: new Float32Array(12),
  * };
- * console.log(w.weightIh.rows); // 12
+ * assert.equal(w.weightIh.rows, 12);
  * ```
  */
 export interface GruWeights {
@@ -43,9 +44,11 @@ export interface GruWeights {
  *
  * @example
  * ```ts
- * import { gruCell, type RecurrentCell } from "@moekit/moekit";
+ * import { gruCell, type RecurrentCell } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const cell: RecurrentCell = gruCell({ inputSize: 4, hiddenSize: 2, seed: 1 });
- * console.log(cell.kind, cell.hiddenSize); // gru 2
+ * assert.equal(cell.kind, "gru");
+ * assert.equal(cell.hiddenSize, 2);
  * ```
  */
 export interface RecurrentCell {
@@ -67,9 +70,10 @@ export interface RecurrentCell {
  *
  * @example
  * ```ts
- * import { type GruCellOptions } from "@moekit/moekit";
+ * import { type GruCellOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: GruCellOptions = { inputSize: 256, hiddenSize: 256, seed: 0 };
- * console.log(o.hiddenSize); // 256
+ * assert.equal(o.hiddenSize, 256);
  * ```
  */
 export interface GruCellOptions {
@@ -91,13 +95,14 @@ export interface GruCellOptions {
  *
  * @example
  * ```ts
- * import { gruCell, matrix } from "@moekit/moekit";
- * // routing.md §8: r = 1, all W = 1, b = 0, x = 1, h = 0.5 → h' = 0.570642
+ * import { gruCell, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * // docs/routing.md, "RMoE recurrent router": r = 1, all W = 1, b = 0, x = 1, h = 0.5 → h' = 0.570642
  * const one = matrix.full(3, 1, 1);
  * const cell = gruCell({
  *   weights: { weightIh: one, weightHh: one, biasIh: new Float32Array(3), biasHh: new Float32Array(3) },
  * });
- * console.log(cell.step(matrix.full(1, 1, 1), matrix.full(1, 1, 0.5)).data[0].toFixed(6)); // 0.570642
+ * assert.equal(cell.step(matrix.full(1, 1, 1), matrix.full(1, 1, 0.5)).data[0].toFixed(6), "0.570642");
  * ```
  */
 export function gruCell(options: GruCellOptions): RecurrentCell {
@@ -172,9 +177,10 @@ export function gruCell(options: GruCellOptions): RecurrentCell {
  *
  * @example
  * ```ts
- * import { type RecurrentRouterOptions } from "@moekit/moekit";
+ * import { type RecurrentRouterOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: RecurrentRouterOptions = { layers: 4, dim: 64, experts: 8, hiddenSize: 32, k: 2, seed: 1 };
- * console.log(o.layers); // 4
+ * assert.equal(o.layers, 4);
  * ```
  */
 export interface RecurrentRouterOptions {
@@ -207,9 +213,10 @@ export interface RecurrentRouterOptions {
  *
  * @example
  * ```ts
- * import { type RecurrentStep } from "@moekit/moekit";
+ * import { type RecurrentStep } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const width = (s: RecurrentStep) => s.state.cols;
- * console.log(typeof width); // function
+ * assert.equal(typeof width, "function");
  * ```
  */
 export interface RecurrentStep {
@@ -224,11 +231,13 @@ export interface RecurrentStep {
  *
  * @example
  * ```ts
- * import { matrix, recurrentRouter } from "@moekit/moekit";
+ * import { matrix, recurrentRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const rmoe = recurrentRouter({ layers: 3, dim: 16, experts: 4, hiddenSize: 8, k: 2, seed: 1 });
  * const xs = [0, 1, 2].map((l) => matrix.randn(5, 16, { seed: l }));
  * const { routings, states } = rmoe.routeStack(xs);
- * console.log(routings.length, states[2].cols); // 3 8
+ * assert.equal(routings.length, 3);
+ * assert.equal(states[2].cols, 8);
  * ```
  */
 export interface RecurrentRouter {
@@ -250,22 +259,37 @@ export interface RecurrentRouter {
   routeStack(inputs: readonly Mat[], options?: RouteOptions): { routings: RoutingResult[]; states: Mat[] };
 }
 
+function withoutExtras(r: RoutingResult): RoutingResult {
+  const { extras: _drop, ...rest } = r;
+  return rest;
+}
+
 /**
  * Builds an RMoE router: `h₋₁ = 0; x'_l = X_l W_proj[l]ᵀ; h_l = GRU(x'_l, h_{l−1}); logits_l = h_l W_out[l]ᵀ`,
  * then the selector (default Mixtral softmax top-k). Seeded init follows PyTorch's defaults.
  *
  * @example
  * ```ts
- * import { matrix, recurrentRouter } from "@moekit/moekit";
+ * import { matrix, recurrentRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const rmoe = recurrentRouter({ layers: 2, dim: 8, experts: 4, hiddenSize: 4, k: 1, seed: 3 });
  * const step0 = rmoe.routeLayer(0, matrix.randn(3, 8, { seed: 1 }));
  * const step1 = rmoe.routeLayer(1, matrix.randn(3, 8, { seed: 2 }), step0.state);
- * console.log(step1.routing.indices.length); // 3
+ * assert.equal(step1.routing.indices.length, 3);
  * ```
  */
 export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRouter {
   let { projections, heads, cell } = options;
   const seed = options.seed ?? 0, rng = new Rng(seed);
+  const given = { projections, heads, cell };
+  const missing = Object.entries(given).filter(([, v]) => v === undefined).map(([n]) => n);
+  if (missing.length < 3 && (!projections || !heads)) {
+    throw new OptionError(
+      "recurrentRouter weights",
+      `missing ${missing.join(", ")}`,
+      "give every trained piece (projections and heads; cell optional only with both), or none for a seeded init",
+    );
+  }
   if (!projections || !heads) {
     const L = options.layers, d = options.dim, E = options.experts ?? 8, r = options.hiddenSize ?? 256;
     if (!Number.isInteger(L) || L! < 1 || !Number.isInteger(d) || d! < 1) {
@@ -308,19 +332,25 @@ export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRoute
   const theCell = cell, projs = projections, hds = heads;
   const projGates = projs.map((weight) => linearGate({ weight })),
     headGates = hds.map((weight) => linearGate({ weight }));
-  const routers = hds.map((_head, l) => (state: { h: Mat }) =>
+  // one router per layer, built once: its logit source steps the GRU from the state passed in
+  // `route(x, { state })` and hands the new state back as the side output "state"
+  const routers = hds.map((_head, l) =>
     composeRouter({
       name: "rmoe",
       selector,
       gate: {
         experts: E,
         inputDim: d,
-        logits(x, out) {
-          state.h = theCell.step(projGates[l].logits(x, matrix.zeros(x.rows, r)), state.h);
-          return headGates[l].logits(state.h, out);
+        publishes: ["state"],
+        logits(x, out, ctx) {
+          const prev = ctx?.options.state;
+          if (!prev) throw new MoekitError("the RMoE logit source needs the previous state");
+          const h = theCell.step(projGates[l].logits(x, matrix.zeros(x.rows, r)), prev);
+          ctx.side.state = h;
+          return headGates[l].logits(h, out);
         },
       },
-      tileTokens: Number.MAX_SAFE_INTEGER, // the state update must see all tokens once
+      tileTokens: Number.MAX_SAFE_INTEGER, // the state update sees all tokens in one step
     })
   );
   const routeLayer = (layer: number, x: Mat, previous?: Mat, opts?: RouteOptions): RecurrentStep => {
@@ -329,9 +359,10 @@ export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRoute
     }
     const h = previous ?? matrix.zeros(x.rows, r);
     matrix.assertShape(`state before layer ${layer}`, h, x.rows, r);
-    const state = { h };
-    const routing = routers[layer](state).route(x, opts);
-    return { routing, state: state.h };
+    const routed = routers[layer].route(x, { ...opts, state: h });
+    const { state, ...rest } = routed.extras as { state: Mat };
+    const routing = Object.keys(rest).length > 0 ? { ...routed, extras: rest } : withoutExtras(routed);
+    return { routing, state };
   };
   return {
     layers: L,

@@ -11,12 +11,13 @@ import { type Mat, matrix } from "../core/matrix.ts";
  *
  * @example
  * ```ts
- * import { type ScoreFunction } from "@moekit/moekit";
+ * import { type ScoreFunction } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const f: ScoreFunction = "sigmoid"; // DeepSeek-V3
- * console.log(f); // sigmoid
+ * assert.equal(f, "sigmoid");
  * ```
  */
-export type ScoreFunction = "softmax" | "sigmoid";
+export type ScoreFunction = "softmax" | "sigmoid" | "none";
 
 /**
  * Which experts each token goes to, and with what weight.
@@ -26,10 +27,12 @@ export type ScoreFunction = "softmax" | "sigmoid";
  *
  * @example
  * ```ts
- * import { matrix, topKRouter } from "@moekit/moekit";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(4), k: 2 })
  *   .route(matrix.fromArrays([[Math.log(4), Math.log(2), 0, 0]]));
- * console.log(Array.from(r.indices), Array.from(r.weights)); // [0, 1] [0.666…, 0.333…]
+ * assert.deepEqual(Array.from(r.indices), [0, 1]);
+ * assert.ok(Math.abs(r.weights[0] - 2 / 3) < 1e-6);
  * ```
  */
 export interface RoutingResult {
@@ -66,9 +69,10 @@ export interface RoutingResult {
  *
  * @example
  * ```ts
- * import { type RouteOptions } from "@moekit/moekit";
+ * import { type RouteOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const opts: RouteOptions = { returnLogits: true, training: false };
- * console.log(opts.returnLogits); // true
+ * assert.ok(opts.returnLogits);
  * ```
  */
 export interface RouteOptions {
@@ -82,6 +86,23 @@ export interface RouteOptions {
   readonly seed?: number;
   /** Token ids, for routers that route by id (hash routing). */
   readonly tokenIds?: ArrayLike<number>;
+  /**
+   * Expert mask `[E]`: 0 = the expert is removed (its logit is −∞ before scoring, for every selector and
+   * backend); fewer live experts than the selector needs (k) is an error. Expert pruning uses it.
+   */
+  readonly expertMask?: Uint8Array;
+  /** Router-input jitter factors `[T,d]` in `[1−ε, 1+ε]` (training; default drawn from the seed). */
+  readonly jitter?: Mat;
+  /** GShard `random` policy: one uniform in [0, 1) per token `[T]` (default drawn from the seed). */
+  readonly uniforms?: ArrayLike<number>;
+  /** GShard `sampling` policy: Gumbel noise `[T,E]` (default drawn from the seed). */
+  readonly gumbel?: Mat;
+  /** Noisy top-k: standard-normal noise `[T,E]` (default drawn from the seed). */
+  readonly noise?: Mat;
+  /** Recurrent routers: the routing state before this layer `[T,r]` (RMoE's `routeLayer` passes it). */
+  readonly state?: Mat;
+  /** Group-limited routers (DeepSeek): put the kept groups `[T·topkGroup]` in `extras.groupIndices`. */
+  readonly returnGroups?: boolean;
 }
 
 /**
@@ -89,9 +110,10 @@ export interface RouteOptions {
  *
  * @example
  * ```ts
- * import { matrix, type Router, topKRouter } from "@moekit/moekit";
+ * import { matrix, type Router, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const router: Router = topKRouter({ weight: matrix.randn(8, 16, { seed: 1 }), k: 2 });
- * console.log(router.route(matrix.randn(5, 16, { seed: 2 })).indices.length); // 10
+ * assert.equal(router.route(matrix.randn(5, 16, { seed: 2 })).indices.length, 10);
  * ```
  */
 export interface Router {
@@ -110,9 +132,11 @@ export interface Router {
  *
  * @example
  * ```ts
- * import { isKept, matrix, switchRouter } from "@moekit/moekit";
+ * import { isKept, matrix, switchRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = switchRouter({ weight: matrix.identity(2), capacity: 1 }).route(matrix.fromArrays([[1, 0], [2, 0]]));
- * console.log(isKept(r, 0), isKept(r, 1)); // true false
+ * assert.ok(isKept(r, 0));
+ * assert.equal(isKept(r, 1), false);
  * ```
  */
 export function isKept(r: RoutingResult, i: number): boolean {
@@ -125,9 +149,10 @@ export function isKept(r: RoutingResult, i: number): boolean {
  *
  * @example
  * ```ts
- * import { combineMatrix, matrix, topKRouter } from "@moekit/moekit";
+ * import { combineMatrix, matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(3), k: 1 }).route(matrix.fromArrays([[0, 2, 1]]));
- * console.log(Array.from(combineMatrix(r).data)); // [0, 1, 0]
+ * assert.deepEqual(Array.from(combineMatrix(r).data), [0, 1, 0]);
  * ```
  */
 export function combineMatrix(r: RoutingResult): Mat {

@@ -7,19 +7,22 @@
 
 import type { Mat } from "../core/matrix.ts";
 import type { Rng } from "../core/random.ts";
-import type { ScoreFunction } from "./result.ts";
+import type { RouteOptions, ScoreFunction } from "./result.ts";
+import type { EpilogueKind } from "./backend.ts";
 import { checkK } from "./checks.ts";
+import { registerSelector } from "./registry.ts";
 
 /**
  * Output buffers a selector writes, each `[T·k]`.
  *
  * @example
  * ```ts
- * import { type SelectionBuffers } from "@moekit/moekit";
+ * import { type SelectionBuffers } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const out: SelectionBuffers = {
  *   indices: new Int32Array(4), weights: new Float32Array(4), scores: new Float32Array(4),
  * };
- * console.log(out.indices.length); // 4
+ * assert.equal(out.indices.length, 4);
  * ```
  */
 export interface SelectionBuffers {
@@ -29,6 +32,11 @@ export interface SelectionBuffers {
   readonly weights: Float32Array;
   /** Gate scores of the chosen experts before renormalisation. */
   readonly scores: Float32Array;
+  /**
+   * Present (all 1 on entry) when the selector has `marksUnkept`: it writes 0 for a choice it names but
+   * does not keep (GShard's unsampled second expert); capacity then skips that choice.
+   */
+  readonly keep?: Uint8Array;
 }
 
 /**
@@ -36,18 +44,31 @@ export interface SelectionBuffers {
  *
  * @example
  * ```ts
- * import { Rng, type SelectContext } from "@moekit/moekit";
+ * import { Rng, type SelectContext } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const ctx: SelectContext = { training: false, rng: new Rng(0), tokens: 16 };
- * console.log(ctx.tokens); // 16
+ * assert.equal(ctx.tokens, 16);
  * ```
  */
 export interface SelectContext {
   /** Training mode (sampling, noise). */
   readonly training: boolean;
-  /** The call's seeded generator. */
+  /**
+   * The call's seeded generator. Per-token selectors get one stream per tile of tokens
+   * (`derive("tile", firstToken)`), the same on every thread; all-token selectors get the call's stream.
+   */
   readonly rng: Rng;
   /** Total tokens in this route call. */
   readonly tokens: number;
+  /** The route call's options (injected random draws such as `uniforms`, `gumbel`, `noise`). */
+  readonly options?: RouteOptions;
+  /** Side outputs of the logit source for all tokens (e.g. noisy top-k's clean logits and noise scale). */
+  readonly side?: Readonly<Record<string, Mat>>;
+  /**
+   * Per-call optional outputs the selector fills across tiles (e.g. DeepSeek's `groupIndices`); they are
+   * published in the result's `extras`. Present on the calling thread only.
+   */
+  readonly outputs?: Record<string, Int32Array | Float32Array | Float64Array>;
   /** Precomputed per-row `Σ_e exp(l − max)` of this block of logits (from a vector kernel), if any. */
   readonly softmaxSums?: Float32Array;
   /** Precomputed sigmoid of every logit of this block (from a vector kernel), if any. */
@@ -59,15 +80,20 @@ export interface SelectContext {
  *
  * @example
  * ```ts
- * import { softmaxTopK } from "@moekit/moekit";
- * console.log(JSON.stringify(softmaxTopK({ k: 2 }).spec!())); // {"kind":"softmaxTopK","options":{"k":2,"normTopkProb":true}}
+ * import { softmaxTopK } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * const spec = softmaxTopK({ k: 2 }).spec!();
+ * assert.equal(spec.kind, "softmaxTopK");
+ * assert.deepEqual(spec.options, { k: 2, normTopkProb: true });
  * ```
  */
 export interface SelectorSpec {
-  /** Factory name: `"softmaxTopK"`, `"sigmoidGroupedTopK"` or `"softmaxGroupedTopK"`. */
+  /** Registered factory name, e.g. `"softmaxTopK"`. */
   readonly kind: string;
   /** The factory's options (typed arrays as plain arrays). */
   readonly options: Record<string, unknown>;
+  /** URL of the module that registers `kind` when it loads (a worker imports it first). */
+  readonly module?: string;
 }
 
 /**
@@ -75,11 +101,12 @@ export interface SelectorSpec {
  *
  * @example
  * ```ts
- * import { matrix, Rng, softmaxTopK } from "@moekit/moekit";
+ * import { matrix, Rng, softmaxTopK } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const sel = softmaxTopK({ k: 1 });
  * const out = { indices: new Int32Array(1), weights: new Float32Array(1), scores: new Float32Array(1) };
  * sel.select(matrix.fromArrays([[0, 3, 1]]), 0, out, { training: false, rng: new Rng(0), tokens: 1 });
- * console.log(out.indices[0]); // 1
+ * assert.equal(out.indices[0], 1);
  * ```
  */
 export interface Selector {
@@ -87,15 +114,26 @@ export interface Selector {
   readonly name: string;
   /** Choices per token. */
   readonly k: number;
-  /** Softmax or sigmoid scores. */
+  /** How scores relate to the logits: softmax, sigmoid, or `"none"` (not a gate probability). */
   readonly scoreFunction: ScoreFunction;
-  /** True when selection couples tokens (Sinkhorn, expert choice): it then sees all logits at once. */
+  /** True when selection couples tokens (Sinkhorn, expert choice, BASE): it then sees all logits at once. */
   readonly needsAllTokens: boolean;
-  /** A vector epilogue the selector can use when the gate offers it (see {@link SelectContext}). */
-  readonly epilogue?: "softmaxSums" | "sigmoid";
+  /** True when it draws from `ctx.rng` (then it gets a per-tile stream, or the call's stream if all-token). */
+  readonly random?: boolean;
+  /** The per-expert capacity it applies itself for T tokens (expert choice), reported in the result. */
+  capacityOf?(tokens: number, experts: number): number;
+  /** Live experts it needs under an expert mask. Default k. */
+  readonly minLiveExperts?: number;
+  /** True when it marks choices it names but does not keep (writes `out.keep`, see {@link SelectionBuffers}). */
+  readonly marksUnkept?: boolean;
   /**
-   * A JSON-serialisable description `{ kind, options }` from which a worker thread rebuilds the same
-   * selector (see `useThreads`); selectors without one run on the calling thread only.
+   * Scores it can take precomputed for a tile (`ctx.softmaxSums` or `ctx.sigmoid`), when the compute
+   * backend offers that pass; it computes them itself otherwise.
+   */
+  readonly precomputed?: EpilogueKind;
+  /**
+   * A JSON-serialisable description from which another thread rebuilds the same selector through the
+   * selector registry (`registerSelector`); selectors without one run on the calling thread only.
    */
   spec?(): SelectorSpec;
   /** Checks the selector fits E experts (throws otherwise). */
@@ -116,10 +154,11 @@ export interface Selector {
  *
  * @example
  * ```ts
- * import { topKIndices } from "@moekit/moekit";
+ * import { topKIndices } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const idx = new Int32Array(2);
  * topKIndices([2, 1, 2, 0], 0, 4, 2, idx, 0);
- * console.log(Array.from(idx)); // [0, 2]
+ * assert.deepEqual(Array.from(idx), [0, 2]);
  * ```
  */
 export function topKIndices(
@@ -166,9 +205,10 @@ export function topKIndices(
  *
  * @example
  * ```ts
- * import { type SoftmaxTopKOptions } from "@moekit/moekit";
+ * import { type SoftmaxTopKOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: SoftmaxTopKOptions = { k: 8, normTopkProb: false }; // OLMoE
- * console.log(o.k); // 8
+ * assert.equal(o.k, 8);
  * ```
  */
 export interface SoftmaxTopKOptions {
@@ -184,11 +224,12 @@ export interface SoftmaxTopKOptions {
  *
  * @example
  * ```ts
- * import { matrix, Rng, softmaxTopK } from "@moekit/moekit";
+ * import { matrix, Rng, softmaxTopK } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const out = { indices: new Int32Array(2), weights: new Float32Array(2), scores: new Float32Array(2) };
  * const logits = matrix.fromArrays([[Math.log(4), Math.log(2), 0, 0]]);
  * softmaxTopK({ k: 2 }).select(logits, 0, out, { training: false, rng: new Rng(0), tokens: 1 });
- * console.log(Array.from(out.scores)); // [0.5, 0.25]
+ * assert.deepEqual(Array.from(out.scores), [0.5, 0.25]);
  * ```
  */
 export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
@@ -198,8 +239,8 @@ export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
     k,
     scoreFunction: "softmax",
     needsAllTokens: false,
-    epilogue: "softmaxSums",
-    spec: () => ({ kind: "softmaxTopK", options: { k, normTopkProb: norm } }),
+    precomputed: "softmaxSums",
+    spec: () => ({ kind: "softmaxTopK", options: { k, normTopkProb: norm }, module: import.meta.url }),
     validate: (experts) => checkK(k, experts),
     select(logits, tokenOffset, out, ctx) {
       const E = logits.cols, L = logits.data, sums = ctx.softmaxSums;
@@ -221,3 +262,5 @@ export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
     },
   };
 }
+
+registerSelector("softmaxTopK", (o) => softmaxTopK(o as unknown as SoftmaxTopKOptions));

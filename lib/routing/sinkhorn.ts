@@ -1,5 +1,5 @@
 /**
- * Sinkhorn / S-BASE routing (Megatron `sinkhorn`, routing.md §7): balanced selection by Sinkhorn-Knopp
+ * Sinkhorn / S-BASE routing (Megatron `sinkhorn`; docs/routing.md, "Sinkhorn"): balanced selection by Sinkhorn-Knopp
  * scaling in training, plain top-k at inference.
  * @module
  */
@@ -7,7 +7,8 @@
 import type { Mat } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
-import { type Backend, linearGate } from "./gate.ts";
+import { linearGate } from "./gate.ts";
+import type { BackendChoice } from "./backend.ts";
 import { type Selector, topKIndices } from "./select.ts";
 import { composeRouter } from "./compose.ts";
 import type { Router } from "./result.ts";
@@ -20,9 +21,11 @@ import { checkK } from "./checks.ts";
  *
  * @example
  * ```ts
- * import { matrix, sinkhorn } from "@moekit/moekit";
+ * import { matrix, sinkhorn } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const { iterations, converged } = sinkhorn(matrix.fromArrays([[.2, 0], [.1, 0], [.3, 0], [.4, 0]]));
- * console.log(converged, iterations > 0); // true true
+ * assert.ok(converged);
+ * assert.ok(iterations > 0);
  * ```
  */
 export function sinkhorn(
@@ -69,8 +72,9 @@ export function sinkhorn(
  *
  * @example
  * ```ts
- * import { sinkhornSelect } from "@moekit/moekit";
- * console.log(sinkhornSelect({ k: 1 }).needsAllTokens); // true
+ * import { sinkhornSelect } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.ok(sinkhornSelect({ k: 1 }).needsAllTokens);
  * ```
  */
 export function sinkhornSelect(
@@ -112,16 +116,17 @@ export function sinkhornSelect(
  *
  * @example
  * ```ts
- * import { matrix, sinkhornRouter } from "@moekit/moekit";
+ * import { matrix, sinkhornRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const x = matrix.fromArrays([[.2], [.1], [.3], [.4]]);
  * const router = sinkhornRouter({ weight: matrix.fromArrays([[1], [0]]), k: 1 });
- * console.log(Array.from(router.route(x, { training: true }).indices)); // [1, 1, 0, 0]
- * console.log(Array.from(router.route(x).indices)); // [0, 0, 0, 0]
+ * assert.deepEqual(Array.from(router.route(x, { training: true }).indices), [1, 1, 0, 0]);
+ * assert.deepEqual(Array.from(router.route(x).indices), [0, 0, 0, 0]);
  * ```
  */
 export function sinkhornRouter(options: {
   readonly weight: Mat;
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   readonly k?: number;
   readonly training?: boolean;
   readonly tol?: number;

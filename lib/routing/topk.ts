@@ -6,19 +6,21 @@
 
 import type { Mat } from "../core/matrix.ts";
 import { OptionError } from "../core/errors.ts";
-import { type Backend, linearGate } from "./gate.ts";
+import { linearGate } from "./gate.ts";
+import type { BackendChoice } from "./backend.ts";
 import { softmaxTopK } from "./select.ts";
 import { composeRouter } from "./compose.ts";
 import type { CapacityOptions, DropPolicy } from "./capacity.ts";
 import type { Router } from "./result.ts";
 
 /**
- * Model presets of the softmax top-k router (routing.md §2).
+ * Model presets of the softmax top-k router (docs/routing.md, "Softmax top-k").
  *
  * @example
  * ```ts
- * import { TOPK_PRESETS } from "@moekit/moekit";
- * console.log(TOPK_PRESETS.olmoe); // { experts: 64, k: 8, normTopkProb: false, auxCoef: 0.01 }
+ * import { TOPK_PRESETS } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(TOPK_PRESETS.olmoe, { experts: 64, k: 8, normTopkProb: false, auxCoef: 0.01 });
  * ```
  */
 export const TOPK_PRESETS = {
@@ -33,16 +35,17 @@ export const TOPK_PRESETS = {
  *
  * @example
  * ```ts
- * import { matrix, type TopKRouterOptions } from "@moekit/moekit";
+ * import { matrix, type TopKRouterOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: TopKRouterOptions = { weight: matrix.zeros(64, 16), preset: "olmoe" };
- * console.log(o.preset); // olmoe
+ * assert.equal(o.preset, "olmoe");
  * ```
  */
 export interface TopKRouterOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
   /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   /** Optional gate bias `[E]`. */
   readonly bias?: ArrayLike<number>;
   /** Choices per token. Default: the preset's k, else 2. */
@@ -66,11 +69,12 @@ export interface TopKRouterOptions {
  *
  * @example
  * ```ts
- * import { matrix, topKRouter } from "@moekit/moekit";
- * // routing.md Example A: W = I₄, logits ln[4,2,1,1] and ln[4,1,2,1]
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * // docs/routing.md, "Softmax top-k": W = I₄, logits ln[4,2,1,1] and ln[4,1,2,1]
  * const x = matrix.fromArrays([[4, 2, 1, 1], [4, 1, 2, 1]].map((r) => r.map(Math.log)));
  * const r = topKRouter({ weight: matrix.identity(4), k: 2 }).route(x);
- * console.log(Array.from(r.indices)); // [0, 1, 0, 2]
+ * assert.deepEqual(Array.from(r.indices), [0, 1, 0, 2]);
  * ```
  */
 export function topKRouter(options: TopKRouterOptions): Router {
@@ -96,16 +100,17 @@ export function topKRouter(options: TopKRouterOptions): Router {
  *
  * @example
  * ```ts
- * import { matrix, type SwitchRouterOptions } from "@moekit/moekit";
+ * import { matrix, type SwitchRouterOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: SwitchRouterOptions = { weight: matrix.zeros(8, 16), capacityFactor: 1.25, policy: "bpr" };
- * console.log(o.policy); // bpr
+ * assert.equal(o.policy, "bpr");
  * ```
  */
 export interface SwitchRouterOptions {
   /** Gate weight `[E,d]` (no bias, as in HF Switch). */
   readonly weight: Mat;
   /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   /** Capacity factor. Default 1. */
   readonly capacityFactor?: number;
   /** Fixed capacity or formula (see {@link CapacityOptions}); HF Switch uses a fixed 64. */
@@ -128,10 +133,12 @@ export interface SwitchRouterOptions {
  *
  * @example
  * ```ts
- * import { matrix, switchRouter } from "@moekit/moekit";
+ * import { matrix, switchRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = switchRouter({ weight: matrix.randn(4, 8, { seed: 1 }), capacityFactor: 0.5 })
  *   .route(matrix.randn(16, 8, { seed: 2 }));
- * console.log(r.capacity, r.k); // 2 1
+ * assert.equal(r.capacity, 2);
+ * assert.equal(r.k, 1);
  * ```
  */
 export function switchRouter(options: SwitchRouterOptions): Router {
@@ -156,16 +163,17 @@ export function switchRouter(options: SwitchRouterOptions): Router {
  *
  * @example
  * ```ts
- * import { type CapacityRouterOptions, matrix } from "@moekit/moekit";
+ * import { type CapacityRouterOptions, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const o: CapacityRouterOptions = { weight: matrix.zeros(8, 4), k: 2, capacityFactor: 1, policy: "probs" };
- * console.log(o.k); // 2
+ * assert.equal(o.k, 2);
  * ```
  */
 export interface CapacityRouterOptions extends CapacityOptions {
   /** Gate weight `[E,d]`. */
   readonly weight: Mat;
   /** Gate GEMM backend: `"auto"` (default: WebAssembly SIMD where available), `"wasm"` or `"js"`. */
-  readonly backend?: Backend | "auto";
+  readonly backend?: BackendChoice;
   /** Optional gate bias `[E]`. */
   readonly bias?: ArrayLike<number>;
   /** Choices per token. Default 2. */
@@ -178,14 +186,15 @@ export interface CapacityRouterOptions extends CapacityOptions {
 
 /**
  * Generic token-choice top-k with capacity `ceil(k·T·cf/E)` (Megatron/DeepSpeed) and any of the four
- * drop policies of routing.md §4.
+ * drop policies of docs/routing.md, "Capacity and token dropping".
  *
  * @example
  * ```ts
- * import { capacityRouter, matrix } from "@moekit/moekit";
+ * import { capacityRouter, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = capacityRouter({ weight: matrix.randn(4, 8, { seed: 3 }), k: 2, capacityFactor: 0, policy: "probs" })
  *   .route(matrix.randn(6, 8, { seed: 4 }));
- * console.log(r.keep!.every((v) => v === 0)); // true: cf = 0 drops everything
+ * assert.ok(r.keep!.every((v) => v === 0)); // cf = 0 drops everything
  * ```
  */
 export function capacityRouter(options: CapacityRouterOptions): Router {
