@@ -18,14 +18,20 @@ import {
   planOutputFiles,
   runCheckpointMerge,
 } from "../merging/checkpoint_merge.ts";
+import { finalizeCheckpointMerge, parsePart, partsFolder, planPart } from "../merging/merge_run.ts";
 
 const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
-       deno task merge <config.yaml> <out-dir> [options]
+       deno run -A mod.ts merge <config.yaml> <out-dir> --shard i/n [options]
+       deno run -A mod.ts merge --finalize <out-dir> [--overwrite]
+       deno task merge …   (the same, with relative paths read from the folder you run it in)
 
   --dry-run             print the plan (method, tensors, resolved parameters, files) and stop
   --overwrite           replace an existing non-empty <out-dir> as a whole (else it is refused)
   --out-shard-size S    bytes per output shard: 5B (default), 500M, 64K or a plain number
   --seed N              seed of DARE/DELLA masks (default 0)
+  --shard i/n           merge only part i (0 ≤ i < n) of the output's shard files, balanced by bytes, into
+                        <out-dir>.parts/ (every part with the same config and flags, anywhere)
+  --finalize <out-dir>  check that every part is present and complete, then write <out-dir> from them
   --quiet               no progress bar
   --help                this text
   --cuda, --lazy-unpickle, --random-seed N
@@ -95,6 +101,8 @@ export async function runMergeCli(args: string[]): Promise<number> {
         "random-seed": { type: "string" },
         "out-shard-size": { type: "string" },
         seed: { type: "string" },
+        shard: { type: "string" },
+        finalize: { type: "string" },
         quiet: { type: "boolean" },
         help: { type: "boolean" },
       },
@@ -108,6 +116,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (v.finalize !== undefined) return await finalizeCli(v.finalize, parsed.positionals, v);
   const [configArg, outArg] = parsed.positionals;
   if (!configArg || (!outArg && !v["dry-run"]) || parsed.positionals.length > 2) {
     console.error(`error: expected <config.yaml> <out-dir>\n${USAGE}`);
@@ -131,6 +140,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
     const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
     const seed = v.seed === undefined ? 0 : Number(v.seed);
     if (!Number.isInteger(seed)) throw new MoekitError(`--seed ${v.seed}: must be an integer`);
+    const part = v.shard === undefined ? undefined : parsePart(v.shard);
     const text = await Deno.readTextFile(configPath).catch((e) => {
       throw new MoekitError(`cannot read config ${configPath} (${e.message})`);
     });
@@ -140,6 +150,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
     const inputs = [...side.inputs, configPath];
     side.notes.forEach((n) => console.error(`moekit: ${n}`));
     if (outDir !== undefined) await checkOutputFolder(outDir, { overwrite: v.overwrite, inputs });
+    const share = part && await planPart(plan, part, { shardBytes, seed }); // e.g. fewer files than parts
     if (v["dry-run"]) {
       console.log(
         `plan: ${plan.method}, ${plan.tensors.length} tensors, ${
@@ -148,7 +159,15 @@ export async function runMergeCli(args: string[]): Promise<number> {
       );
       if (outDir !== undefined) console.log(`output: ${outDir}`);
       console.log(`files beside the shards: ${side.files.map((f) => f.name).join(", ") || "none"}`);
-      for (const t of plan.tensors) {
+      const mine = share && new Set(share.mine.flatMap((f) => share.files[f].tensors.map((t) => t.name)));
+      if (share) {
+        console.log(
+          `part ${part!.index}/${part!.count}: ${share.mine.map((f) => share.files[f].name).join(", ")} (${
+            (share.mine.reduce((a, f) => a + share.files[f].bytes, 0) / 1e6).toFixed(1)
+          } MB of ${(share.files.reduce((a, f) => a + f.bytes, 0) / 1e6).toFixed(1)} MB of output)`,
+        );
+      }
+      for (const t of plan.tensors.filter((t) => !mine || mine.has(t.name))) {
         const src = t.passthrough
           ? "copied from the base"
           : t.sources.map((s) => `${s.model}:${s.tensor} ${JSON.stringify(s.params)}`).join("; ");
@@ -172,16 +191,25 @@ export async function runMergeCli(args: string[]): Promise<number> {
         seed,
         overwrite: v.overwrite,
         inputs: [configPath],
+        part,
         onProgress: (p) => {
           progress?.(p);
           if (interrupted) throw new MoekitError("interrupted: no output was committed");
         },
       });
-      console.log(
-        `merged ${plan.tensors.length} tensors into ${outArg} (${r.files.join(", ")}) in ${
-          r.seconds.toFixed(1)
-        } s`,
-      );
+      if (part) {
+        console.log(
+          `merged part ${part.index}/${part.count} (${r.files.join(", ")}) into ${partsFolder(outDir!)} in ${
+            r.seconds.toFixed(1)
+          } s; when every part is done: merge --finalize ${outArg}`,
+        );
+      } else {
+        console.log(
+          `merged ${plan.tensors.length} tensors into ${outArg} (${r.files.join(", ")}) in ${
+            r.seconds.toFixed(1)
+          } s`,
+        );
+      }
     } finally {
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
@@ -194,6 +222,27 @@ export async function runMergeCli(args: string[]): Promise<number> {
     return running && !isOutputError(e, outDir) ? 1 : 2; // the run re-checks the output before any read
   } finally {
     plan?.close();
+  }
+}
+
+/** `merge --finalize <out-dir>`: every problem found before writing is exit 2. */
+async function finalizeCli(
+  outArg: string,
+  positionals: string[],
+  v: { overwrite?: boolean; shard?: string; "dry-run"?: boolean },
+): Promise<number> {
+  if (positionals.length || v.shard !== undefined || v["dry-run"]) {
+    console.error(`error: --finalize takes only the output folder (and --overwrite)\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const r = await finalizeCheckpointMerge(resolve(callerDir(), outArg), { overwrite: v.overwrite });
+    console.log(`finalized ${outArg} from ${r.parts} part${r.parts > 1 ? "s" : ""} (${r.files.join(", ")})`);
+    return 0;
+  } catch (e) {
+    if (!(e instanceof MoekitError)) throw e;
+    console.error(`error: ${e.message}`);
+    return 2;
   }
 }
 
