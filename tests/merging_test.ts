@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   dellaProbabilities,
+  kthLargestMagnitude,
   magnitudeRangeMask,
   matrix,
   merge,
@@ -11,8 +12,18 @@ import {
   taskVector,
   type Tensor,
   topMagnitudeMask,
-} from "../mod.ts";
-import { assertClose } from "./helpers.ts";
+} from "../lib/merging/mod.ts";
+
+/** |a − b| ≤ tol elementwise. */
+function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 5e-5): void {
+  assert.equal(actual.length, expected.length, `length ${actual.length} vs ${expected.length}`);
+  for (let i = 0; i < actual.length; i++) {
+    assert.ok(
+      Math.abs(actual[i] - expected[i]) <= tol,
+      `index ${i}: ${actual[i]} vs ${expected[i]} (tol ${tol})`,
+    );
+  }
+}
 
 const vec = (...v: number[]): Tensor => ({ shape: [v.length], data: Float64Array.from(v) });
 const zeros = (n: number): Tensor => ({ shape: [n], data: new Float64Array(n) });
@@ -187,7 +198,7 @@ Deno.test("example 6: DARE rescale L1 vs inverse density; injected masks; seeded
   const kept = Array.from(a.data).filter((v) => v !== 0).length;
   assert.ok(Math.abs(kept - 6000) < 4 * Math.sqrt(20000 * .3 * .7), `kept ${kept} ~ Binomial(20000, .3)`);
   const l1 = (v: ArrayLike<number>) => Array.from(v).reduce((s, x) => s + Math.abs(x), 0);
-  assertClose(l1(a.data), l1(big.data), 1e-6);
+  assertClose([l1(a.data)], [l1(big.data)], 1e-6);
   const ratios = new Set(
     Array.from(a.data).map((v, i) => (v === 0 ? 0 : +(v / big.data[i]).toFixed(9))).filter(Boolean),
   );
@@ -209,7 +220,7 @@ Deno.test("example 7: DELLA probabilities (with ties); mean keep probability per
   assertClose(dellaProbabilities(vec(.5, .5, -.1, 0), .5, .1), [.6, .5333, .4667, .4], 1e-4);
   const p = dellaProbabilities({ shape: [3, 7], data: matrix.randn(3, 7, { seed: 1 }).data }, .4, .15);
   for (let r = 0; r < 3; r++) {
-    assertClose(Array.from(p.subarray(r * 7, r * 7 + 7)).reduce((a, b) => a + b) / 7, .4, 1e-12);
+    assertClose([Array.from(p.subarray(r * 7, r * 7 + 7)).reduce((a, b) => a + b) / 7], [.4], 1e-12);
   }
   assert.throws(
     () => dellaProbabilities({ shape: [2, 2, 2], data: new Float64Array(8) }, .5, .1),
@@ -265,6 +276,7 @@ Deno.test("registry, task vectors, matrices in, embedding sub-matrix and skipped
     "della",
     "della_linear",
     "linear",
+    "magnitude_prune",
     "model_stock",
     "nuslerp",
     "slerp",
@@ -324,4 +336,22 @@ Deno.test("paper-code variants: Breadcrumbs per row (example 12), TIES keeps tru
   assertClose(paper.data, [1, -1, -1, -2], 1e-12);
   const mk = merge({ method: "ties", base, models: models([a, b], [{ weight: 1 }, { weight: 1 }]) });
   assertClose(mk.data, [1, -1, -1, 2], 1e-12);
+});
+
+Deno.test("selection on large vectors (sampled bucket guess, and its fallback) equals a stable full sort", () => {
+  const n = 200_003, step = Math.floor(n / 4096);
+  const quantised = matrix.rand(1, n, { seed: 11, lo: -4, hi: 4 }).data.map((x) => Math.round(x * 8) / 8);
+  // adversarial: the sampled positions hold the large values, so the guessed buckets miss the k-th
+  const skewed = Float64Array.from({ length: n }, (_, i) => (i % step === 0 ? 100 + (i % 7) : (i % 13) / 16));
+  for (const v of [quantised, skewed]) {
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) =>
+      Math.abs(v[b]) - Math.abs(v[a]) || a - b
+    );
+    for (const k of [1, 4096, Math.trunc(n * 0.3), n - 5]) {
+      const ref = new Uint8Array(n);
+      for (let j = 0; j < k; j++) ref[order[j]] = 1;
+      assert.deepEqual(topMagnitudeMask(v, k), ref, `k = ${k}`);
+      assert.equal(kthLargestMagnitude(v, k), Math.abs(v[order[k - 1]]));
+    }
+  }
 });

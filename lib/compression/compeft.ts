@@ -6,7 +6,7 @@
  */
 
 import { OptionError } from "../core/errors.ts";
-import { kthLargestMagnitude } from "../merging/selection.ts";
+import { kthLargestMagnitude } from "../core/selection.ts";
 
 /**
  * A ComPEFT-compressed vector.

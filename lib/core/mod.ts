@@ -14,3 +14,4 @@ export {
   toMlMatrix,
   toNdarray,
 } from "./interop.ts";
+export { kthLargestMagnitude, magnitudeRangeMask, topMagnitudeMask } from "./selection.ts";

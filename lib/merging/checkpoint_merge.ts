@@ -6,28 +6,30 @@
  */
 
 import { MoekitError, OptionError } from "../core/errors.ts";
-import { type Checkpoint, openCheckpoint, writeCheckpoint } from "../io/checkpoint.ts";
+import { type Checkpoint, type ExtraFile, openCheckpoint, writeCheckpoint } from "../io/checkpoint.ts";
+import {
+  chatTemplateOf,
+  derivedModelConfig,
+  tokenizerFiles,
+  vocabularyFingerprint,
+} from "../io/model_files.ts";
 import { type Dtype, FLOAT_DTYPES } from "../io/dtype.ts";
 import type { TensorInfo } from "../io/safetensors.ts";
-import {
-  evaluateParam,
-  GLOBAL_PARAMS,
-  layerIndex,
-  type MergeConfig,
-  MODEL_PARAMS,
-  type ParamValue,
-} from "./config.ts";
-import { merge, type MergeParams, type ModelParams } from "./merge.ts";
-import { mergeMethods } from "./methods.ts";
+import { evaluateParam, layerIndex, type MergeConfig, type ParamValue } from "./config.ts";
+import { mergeStream, writeMergePart } from "./merge_run.ts";
+import { checkModelCount, type MergeMethod, mergeMethod, validateMergeParams } from "./methods.ts";
+import type { MergeParams, ModelParams } from "./params.ts";
+import { shapeRule } from "./shapes.ts";
 
 /**
  * One output tensor of a plan.
  *
  * @example
  * ```ts
- * import { type PlannedTensor } from "@moekit/moekit";
- * const describe = (p: PlannedTensor) => `${p.name} ← ${p.sources.length} models`;
- * console.log(typeof describe); // function
+ * import { type PlannedTensor } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
+ * const p: PlannedTensor = { name: "w", shape: [2], dtype: "F32", t: 0, sources: [], params: {}, passthrough: false };
+ * assert.equal(p.sources.length, 0);
  * ```
  */
 export interface PlannedTensor {
@@ -58,9 +60,10 @@ export interface PlannedTensor {
  *
  * @example
  * ```ts
- * import { type MergePlan } from "@moekit/moekit";
+ * import { type MergePlan } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
  * const size = (p: MergePlan) => p.tensors.length;
- * console.log(typeof size); // function
+ * assert.equal(size({ tensors: [] } as unknown as MergePlan), 0);
  * ```
  */
 export interface MergePlan {
@@ -72,6 +75,10 @@ export interface MergePlan {
   readonly checkpoints: ReadonlyMap<string, Checkpoint>;
   /** Bytes of input tensor data the run will read. */
   readonly inputBytes: number;
+  /** The config it was planned from. */
+  readonly config: MergeConfig;
+  /** Maps a model named in the config to its folder, as the plan did. */
+  resolve(model: string): Promise<string>;
   /** Closes the checkpoints. */
   close(): void;
 }
@@ -95,7 +102,10 @@ function dtypeOf(name: string | undefined, fallback: Dtype): Dtype {
   return d;
 }
 
-const EMBEDDING = /embed_tokens|lm_head|wte|word_embeddings/;
+/** Tensors before the layer stack (embeddings): planned with t = 0 and the first slice. */
+const PRE_LAYER = /embed_tokens|(?:^|\.)wte\.|(?:^|\.)wpe\.|word_embeddings|embed_in|(?:^|\.)embeddings\./;
+/** Tensors outside the layer stack that come after it (final norm, lm_head, …): t = 1, the last slice. */
+const isPostLayer = (name: string) => /lm_head|embed_out/.test(name) || !PRE_LAYER.test(name);
 
 /**
  * Builds and validates a plan. `resolve` maps a config model name to a folder (default: relative to
@@ -105,22 +115,23 @@ const EMBEDDING = /embed_tokens|lm_head|wte|word_embeddings/;
  *
  * @example
  * ```ts
- * import { parseMergeConfig, planCheckpointMerge } from "@moekit/moekit";
+ * import { parseMergeConfig, planCheckpointMerge } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
  * const config = parseMergeConfig("merge_method: ties\nbase_model: /nowhere/base\nmodels:\n  - model: /nowhere/a\n");
- * await planCheckpointMerge(config).catch((e) => console.log(e.message)); // checkpoint /nowhere/base does not exist
+ * await assert.rejects(planCheckpointMerge(config), /\/nowhere\/base: checkpoint does not exist/);
  * ```
  */
 export async function planCheckpointMerge(
   config: MergeConfig,
-  options: { readonly configDir?: string } = {},
+  options: { readonly configDir?: string; readonly cwd?: string } = {},
 ): Promise<MergePlan> {
-  const methodConfig = mergeMethods[config.method];
+  const method = mergeMethod(config.method);
   const resolve = async (m: string) => {
     if (options.configDir && !m.startsWith("/")) {
       const rel = `${options.configDir}/${m}`;
       if (await Deno.stat(rel).then(() => true, () => false)) return rel;
     }
-    return m;
+    return options.cwd && !m.startsWith("/") ? `${options.cwd}/${m}` : m; // else relative to the caller's folder
   };
   const checkpoints = new Map<string, Checkpoint>();
   const open = async (m: string) => {
@@ -128,7 +139,7 @@ export async function planCheckpointMerge(
     return checkpoints.get(m)!;
   };
   try {
-    const tensors = await buildEntries(config, methodConfig.kind, open);
+    const tensors = await buildEntries(config, method, open);
     let inputBytes = 0;
     for (const t of tensors) {
       for (const s of [...(t.base ? [t.base] : []), ...t.sources]) {
@@ -141,6 +152,8 @@ export async function planCheckpointMerge(
       tensors,
       checkpoints,
       inputBytes,
+      config,
+      resolve,
       close: () => checkpoints.forEach((c) => c.close()),
     };
   } catch (e) {
@@ -151,11 +164,13 @@ export async function planCheckpointMerge(
 
 async function buildEntries(
   config: MergeConfig,
-  kind: string,
+  method: MergeMethod,
   open: (m: string) => Promise<Checkpoint>,
 ): Promise<PlannedTensor[]> {
-  const needsBase = kind !== "linear";
-  if (needsBase && !config.baseModel) throw new MoekitError(`config: ${config.method} needs base_model`);
+  if (method.base === "required" && !config.baseModel) {
+    throw new MoekitError(`config: ${config.method} needs base_model`);
+  }
+  const needsBase = method.base !== "none" && config.baseModel !== undefined;
   const modelParams = new Map(config.models.map((m) => [m.model, m.parameters]));
   const out: PlannedTensor[] = [];
   const refModel = config.baseModel ?? config.models[0]?.model ?? config.slices![0].sources[0].model;
@@ -181,13 +196,10 @@ async function buildEntries(
     const baseInfo = await info(refModel, baseTensor);
     const passthrough = !FLOAT_DTYPES.includes(baseInfo.dtype);
     const sources = [];
-    for (const [i, s] of srcs.entries()) {
+    for (const s of srcs) {
       const si = await info(s.model, s.tensor);
-      const same = si.shape.length === baseInfo.shape.length &&
-        si.shape.every((d, j) => d === baseInfo.shape[j]);
-      const embedOk = EMBEDDING.test(name) && si.shape.length === 2 && baseInfo.shape.length === 2 &&
-        si.shape[0] >= baseInfo.shape[0] && si.shape[1] >= baseInfo.shape[1];
-      if (!same && !embedOk) {
+      const rule = shapeRule(name, si.shape, baseInfo.shape);
+      if (rule === "mismatch" || (rule === "submatrix" && !needsBase)) {
         throw new MoekitError(
           `model ${s.model} tensor ${s.tensor}: shape [${si.shape.join(",")}] does not match ${refModel}'s [${
             baseInfo.shape.join(",")
@@ -200,19 +212,17 @@ async function buildEntries(
       sources.push({
         model: s.model,
         tensor: s.tensor,
-        params: modelParamsFor(s.chain, t, name, i, kind, config.method),
+        params: paramsFor(method, "model", s.chain, t, name),
       });
     }
-    const params = globalParamsFor(globalChain, t, name);
-    if (kind === "slerp" && !passthrough) {
-      if (sources.length !== 1) {
-        throw new MoekitError(
-          `slerp needs exactly one model besides the base for ${name}, got ${sources.length}`,
-        );
-      }
-      if (params.t === undefined || !(params.t >= 0 && params.t <= 1)) {
-        throw new OptionError("t", params.t, `slerp needs t in [0, 1] (tensor ${name})`);
-      }
+    const params = paramsFor(method, "global", globalChain, t, name) as MergeParams;
+    if (!passthrough) {
+      const label = (k: string, i?: number) => {
+        const n = method.parameters.find((p) => p.key === k)?.name ?? k;
+        return i === undefined ? `${n} (tensor ${name})` : `${n} (model ${i}, tensor ${name})`;
+      };
+      validateMergeParams(method, params as Record<string, unknown>, sources.map((s) => s.params), label);
+      checkModelCount(method, sources.length, name);
     }
     out.push({
       name,
@@ -231,7 +241,8 @@ async function buildEntries(
     const L = layersOf(ref);
     for (const name of ref.names) {
       const idx = layerIndex(name);
-      const t = idx === undefined ? 0 : L > 1 ? idx / (L - 1) : 1;
+      // outside the layer stack: embeddings at t = 0, the final norm and lm_head at t = 1 (mergekit's plan)
+      const t = idx === undefined ? (isPostLayer(name) ? 1 : 0) : L > 1 ? idx / (L - 1) : 1;
       await add(
         name,
         name,
@@ -242,22 +253,21 @@ async function buildEntries(
     }
     return out;
   }
-  // slices: non-layer tensors from the reference model, then each slice's layers renumbered in order
-  const first = config.slices[0];
+  // slices: non-layer tensors from the reference model (embeddings: the first slice's sources and
+  // parameters at t = 0; the final norm and lm_head: the last slice's at t = 1), then each slice's layers
   for (const name of ref.names.filter((n) => layerIndex(n) === undefined)) {
-    const srcs = first.sources.filter((s) => s.model !== config.baseModel);
+    const post = isPostLayer(name), slice = post ? config.slices[config.slices.length - 1] : config.slices[0];
+    const srcs = slice.sources.filter((s) => s.model !== config.baseModel);
     await add(
       name,
       name,
-      0,
+      post ? 1 : 0,
       srcs.map((s) => ({
         model: s.model,
-        tensor: name, // outside the layer stack: the first slice's sources and parameters, t = 0
-        chain: [s.parameters, first.parameters, modelParams.get(s.model) ?? {}, config.parameters],
+        tensor: name,
+        chain: [s.parameters, slice.parameters, modelParams.get(s.model) ?? {}, config.parameters],
       })),
-      [
-        config.parameters,
-      ],
+      [slice.parameters, config.parameters],
     );
   }
   let offset = 0;
@@ -310,59 +320,21 @@ function lookup(
   return undefined;
 }
 
-function num(v: number | string | boolean | undefined, what: string): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new OptionError(what, v, "must be a number");
-  return v;
-}
-
-function modelParamsFor(
+/** Evaluates every parameter the method declares in `scope` for one tensor (config names → API keys). */
+function paramsFor(
+  method: MergeMethod,
+  scope: "model" | "global",
   chain: Record<string, ParamValue>[],
   t: number,
   name: string,
-  i: number,
-  kind: string,
-  method: string,
-): ModelParams {
-  const p: Record<string, number | undefined> = {};
-  for (const k of MODEL_PARAMS) p[k] = num(lookup(chain, k, t, name), `${k} (model ${i}, tensor ${name})`);
-  if ((kind === "gta" || kind === "linear") && p.weight === undefined) {
-    throw new OptionError(
-      `weight (model ${i}, tensor ${name})`,
-      undefined,
-      `${method} needs a weight for every model`,
-    );
-  }
-  if (p.density !== undefined && p.density < 0) {
-    throw new OptionError(`density (model ${i}, tensor ${name})`, p.density, "must be ≥ 0");
-  }
-  if (method.startsWith("della") && (p.density ?? 1) < 1 && (p.density ?? 1) > 0) {
-    const d = p.density!, e = p.epsilon ?? 0.15;
-    if (!(d - e > 0 && d + e < 1)) {
-      throw new OptionError(
-        `epsilon (model ${i}, tensor ${name})`,
-        e,
-        `needs 0 < density − epsilon and density + epsilon < 1 (density ${d})`,
-      );
-    }
-  }
-  return Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)) as ModelParams;
-}
-
-function globalParamsFor(chain: Record<string, ParamValue>[], t: number, name: string): MergeParams {
+): ModelParams & MergeParams {
   const p: Record<string, unknown> = {};
-  for (const k of GLOBAL_PARAMS) {
-    const v = lookup(chain, k, t, name);
-    if (v !== undefined) p[k === "rescale_norm" ? "rescaleNorm" : k] = v;
+  for (const spec of method.parameters) {
+    if (spec.scope !== scope || spec.type === "mask") continue;
+    const v = lookup(chain, spec.name, t, name);
+    if (v !== undefined) p[spec.key] = v;
   }
-  if (p.filter_wise) {
-    throw new OptionError(
-      "filter_wise",
-      true,
-      "moekit's model_stock merges whole tensors (filter_wise: false)",
-    );
-  }
-  return p as MergeParams;
+  return p as ModelParams & MergeParams;
 }
 
 /**
@@ -370,9 +342,10 @@ function globalParamsFor(chain: Record<string, ParamValue>[], t: number, name: s
  *
  * @example
  * ```ts
- * import { type MergeProgress } from "@moekit/moekit";
+ * import { type MergeProgress } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
  * const pct = (p: MergeProgress) => (100 * p.done) / p.total;
- * console.log(typeof pct); // function
+ * assert.equal(pct({ done: 3, total: 4, bytesRead: 0, bytesTotal: 0, seconds: 1 }), 75);
  * ```
  */
 export interface MergeProgress {
@@ -389,14 +362,120 @@ export interface MergeProgress {
 }
 
 /**
- * Runs a plan: for each output tensor, reads its inputs, merges, and streams it to `outDir` (sharded,
- * atomic: no output file gets its final name before every shard is complete).
+ * The files written beside the merged shards, as mergekit writes them: the `config.json` of the base model
+ * (or the first model) with `torch_dtype` set to the output dtype (and `num_hidden_layers` to the output's
+ * layer count when slices renumber the layers), and the tokenizer files of `tokenizer_source` (default:
+ * the same model, as mergekit's `copy_tokenizer`), with `chat_template` applied. With a named tokenizer
+ * source every model must share its vocabulary (mergekit would re-map the embeddings; moekit refuses).
+ * Reads only small text files, no tensor. Also returns every folder the run reads (`inputs`).
  *
  * @example
  * ```ts
- * import { type MergePlan, runCheckpointMerge } from "@moekit/moekit";
- * const run = (plan: MergePlan, dir: string) => runCheckpointMerge(plan, dir, { shardBytes: 1e9, seed: 0 });
- * console.log(typeof run); // function
+ * import { type MergePlan, planOutputFiles } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
+ * const names = async (plan: MergePlan) => (await planOutputFiles(plan)).files.map((f) => f.name);
+ * assert.equal(typeof names, "function");
+ * ```
+ */
+export async function planOutputFiles(
+  plan: MergePlan,
+): Promise<{ files: ExtraFile[]; inputs: string[]; notes: string[] }> {
+  const config = plan.config, notes: string[] = [];
+  const folderOf = async (m: string) => {
+    const path = plan.checkpoints.get(m)?.path ?? await plan.resolve(m);
+    const st = await Deno.stat(path).catch(() => undefined);
+    return st?.isDirectory ? path : undefined;
+  };
+  const models = [...plan.checkpoints.keys()];
+  const inputs = models.map((m) => plan.checkpoints.get(m)!.path);
+  const donor = config.baseModel ?? config.models[0]?.model ?? config.slices?.[0]?.sources[0]?.model;
+  const donorDir = donor === undefined ? undefined : await folderOf(donor);
+  const files: ExtraFile[] = [];
+  const floatOut = plan.tensors.find((t) => !t.passthrough);
+  const layers = config.slices
+    ? new Set(plan.tensors.map((t) => layerIndex(t.name)).filter((l) => l !== undefined)).size
+    : undefined;
+  if (donorDir) {
+    const cfg = await derivedModelConfig(donorDir, {
+      dtype: (config.outDtype ?? config.dtype) !== undefined ? floatOut?.dtype : undefined,
+      layers,
+    });
+    if (cfg) files.push(cfg);
+    else notes.push(`${donor} has no config.json: the output has none either`);
+  }
+  let source = config.tokenizerSource, sourceDir = donorDir;
+  if (source === "base") {
+    if (!config.baseModel) throw new MoekitError("config: tokenizer_source: base needs base_model");
+    source = config.baseModel;
+  }
+  if (source !== undefined) {
+    sourceDir = await folderOf(source);
+    if (!sourceDir) throw new MoekitError(`config: tokenizer source ${source} is not a model folder`);
+    if (!plan.checkpoints.has(source)) inputs.push(sourceDir);
+    const want = await vocabularyFingerprint(sourceDir);
+    if (!want) throw new MoekitError(`config: tokenizer source ${source} has no tokenizer files`);
+    for (const m of models) {
+      const dir = await folderOf(m);
+      const got = dir ? await vocabularyFingerprint(dir) : undefined;
+      if (got && got.kind === want.kind && got.value !== want.value) {
+        throw new MoekitError(
+          `config: model ${m} has another vocabulary than the tokenizer source ${source} (${got.kind} differs); ` +
+            "mergekit would re-map the embeddings to one vocabulary, which moekit does not do — merge models " +
+            "that share a vocabulary",
+        );
+      }
+    }
+  }
+  let template = config.chatTemplate;
+  if (template === "auto") {
+    const counts = new Map<string, number>();
+    for (const m of models) {
+      const dir = await folderOf(m), t = dir ? await chatTemplateOf(dir) : undefined;
+      if (t !== undefined) counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    template = [...counts.entries()].reduce<[string, number] | undefined>(
+      (best, e) => (!best || e[1] > best[1] ? e : best),
+      undefined,
+    )?.[0];
+    if (template === undefined) notes.push("chat_template: auto found no chat template in the models");
+  }
+  if (sourceDir) files.push(...await tokenizerFiles(sourceDir, template));
+  return { files, inputs, notes };
+}
+
+/**
+ * Runs a plan into the folder `outDir`: for each output tensor, reads its inputs, merges, and streams it
+ * into shards, with `config.json` and the tokenizer files beside them ({@link planOutputFiles}). Before
+ * any tensor is read the output is checked — not an input, not a file, not an existing non-empty folder
+ * unless `overwrite: true` — and everything is written into a temporary folder beside `outDir` that is
+ * renamed into place when complete; an old folder is replaced as a whole (see `writeCheckpoint`).
+ *
+ * Reads, compute and writes overlap: the merges run on a Worker while this thread reads the next
+ * tensor's inputs and writes the previous result, as long as the tensors in flight together hold no
+ * more elements than the largest tensor (so the peak memory is that of merging the largest tensor
+ * alone). `overlap: false` runs one tensor at a time on this thread; the output bytes are the same.
+ *
+ * With `part: { index, count }` the run writes only part `index` (0 ≤ index < count) of the output — a
+ * share of the shard files balanced by bytes — into `<outDir>.parts/`; once every part has run (in other
+ * processes or on other machines, with the same config and options), {@link finalizeCheckpointMerge}
+ * checks them and writes `outDir`.
+ *
+ * @example
+ * ```ts
+ * import { parseMergeConfig, planCheckpointMerge, runCheckpointMerge } from "@moekit/moekit/merging";
+ * import { writeCheckpoint } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * for (const [m, v] of [["base", 1], ["a", 3]] as const) {
+ *   await writeCheckpoint(`${dir}/${m}`, [{ name: "w", dtype: "F32", shape: [2] }], () => [v, v]);
+ * }
+ * const config = parseMergeConfig("merge_method: linear\nmodels:\n  - {model: base, parameters: {weight: 1}}\n  - {model: a, parameters: {weight: 1}}\n");
+ * const plan = await planCheckpointMerge(config, { configDir: dir });
+ * await assert.rejects(() => runCheckpointMerge(plan, `${dir}/a`), /is an input/);
+ * const r = await runCheckpointMerge(plan, `${dir}/out`);
+ * assert.deepEqual(r.files, ["model.safetensors"]);
+ * plan.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function runCheckpointMerge(
@@ -406,60 +485,54 @@ export async function runCheckpointMerge(
     readonly shardBytes?: number;
     readonly seed?: number;
     readonly onProgress?: (p: MergeProgress) => void;
+    /** Replace an existing non-empty `outDir` as a whole. Default false (refused). */
+    readonly overwrite?: boolean;
+    /** More paths the output must not be (for example the config file). */
+    readonly inputs?: readonly string[];
+    /** Where notes go (cleanup of stale temporary folders). Default stderr. */
+    readonly log?: (line: string) => void;
+    /** Overlap reads, compute (on a Worker) and writes. Default true; false: one tensor at a time here. */
+    readonly overlap?: boolean;
+    /** Write only this part of the output into `<outDir>.parts/` (see {@link finalizeCheckpointMerge}). */
+    readonly part?: { readonly index: number; readonly count: number };
   } = {},
 ): Promise<{ files: string[]; seconds: number; bytesRead: number }> {
-  const start = performance.now(), byName = new Map(plan.tensors.map((t) => [t.name, t]));
-  let done = 0, bytesRead = 0;
-  const ck = (m: string) => plan.checkpoints.get(m)!;
-  const files = await writeCheckpoint(outDir, plan.tensors, async (name) => {
-    const e = byName.get(name)!;
-    let data: ArrayLike<number> | Uint8Array;
-    if (e.passthrough) {
-      data = await ck(e.base?.model ?? e.sources[0].model).readBytes(e.base?.tensor ?? name);
-      bytesRead += data.length;
-    } else {
-      const base = e.base ? await ck(e.base.model).read(e.base.tensor) : undefined;
-      const models = [];
-      // each model is widened to float64 right away (its float32 copy is dropped), and merge() turns that
-      // array into the task vector in place: about N + 2 tensors of float64 live at once, not 2N + 2
-      for (const s of e.sources) {
-        const t = await ck(s.model).read(s.tensor);
-        models.push({
-          tensor: {
-            shape: t.shape,
-            data: t.data instanceof Float64Array ? t.data : new Float64Array(t.data),
-          },
-          params: s.params,
+  const start = performance.now();
+  const side = await planOutputFiles(plan);
+  const inputs = [...side.inputs, ...(options.inputs ?? [])];
+  const metadata = { format: "pt", merged_by: "moekit", merge_method: plan.method };
+  if (options.part) {
+    return await writeMergePart(plan, outDir, options.part, {
+      ...options,
+      inputs,
+      sideFiles: side.files,
+      metadata,
+    });
+  }
+  let done = 0;
+  const stream = mergeStream(plan, plan.tensors, options);
+  try {
+    const files = await writeCheckpoint(outDir, plan.tensors, (name) => stream.take(name), {
+      shardBytes: options.shardBytes,
+      overwrite: options.overwrite,
+      inputs,
+      files: side.files,
+      log: options.log,
+      metadata,
+      onTensor: (name) => {
+        stream.written(name);
+        done++;
+        options.onProgress?.({
+          done,
+          total: plan.tensors.length,
+          bytesRead: stream.bytesRead,
+          bytesTotal: plan.inputBytes,
+          seconds: (performance.now() - start) / 1000,
         });
-      }
-      for (const s of [...(e.base ? [e.base] : []), ...e.sources]) {
-        const i = ck(s.model).info(s.tensor)!;
-        bytesRead += i.end - i.begin;
-      }
-      data = merge({
-        method: plan.method,
-        base,
-        models,
-        params: e.params,
-        name,
-        seed: options.seed,
-        consumeInputs: true,
-      }).data;
-    }
-    return data;
-  }, {
-    shardBytes: options.shardBytes,
-    metadata: { format: "pt", merged_by: "moekit", merge_method: plan.method },
-    onTensor: () => {
-      done++;
-      options.onProgress?.({
-        done,
-        total: plan.tensors.length,
-        bytesRead,
-        bytesTotal: plan.inputBytes,
-        seconds: (performance.now() - start) / 1000,
-      });
-    },
-  });
-  return { files, seconds: (performance.now() - start) / 1000, bytesRead };
+      },
+    });
+    return { files, seconds: (performance.now() - start) / 1000, bytesRead: stream.bytesRead };
+  } finally {
+    stream.close();
+  }
 }

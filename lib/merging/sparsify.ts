@@ -1,13 +1,21 @@
 /**
- * Task-vector sparsifiers (merging.md §4): magnitude (TIES), magnitude with outliers (Model Breadcrumbs),
- * random (DARE) and DELLA's magnitude-ranked keep probabilities, with L1 or inverse-density rescaling.
+ * Task-vector sparsifiers: magnitude (TIES), magnitude with outliers (Model Breadcrumbs), random (DARE)
+ * and DELLA's magnitude-ranked keep probabilities, with L1 / L2 / L∞ norm matching or inverse-density
+ * rescaling. Each sparsifier produces a keep mask and one scale factor; the merge engine applies them on
+ * the fly, {@link sparsify} materialises the result.
  * @module
  */
 
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { Rng } from "../core/random.ts";
-import { magnitudeRangeMask, magnitudeRanks, topMagnitudeMask } from "./selection.ts";
-import { asTensor, rowsCols, type Tensor, type TensorInput } from "./tensor.ts";
+import { asTensor, rowsCols, type Tensor, type TensorInput } from "../io/tensor.ts";
+import {
+  atLeastKthSmallestInto,
+  magnitudeRangeCut,
+  magnitudeRangeInto,
+  magnitudeRanks,
+  type RangeCut,
+} from "../core/selection.ts";
 
 /**
  * A sparsification method: `"magnitude"`, `"magnitude_outliers"` (Breadcrumbs), `"random"` (DARE),
@@ -15,21 +23,47 @@ import { asTensor, rowsCols, type Tensor, type TensorInput } from "./tensor.ts";
  *
  * @example
  * ```ts
- * import { type SparsifyMethod } from "@moekit/moekit";
+ * import { type SparsifyMethod } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
  * const m: SparsifyMethod = "magnitude_outliers";
- * console.log(m); // magnitude_outliers
+ * assert.equal(m, "magnitude_outliers");
  * ```
  */
 export type SparsifyMethod = "magnitude" | "magnitude_outliers" | "random" | "della_magprune";
+
+/**
+ * The norm `rescale` matches: mergekit's `l1` (default), `l2`, `linf`; `inverse_density` multiplies the
+ * survivors by 1/density (DARE before 2025-02, PEFT); `none`.
+ *
+ * @example
+ * ```ts
+ * import { type RescaleNorm } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
+ * const r: RescaleNorm = "l2";
+ * assert.equal(r, "l2");
+ * ```
+ */
+export type RescaleNorm = "l1" | "l2" | "linf" | "inverse_density" | "none";
+
+/** What each variant changes in sparsification (declared once; the sparsifiers read it). */
+const SPARSIFY_VARIANTS = {
+  /** mergekit: exactly trunc(d·n) entries; k = 0 is an error; Breadcrumbs over the whole tensor. */
+  mergekit: { zeroKeep: "error", magnitude: "exact", breadcrumbs: "tensor", randomNorm: "l1" },
+  /** PEFT: k = 0 gives zeros; DARE rescales by 1/density. */
+  peft: { zeroKeep: "zeros", magnitude: "exact", breadcrumbs: "tensor", randomNorm: "inverse_density" },
+  /** Paper code: TIES keeps |x| ≥ the kth smallest (trunc(d·n)+1 entries plus ties); Breadcrumbs per row. */
+  paper: { zeroKeep: "error", magnitude: "threshold", breadcrumbs: "row", randomNorm: "l1" },
+} as const;
 
 /**
  * Options of {@link sparsify}.
  *
  * @example
  * ```ts
- * import { type SparsifyOptions } from "@moekit/moekit";
+ * import { type SparsifyOptions } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
  * const o: SparsifyOptions = { method: "random", density: 0.1, rescale: true, seed: 1, name: "layers.0.mlp", modelIndex: 2 };
- * console.log(o.density); // 0.1
+ * assert.equal(o.density, 0.1);
  * ```
  */
 export interface SparsifyOptions {
@@ -41,10 +75,10 @@ export interface SparsifyOptions {
   readonly gamma?: number;
   /** DELLA: half-width of the keep-probability range. Default 0.15. */
   readonly epsilon?: number;
-  /** Rescale survivors: true = `rescaleNorm` (L1 by default). Default false. */
+  /** Rescale survivors: true = `rescaleNorm`. Default false. */
   readonly rescale?: boolean;
-  /** `"l1"` (mergekit since 2025-02, default), `"inverse_density"` (older DARE, PEFT) or `"none"`. */
-  readonly rescaleNorm?: "l1" | "inverse_density" | "none";
+  /** The norm to match. Default `"l1"` (`"inverse_density"` for DARE under `semantics: "peft"`). */
+  readonly rescaleNorm?: RescaleNorm;
   /** DARE/DELLA: an explicit keep mask (1 = keep), used instead of random draws. */
   readonly mask?: Uint8Array;
   /** Seed of the random draws; the stream is derived from (seed, name, modelIndex). Default 0. */
@@ -56,35 +90,32 @@ export interface SparsifyOptions {
   /** Reproduce mergekit's Breadcrumbs quirk (`nTop = 0` zeroes the tensor). Default false. */
   readonly mergekitCompat?: boolean;
   /**
-   * `"peft"`: magnitude with k = 0 returns zeros instead of throwing; `"paper"`: magnitude keeps every
-   * `|x| ≥` the kth smallest magnitude (kth = n − trunc(d·n): trunc(d·n)+1 entries plus ties, the TIES code),
-   * Breadcrumbs cuts per row along the last dimension (drop trunc(c·γ), keep trunc(c·d)). Default `"mergekit"`.
+   * `"peft"`: magnitude with k = 0 returns zeros instead of throwing, DARE rescales by 1/density;
+   * `"paper"`: magnitude keeps every `|x| ≥` the kth smallest magnitude (kth = n − trunc(d·n): trunc(d·n)+1
+   * entries plus ties, the TIES code), Breadcrumbs cuts per row along the last dimension (drop trunc(c·γ),
+   * keep trunc(c·d)). Default `"mergekit"`.
    */
   readonly semantics?: "mergekit" | "peft" | "paper";
   /** Write the result into the input's data (a Float64Array) instead of a new array. Default false. */
   readonly inPlace?: boolean;
 }
 
-/** `m = t ⊙ mask`, L1-rescaled to `Σ|t|` unless either sum < 1e-7 (merging.md §4). */
-function rescaled(
-  t: ArrayLike<number>,
-  mask: Uint8Array,
-  norm: "l1" | "inverse_density" | "none",
-  density: number,
-  out: Float64Array = new Float64Array(t.length), // may be `t` itself (in place)
-): Float64Array {
-  let full = 0, kept = 0;
-  for (let i = 0; i < t.length; i++) {
-    full += Math.abs(t[i]);
-    if (mask[i]) kept += Math.abs(t[i]);
-    out[i] = mask[i] ? t[i] : 0;
-  }
-  let s = 1;
-  if (norm === "l1") s = full < 1e-7 || kept < 1e-7 ? 1 : full / kept;
-  else if (norm === "inverse_density") s = 1 / density;
-  if (s !== 1) { for (let i = 0; i < out.length; i++) out[i] *= s; }
-  return out;
+type FloatArray = Float32Array | Float64Array;
+
+/** A sparsification as a keep mask (null = keep all) and one factor for the survivors. */
+export interface SparsePlan {
+  /** Keep mask (1 = keep), or null: keep every entry (or those of `cut`). */
+  readonly mask: Uint8Array | null;
+  /** Instead of a mask: a magnitude band, evaluated in index order by the caller. */
+  readonly cut?: RangeCut;
+  /** Factor applied to the kept entries. */
+  readonly scale: number;
+  /** Every entry dropped. */
+  readonly zero: boolean;
 }
+
+const KEEP_ALL: SparsePlan = { mask: null, scale: 1, zero: false };
+const ZERO: SparsePlan = { mask: null, scale: 1, zero: true };
 
 function checkMask(mask: Uint8Array | undefined, n: number, what: string): void {
   if (mask && mask.length !== n) {
@@ -93,44 +124,74 @@ function checkMask(mask: Uint8Array | undefined, n: number, what: string): void 
 }
 
 /**
- * Sparsifies one task vector. Counts truncate: `k = trunc(density·numel)` (float64 product, as Python
- * `int(d*n)`). Magnitude cuts use the total order (|x| descending, lower index first) in O(n).
- *
- * @example
- * ```ts
- * import { sparsify } from "@moekit/moekit";
- * const t = { shape: [6], data: new Float64Array([.5, -2, 1, .25, -1, 3]) };
- * console.log(Array.from(sparsify(t, { method: "magnitude", density: 0.5 }).data)); // [0, -2, 1, 0, 0, 3]
- * ```
+ * Plans the sparsification of the task vector `x − sub` (or `x`): the keep mask (written into `maskBuf`
+ * when one is given, so buffers can be reused) and the rescale factor. `round` (workDtype) rounds the
+ * norms and the factor as the low-precision reference does.
  */
-export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
-  const t = asTensor(input), n = t.data.length, d = options.density;
+export function planSparsify(
+  x: FloatArray,
+  sub: FloatArray | undefined,
+  shape: readonly number[],
+  options: SparsifyOptions,
+  maskBuf?: Uint8Array,
+  round?: (v: number) => number,
+  lazy = false,
+): SparsePlan {
+  const n = x.length, d = options.density;
   if (!Number.isFinite(d)) throw new OptionError("density", d, "must be a finite number");
-  const into = options.inPlace && t.data instanceof Float64Array ? t.data : undefined;
-  if (d >= 1) return { shape: t.shape, data: into ?? new Float64Array(t.data) };
-  const norm = options.rescale ? options.rescaleNorm ?? "l1" : "none";
-  const zeros = () => (into ? into.fill(0) : new Float64Array(n));
+  if (d >= 1) return KEEP_ALL;
+  const semantics = options.semantics ?? "mergekit", v = SPARSIFY_VARIANTS[semantics];
+  if (!v) throw new OptionError("semantics", semantics, `use ${Object.keys(SPARSIFY_VARIANTS).join(", ")}`);
+  const norm: RescaleNorm = options.rescale
+    ? options.rescaleNorm ?? (options.method === "random" ? v.randomNorm : "l1")
+    : "none";
+  /** A magnitude band: thresholds only when the caller sweeps them and no norm needs the mask. */
+  const band = (from: number, to: number): SparsePlan | Uint8Array => {
+    if (!lazy || norm !== "none") return magnitudeRangeInto(buf(), x, from, to, sub);
+    const cut = magnitudeRangeCut(x, from, to, sub);
+    return cut === "none" ? ZERO : cut === "all" ? KEEP_ALL : { mask: null, cut, scale: 1, zero: false };
+  };
+  const buf = () => (maskBuf && maskBuf.length >= n ? maskBuf.subarray(0, n) : new Uint8Array(n));
+  let mask: Uint8Array;
   switch (options.method) {
     case "magnitude": {
-      if (options.semantics === "paper") {
-        return { shape: t.shape, data: rescaled(t.data, paperTopMask(t.data, d), norm, d, into) };
+      if (v.magnitude === "threshold") mask = atLeastKthSmallestInto(buf(), x, n - Math.trunc(d * n), sub);
+      else {
+        const k = Math.trunc(d * n);
+        if (k <= 0 && n > 0) {
+          if (v.zeroKeep === "zeros") return ZERO;
+          throw new OptionError(
+            "density",
+            d,
+            `keeps trunc(${d}·${n}) = 0 entries of ${options.name ?? "the tensor"}; raise it above 1/${n}`,
+          );
+        }
+        const b = band(0, k);
+        if (!(b instanceof Uint8Array)) return b;
+        mask = b;
       }
-      const k = Math.trunc(d * n);
-      if (k <= 0 && n > 0) {
-        if (options.semantics === "peft") return { shape: t.shape, data: zeros() };
-        throw new OptionError(
-          "density",
-          d,
-          `keeps trunc(${d}·${n}) = 0 entries of ${options.name ?? "the tensor"}; raise it above 1/${n}`,
-        );
-      }
-      return { shape: t.shape, data: rescaled(t.data, topMagnitudeMask(t.data, k), norm, d, into) };
+      break;
     }
     case "magnitude_outliers": {
       const gamma = options.gamma ?? 0.01;
       if (!(gamma >= 0 && gamma <= 1)) throw new OptionError("gamma", gamma, "must be in [0, 1]");
-      if (options.semantics === "paper") {
-        return { shape: t.shape, data: rescaled(t.data, paperRowMask(t, d, gamma), norm, d, into) };
+      if (v.breadcrumbs === "row") {
+        mask = buf();
+        if (shape.length === 0) mask.fill(1); // 0-d tensors are untouched
+        else {
+          const c = shape[shape.length - 1], drop = Math.trunc(c * gamma), keep = Math.trunc(c * d);
+          for (let r = 0; r * c < n; r++) {
+            const lo = r * c, hi = lo + c;
+            magnitudeRangeInto(
+              mask.subarray(lo, hi),
+              x.subarray(lo, hi),
+              drop,
+              drop + keep,
+              sub?.subarray(lo, hi),
+            );
+          }
+        }
+        break;
       }
       const target = Math.trunc(d * n);
       let nTop = Math.trunc(gamma * n), nBot = n - target - nTop;
@@ -138,19 +199,19 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
         nTop += nBot;
         nBot = 0;
       }
-      if (options.mergekitCompat && nTop === 0) return { shape: t.shape, data: zeros() };
-      return {
-        shape: t.shape,
-        data: rescaled(t.data, magnitudeRangeMask(t.data, nTop, n - nBot), norm, d, into),
-      };
+      if (options.mergekitCompat && nTop === 0) return ZERO;
+      const b = band(nTop, n - nBot);
+      if (!(b instanceof Uint8Array)) return b;
+      mask = b;
+      break;
     }
     case "random": {
       checkMask(options.mask, n, "DARE");
-      const mask = options.mask ?? bernoulli(n, () => d, options);
-      return { shape: t.shape, data: rescaled(t.data, mask, norm, d, into) };
+      mask = options.mask ?? bernoulliInto(buf(), d, options);
+      break;
     }
     case "della_magprune": {
-      if (d <= 0) return { shape: t.shape, data: zeros() };
+      if (d <= 0) return ZERO;
       const eps = options.epsilon ?? 0.15;
       if (!(d - eps > 0 && d + eps < 1)) {
         throw new OptionError(
@@ -159,10 +220,13 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
           `DELLA needs 0 < density − epsilon and density + epsilon < 1 (density ${d})`,
         );
       }
-      const probs = dellaProbabilities(t, d, eps);
+      const [rows, cols] = rowsCols(shape, "DELLA tensor");
+      if (cols < 2) {
+        throw new OptionError("DELLA", `${cols} column`, "ranking needs at least 2 entries per row");
+      }
       checkMask(options.mask, n, "DELLA");
-      const mask = options.mask ?? bernoulli(n, (i) => probs[i], options);
-      return { shape: t.shape, data: rescaled(t.data, mask, norm, d, into) };
+      mask = options.mask ?? dellaDraw(buf(), x, sub, rows, cols, d, eps, options);
+      break;
     }
     default:
       throw new OptionError(
@@ -171,24 +235,98 @@ export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
         "use magnitude, magnitude_outliers, random or della_magprune",
       );
   }
+  return { mask, scale: rescaleFactor(x, sub, mask, norm, d, round), zero: false };
 }
 
 /**
- * DELLA keep probabilities per row: `p = d − ε + 2ε·(rank − 1)/(ncols − 1)`, rank 1 = smallest |x|.
+ * The factor that makes the masked vector's norm equal the full one's (mergekit `rescaled_masked_tensor`):
+ * 1 when either norm is below 1e-7.
+ */
+function rescaleFactor(
+  x: FloatArray,
+  sub: FloatArray | undefined,
+  mask: Uint8Array,
+  norm: RescaleNorm,
+  density: number,
+  round?: (v: number) => number,
+): number {
+  if (norm === "none") return 1;
+  if (norm === "inverse_density") return round ? round(1 / density) : 1 / density;
+  if (norm !== "l1" && norm !== "l2" && norm !== "linf") {
+    throw new OptionError("rescale_norm", norm, "use l1, l2, linf, inverse_density or none");
+  }
+  const n = x.length;
+  let full = 0, kept = 0;
+  // one loop per norm (no per-entry dispatch); sums in index order, as a step-by-step evaluation
+  if (norm === "l1") {
+    for (let i = 0; i < n; i++) {
+      const a = Math.abs(sub ? x[i] - sub[i] : x[i]);
+      full += a;
+      if (mask[i]) kept += a;
+    }
+  } else if (norm === "l2") {
+    for (let i = 0; i < n; i++) {
+      const a = Math.abs(sub ? x[i] - sub[i] : x[i]);
+      full += a * a;
+      if (mask[i]) kept += a * a;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const a = Math.abs(sub ? x[i] - sub[i] : x[i]);
+      if (a > full) full = a;
+      if (mask[i] && a > kept) kept = a;
+    }
+  }
+  if (norm === "l2") {
+    full = Math.sqrt(full);
+    kept = Math.sqrt(kept);
+  }
+  if (round) {
+    full = round(full);
+    kept = round(kept);
+  }
+  if (full < 1e-7 || kept < 1e-7) return 1;
+  return round ? round(full / kept) : full / kept;
+}
+
+/**
+ * Sparsifies one task vector. Counts truncate: `k = trunc(density·numel)` (float64 product, as Python
+ * `int(d*n)`). Magnitude cuts use the total order (|x| descending, lower index first) in O(n).
  *
  * @example
  * ```ts
- * import { dellaProbabilities } from "@moekit/moekit";
- * const p = dellaProbabilities({ shape: [4], data: new Float64Array([.1, -.4, .3, .2]) }, 0.5, 0.1);
- * console.log(Array.from(p, (v) => v.toFixed(4))); // ["0.4000", "0.6000", "0.5333", "0.4667"]
+ * import { sparsify } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
+ * const t = { shape: [6], data: new Float64Array([.5, -2, 1, .25, -1, 3]) };
+ * assert.deepEqual(Array.from(sparsify(t, { method: "magnitude", density: 0.5 }).data), [0, -2, 1, 0, 0, 3]);
  * ```
  */
-export function dellaProbabilities(input: TensorInput, density: number, epsilon: number): Float64Array {
-  const t = asTensor(input), [rows, cols] = rowsCols(t.shape, "DELLA tensor");
+export function sparsify(input: TensorInput, options: SparsifyOptions): Tensor {
+  const t = asTensor(input), n = t.data.length;
+  const plan = planSparsify(t.data, undefined, t.shape, options);
+  const out = options.inPlace && t.data instanceof Float64Array ? t.data : new Float64Array(n);
+  const x = t.data, { mask, scale } = plan;
+  if (plan.zero) out.fill(0);
+  else if (mask) { for (let i = 0; i < n; i++) out[i] = mask[i] ? x[i] : 0; }
+  else if (out !== x) out.set(x);
+  if (scale !== 1) { for (let i = 0; i < n; i++) out[i] *= scale; }
+  return { shape: t.shape, data: out };
+}
+
+/** DELLA keep probabilities of `x − sub`, per row (1-D = one row; higher ranks throw). */
+function dellaProbs(
+  x: FloatArray,
+  sub: FloatArray | undefined,
+  shape: readonly number[],
+  density: number,
+  epsilon: number,
+): Float64Array {
+  const [rows, cols] = rowsCols(shape, "DELLA tensor");
   if (cols < 2) throw new OptionError("DELLA", `${cols} column`, "ranking needs at least 2 entries per row");
-  const p = new Float64Array(t.data.length), ranks = new Int32Array(cols);
+  const p = new Float64Array(x.length), ranks = new Int32Array(cols), row = new Float64Array(cols);
   for (let r = 0; r < rows; r++) {
-    magnitudeRanks(t.data, r * cols, cols, ranks);
+    for (let j = 0; j < cols; j++) row[j] = sub ? x[r * cols + j] - sub[r * cols + j] : x[r * cols + j];
+    magnitudeRanks(row, 0, cols, ranks);
     for (let j = 0; j < cols; j++) {
       p[r * cols + j] = density - epsilon + (2 * epsilon * (ranks[j] - 1)) / (cols - 1);
     }
@@ -196,30 +334,55 @@ export function dellaProbabilities(input: TensorInput, density: number, epsilon:
   return p;
 }
 
-function bernoulli(n: number, p: (i: number) => number, o: SparsifyOptions): Uint8Array {
-  const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0), mask = new Uint8Array(n);
-  for (let i = 0; i < n; i++) mask[i] = rng.uniform() < p(i) ? 1 : 0;
-  return mask;
-}
-
-/** TIES paper code: keep `|x| ≥ kthvalue(|x|, n − trunc(d·n))` (trunc(d·n)+1 entries for distinct magnitudes). */
-function paperTopMask(values: ArrayLike<number>, d: number): Uint8Array {
-  const n = values.length, kth = n - Math.trunc(d * n), mask = new Uint8Array(n);
-  if (kth <= 0) return mask.fill(1);
-  const sorted = Float64Array.from(values, Math.abs).sort();
-  const thr = sorted[kth - 1];
-  for (let i = 0; i < n; i++) mask[i] = Math.abs(values[i]) >= thr ? 1 : 0;
-  return mask;
-}
-
-/** Breadcrumbs paper code: per row along the last dimension, drop the trunc(c·γ) largest, keep the next trunc(c·β). */
-function paperRowMask(t: Tensor, beta: number, gamma: number): Uint8Array {
-  const n = t.data.length, mask = new Uint8Array(n);
-  if (t.shape.length === 0) return mask.fill(1); // 0-d tensors are untouched
-  const c = t.shape[t.shape.length - 1], drop = Math.trunc(c * gamma), keep = Math.trunc(c * beta);
-  for (let r = 0; r * c < n; r++) {
-    const row = t.data.subarray(r * c, (r + 1) * c), m = magnitudeRangeMask(row, drop, drop + keep);
-    mask.set(m, r * c);
+/**
+ * DELLA's seeded keep draws, a row at a time (no array of probabilities): each row's ranks, then one
+ * uniform per entry in index order from the (seed, tensor name, model index) stream, `keep = u < p`.
+ */
+function dellaDraw(
+  mask: Uint8Array,
+  x: FloatArray,
+  sub: FloatArray | undefined,
+  rows: number,
+  cols: number,
+  density: number,
+  epsilon: number,
+  o: SparsifyOptions,
+): Uint8Array {
+  const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0);
+  const ranks = new Int32Array(cols), row = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) row[j] = sub ? x[r * cols + j] - sub[r * cols + j] : x[r * cols + j];
+    magnitudeRanks(row, 0, cols, ranks);
+    for (let j = 0; j < cols; j++) {
+      const p = density - epsilon + (2 * epsilon * (ranks[j] - 1)) / (cols - 1);
+      mask[r * cols + j] = rng.uniform() < p ? 1 : 0;
+    }
   }
+  return mask;
+}
+
+/**
+ * DELLA keep probabilities per row: `p = d − ε + 2ε·(rank − 1)/(ncols − 1)`, rank 1 = smallest |x|.
+ *
+ * @example
+ * ```ts
+ * import { dellaProbabilities } from "@moekit/moekit/merging";
+ * import assert from "node:assert/strict";
+ * const p = dellaProbabilities({ shape: [4], data: new Float64Array([.1, -.4, .3, .2]) }, 0.5, 0.1);
+ * assert.deepEqual(Array.from(p, (v) => v.toFixed(4)), ["0.4000", "0.6000", "0.5333", "0.4667"]);
+ * ```
+ */
+export function dellaProbabilities(input: TensorInput, density: number, epsilon: number): Float64Array {
+  const t = asTensor(input);
+  return dellaProbs(t.data, undefined, t.shape, density, epsilon);
+}
+
+/**
+ * Seeded DARE draws: `keep = u < density` with u from the stream derived from (seed, tensor name, model index),
+ * one uniform per entry in index order (docs/merging.md, "Randomness").
+ */
+function bernoulliInto(mask: Uint8Array, d: number, o: SparsifyOptions): Uint8Array {
+  const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0), n = mask.length;
+  for (let i = 0; i < n; i++) mask[i] = rng.uniform() < d ? 1 : 0;
   return mask;
 }

@@ -1,0 +1,211 @@
+/**
+ * The interpolating methods: `linear` (model soups), `slerp`, `nuslerp` and `model_stock`, each a
+ * registry entry with its own parameters and rules.
+ * @module
+ */
+
+import { MoekitError } from "../core/errors.ts";
+import type { Tensor } from "../io/tensor.ts";
+import type { MergeMethod, MergeVariant, MethodInput } from "./methods.ts";
+import { PARAMS, type ParamSpec, semanticsParam, workRounder } from "./params.ts";
+
+const MERGEKIT: readonly MergeVariant[] = [{ name: "mergekit", reproduces: "mergekit" }];
+
+function entry(
+  e: Omit<MergeMethod, "variants" | "parameters" | "check"> & { readonly params: readonly ParamSpec[] },
+): MergeMethod {
+  return {
+    name: e.name,
+    paper: e.paper,
+    summary: e.summary,
+    base: e.base,
+    models: e.models,
+    parameters: [...e.params, semanticsParam(["mergekit"])],
+    variants: MERGEKIT,
+    check() {},
+    run: e.run,
+  };
+}
+
+type Floats = Float32Array | Float64Array;
+
+function norm(v: Floats): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}
+
+function dot(a: Floats, b: Floats): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** mergekit slerp: angle between the normalised vectors, interpolation of the unnormalised ones. */
+function slerpVectors(
+  v0: Floats,
+  v1: Floats,
+  t: number,
+  clampNorm: number,
+  lerpIf: (c: number, s: number) => boolean,
+  out: Floats = new Float64Array(v0.length),
+): Floats {
+  const n0 = norm(v0), n1 = norm(v1);
+  const d0 = clampNorm > 0 ? Math.max(n0, clampNorm) : n0 > 1e-8 ? n0 : 1;
+  const d1 = clampNorm > 0 ? Math.max(n1, clampNorm) : n1 > 1e-8 ? n1 : 1;
+  const cos = Math.min(1, Math.max(-1, dot(v0, v1) / (d0 * d1)));
+  const theta = Math.acos(cos), s = Math.sin(theta);
+  if (lerpIf(cos, s)) {
+    for (let i = 0; i < out.length; i++) out[i] = (1 - t) * v0[i] + t * v1[i];
+    return out;
+  }
+  const a = Math.sin((1 - t) * theta) / s, b = Math.sin(t * theta) / s;
+  for (let i = 0; i < out.length; i++) out[i] = a * v0[i] + b * v1[i];
+  return out;
+}
+
+/** `linear`: Σ wᵢXᵢ, divided by Σ wᵢ when normalize (default); no base. */
+export const linearMethod: MergeMethod = entry({
+  name: "linear",
+  paper: "arXiv 2203.05482",
+  summary: "weighted average of the models (no base)",
+  base: "none",
+  models: { min: 1 },
+  params: [PARAMS.weight, { ...PARAMS.normalize, default: true }, PARAMS.work_dtype],
+  run(input: MethodInput): Tensor {
+    const R = workRounder(input.params.workDtype), n = input.models[0].data.length;
+    const first = input.models[0];
+    // a float32 result may go into the first model's buffer: each chunk is summed before it is written
+    const out = input.output === "f32"
+      ? (first.owned && first.data instanceof Float32Array ? first.data : new Float32Array(n))
+      : new Float64Array(n);
+    const w = Float64Array.from(input.models, (m) => (R ? R(m.params.weight!) : m.params.weight!));
+    let sum = 0;
+    for (const x of w) sum += x;
+    const normalize = input.params.normalize ?? true;
+    if (normalize && Math.abs(sum) < 1e-8) {
+      throw new MoekitError(
+        `linear with normalize divides by Σ weight, which is ${sum}${
+          input.name ? ` (tensor ${input.name})` : ""
+        }; set normalize: false`,
+      );
+    }
+    const s = R ? R(sum) : sum, acc = new Float64Array(Math.min(n, 4096));
+    // a chunk at a time: Σ wᵢxᵢ accumulates in float64 in model order, then one division and one store
+    for (let start = 0; start < n; start += acc.length) {
+      const len = Math.min(acc.length, n - start);
+      acc.fill(0, 0, len);
+      for (let m = 0; m < w.length; m++) {
+        const x = input.models[m].data, wm = w[m];
+        if (R) { for (let j = 0; j < len; j++) acc[j] += R(wm * x[start + j]); }
+        else for (let j = 0; j < len; j++) acc[j] += wm * x[start + j];
+      }
+      for (let j = 0; j < len; j++) {
+        let v = R ? R(acc[j]) : acc[j];
+        if (normalize) v = R ? R(v / s) : v / s;
+        out[start + j] = v;
+      }
+    }
+    return { shape: input.shape, data: out };
+  },
+});
+
+/** `slerp`: spherical interpolation between the base (t = 0) and one model (t = 1). */
+export const slerpMethod: MergeMethod = entry({
+  name: "slerp",
+  paper: "Shoemake 1985",
+  summary: "spherical interpolation between the base (t = 0) and one model (t = 1)",
+  base: "required",
+  models: { min: 1, max: 1 },
+  params: [PARAMS.t],
+  run(input: MethodInput): Tensor {
+    // straight from the inputs (float64 arithmetic per entry; no copies), into a float32 result if asked
+    const B = input.base!, n = B.length;
+    const out = input.output === "f32" ? new Float32Array(n) : new Float64Array(n);
+    const data = slerpVectors(B, input.models[0].data, input.params.t!, 0, (c) => Math.abs(c) > 0.9995, out);
+    return { shape: input.shape, data };
+  },
+});
+
+/**
+ * `nuslerp`: t = w1/(w0+w1); slerps the two models (or, with a base, their task vectors and adds the
+ * base), over the whole tensor (`nuslerp_flatten`, default), per row, or per column (`nuslerp_row_wise`).
+ */
+export const nuslerpMethod: MergeMethod = entry({
+  name: "nuslerp",
+  paper: "mergekit",
+  summary: "slerp of two models (or of their task vectors) with t = w1/(w0+w1)",
+  base: "optional",
+  models: { min: 2, max: 2 },
+  params: [PARAMS.weight, PARAMS.nuslerp_flatten, PARAMS.nuslerp_row_wise],
+  run(input: MethodInput): Tensor {
+    const [a, b] = input.models, B = input.base, n = a.data.length, shape = input.shape;
+    const w0 = a.params.weight!, w1 = b.params.weight!;
+    const t = Math.abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+    const x0 = Float64Array.from(a.data, (v, i) => (B ? v - B[i] : v));
+    const x1 = Float64Array.from(b.data, (v, i) => (B ? v - B[i] : v)), res = new Float64Array(n);
+    const lerpIf = (_c: number, s: number) => Math.abs(s) < 1e-8;
+    const flatten = input.params.nuslerp_flatten ?? true, rowWise = input.params.nuslerp_row_wise ?? false;
+    if (flatten || shape.length <= 1) slerpVectors(x0, x1, t, 1e-7, lerpIf, res);
+    else if (!rowWise) {
+      const c = shape[shape.length - 1]; // vectors along the last dimension: one angle per row
+      for (let r = 0; r * c < n; r++) {
+        const lo = r * c, hi = lo + c;
+        slerpVectors(x0.subarray(lo, hi), x1.subarray(lo, hi), t, 1e-7, lerpIf, res.subarray(lo, hi));
+      }
+    } else {
+      const len = shape[0], stride = n / len; // vectors along the first dimension (a matrix's columns)
+      const f0 = new Float64Array(len), f1 = new Float64Array(len), fo = new Float64Array(len);
+      for (let j = 0; j < stride; j++) {
+        for (let k = 0; k < len; k++) {
+          f0[k] = x0[j + k * stride];
+          f1[k] = x1[j + k * stride];
+        }
+        slerpVectors(f0, f1, t, 1e-7, lerpIf, fo);
+        for (let k = 0; k < len; k++) res[j + k * stride] = fo[k];
+      }
+    }
+    if (B) { for (let i = 0; i < n; i++) res[i] += B[i]; }
+    return { shape, data: res };
+  },
+});
+
+/** `model_stock`: t from the mean pairwise cosine of the task vectors; t·mean(models) + (1−t)·base. */
+export const modelStockMethod: MergeMethod = entry({
+  name: "model_stock",
+  paper: "arXiv 2403.19522",
+  summary: "interpolates the models' mean toward the base by the task vectors' mean cosine",
+  base: "required",
+  models: { min: 2 },
+  params: [PARAMS.filter_wise],
+  run(input: MethodInput): Tensor {
+    const B = input.base!, models = input.models, N = models.length;
+    // task-vector products straight from the inputs (x − base recomputed in float64; no copies)
+    const n = B.length,
+      off = (x: Floats, y: Floats) => {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += (x[k] - B[k]) * (y[k] - B[k]);
+        return s;
+      };
+    const norms = models.map((m) => Math.sqrt(off(m.data, m.data)));
+    let cos = 0, pairs = 0;
+    for (let i = 0; i < N; i++) {
+      for (let j = i + 1; j < N; j++) {
+        cos += Math.min(
+          1,
+          Math.max(-1, off(models[i].data, models[j].data) / Math.max(norms[i] * norms[j], 1e-6)),
+        );
+        pairs++;
+      }
+    }
+    cos /= pairs;
+    const t = (N * cos) / (1 + (N - 1) * cos);
+    const out = input.output === "f32" ? new Float32Array(n) : new Float64Array(n);
+    for (let i = 0; i < out.length; i++) {
+      let mean = 0;
+      for (const m of models) mean += m.data[i] / N;
+      out[i] = t * mean + (1 - t) * B[i];
+    }
+    return { shape: input.shape, data: out };
+  },
+});
