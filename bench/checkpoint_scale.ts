@@ -19,6 +19,7 @@ import "../lib/kernels/mod.ts"; // the fast gate GEMM backends (as `mod.ts` and 
 import { backendReport } from "../lib/routing/backend.ts";
 import { matrix } from "../lib/core/matrix.ts";
 import { safetensorsHeader } from "../lib/io/safetensors.ts";
+import { shardLayout } from "../lib/io/checkpoint.ts";
 import { bf16Bits } from "../lib/io/dtype.ts";
 import { openMoeModel } from "../lib/checkpoints/mod.ts";
 import { topKRouter } from "../lib/routing/topk.ts";
@@ -71,35 +72,22 @@ function randomBf16(n: number, std: number): Uint8Array {
 }
 
 async function generate(dir: string): Promise<number> {
-  const all = specs(), size = (s: Spec) => 2 * s.shape.reduce((a, b) => a * b, 1);
-  const shards: Spec[][] = [[]];
-  let used = 0;
-  for (const s of all) {
-    if (used > 0 && used + size(s) > shardBytes) {
-      shards.push([]);
-      used = 0;
-    }
-    shards[shards.length - 1].push(s);
-    used += size(s);
-  }
-  const pool = randomBf16(vocab * d, 0.02),
-    names = shards.map((_, i) =>
-      `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`
-    );
+  const size = (s: Spec) => 2 * s.shape.reduce((a, b) => a * b, 1);
+  const pool = randomBf16(vocab * d, 0.02);
   const weightMap: Record<string, string> = {};
   let total = 0;
-  for (const [i, shard] of shards.entries()) {
-    const file = await Deno.open(`${dir}/${names[i]}`, { write: true, createNew: true });
+  for (const { name, tensors: shard } of shardLayout(specs(), shardBytes)) {
+    const file = await Deno.open(`${dir}/${name}`, { write: true, createNew: true });
     const header = safetensorsHeader(shard, { format: "pt" }).bytes;
     for (let o = 0; o < header.length;) o += await file.write(header.subarray(o));
     for (const s of shard) {
       const bytes = pool.subarray(0, size(s));
       for (let o = 0; o < bytes.length;) o += await file.write(bytes.subarray(o));
-      weightMap[s.name] = names[i];
+      weightMap[s.name] = name;
       total += size(s);
     }
     file.close();
-    console.error(`  wrote ${names[i]}`);
+    console.error(`  wrote ${name}`);
   }
   await Deno.writeTextFile(
     `${dir}/model.safetensors.index.json`,

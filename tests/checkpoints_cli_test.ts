@@ -11,6 +11,7 @@ import {
   backbone,
   FIXTURES,
   fixturesMissing,
+  gptOssMoe,
   mlp,
   perExpert,
   randT,
@@ -18,20 +19,10 @@ import {
   withTempDir,
   writeSynthetic,
 } from "./checkpoints_helpers.ts";
+import { captureConsole } from "./harness.ts";
 
 /** Runs the CLI with console.log / console.error captured. */
-async function cli(command: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [], log = console.log, error = console.error;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    const code = await runModelCli(command, args);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const cli = (command: string, args: string[]) => captureConsole(() => runModelCli(command, args));
 
 const d = 64, f = 32, E = 8, k = 2;
 
@@ -147,14 +138,7 @@ function family(
       };
     case "gpt_oss":
       for (const l of [0, 1]) {
-        Object.assign(t, {
-          [`${b(l)}.router.weight`]: randT([E, d], 0.3),
-          [`${b(l)}.router.bias`]: randT([E], 0.3),
-          [`${b(l)}.experts.gate_up_proj`]: randT([E, d, 2 * f], 0.1),
-          [`${b(l)}.experts.gate_up_proj_bias`]: randT([E, 2 * f], 0.1),
-          [`${b(l)}.experts.down_proj`]: randT([E, f, d], 0.1),
-          [`${b(l)}.experts.down_proj_bias`]: randT([E, d], 0.1),
-        });
+        Object.assign(t, gptOssMoe(b(l), E, d, f, [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]));
       }
       return {
         config: { ...base, model_type: "gpt_oss", intermediate_size: f, num_local_experts: E },
@@ -165,6 +149,28 @@ function family(
   }
   throw new Error(name);
 }
+
+/** The OLMoE checkpoint of {@link family} written to `dir`. */
+async function writeOlmoe(dir: string): Promise<void> {
+  const { config, tensors } = family("olmoe");
+  await writeSynthetic(dir, config, tensors);
+}
+
+/** A safetensors file holding one tensor. */
+const writeOne = (path: string, name: string, dtype: "F32" | "BF16", shape: number[], data: Float32Array) =>
+  writeSafetensors(path, [{ name, dtype, shape, data }]);
+
+/** `compress` arguments of a prune to `keep` experts of `${dir}/m` into `out`. */
+const pruneArgs = (dir: string, out: string, keep: string, calibration: string) => [
+  `${dir}/m`,
+  out,
+  "--method",
+  "prune",
+  "--keep",
+  keep,
+  "--calibration",
+  calibration,
+];
 
 Deno.test("inspect on every family: family, E, k, MoE layers, layout, parameters recomputed from the headers", async () => {
   for (
@@ -233,15 +239,9 @@ Deno.test({
 
 Deno.test("route with one tensor for every layer; compress --method prune end to end", async () => {
   await withTempDir(async (dir) => {
-    const { config, tensors } = family("olmoe");
-    await writeSynthetic(`${dir}/m`, config, tensors);
+    await writeOlmoe(`${dir}/m`);
     const x = matrix.randn(200, d, { seed: 3 });
-    await writeSafetensors(`${dir}/h.safetensors`, [{
-      name: "hidden",
-      dtype: "BF16",
-      shape: [2, 100, d],
-      data: x.data,
-    }]);
+    await writeOne(`${dir}/h.safetensors`, "hidden", "BF16", [2, 100, d], x.data);
     const r = await cli("route", [
       `${dir}/m`,
       "--hidden",
@@ -261,14 +261,7 @@ Deno.test("route with one tensor for every layer; compress --method prune end to
     assert.ok(Math.abs(row.droppedFraction - over / (200 * k)) < 1e-12);
 
     const c = await cli("compress", [
-      `${dir}/m`,
-      `${dir}/out`,
-      "--method",
-      "prune",
-      "--keep",
-      "6",
-      "--calibration",
-      `${dir}/h.safetensors`,
+      ...pruneArgs(dir, `${dir}/out`, "6", `${dir}/h.safetensors`),
       "--prune-method",
       "greedy",
     ]);
@@ -282,36 +275,16 @@ Deno.test("route with one tensor for every layer; compress --method prune end to
     ck.close();
     pruned.close();
     // a second run into the same folder is refused before any work
-    const again = await cli("compress", [
-      `${dir}/m`,
-      `${dir}/out`,
-      "--method",
-      "prune",
-      "--keep",
-      "6",
-      "--calibration",
-      `${dir}/h.safetensors`,
-    ]);
+    const again = await cli("compress", pruneArgs(dir, `${dir}/out`, "6", `${dir}/h.safetensors`));
     assert.equal(again.code, 2);
   });
 });
 
 Deno.test("bad input: exit 2 with a one-line reason", async () => {
   await withTempDir(async (dir) => {
-    const { config, tensors } = family("olmoe");
-    await writeSynthetic(`${dir}/m`, config, tensors);
-    await writeSafetensors(`${dir}/narrow.safetensors`, [{
-      name: "x",
-      dtype: "F32",
-      shape: [4, 8],
-      data: new Float32Array(32),
-    }]);
-    await writeSafetensors(`${dir}/ok.safetensors`, [{
-      name: "x",
-      dtype: "F32",
-      shape: [4, d],
-      data: new Float32Array(4 * d),
-    }]);
+    await writeOlmoe(`${dir}/m`);
+    await writeOne(`${dir}/narrow.safetensors`, "x", "F32", [4, 8], new Float32Array(32));
+    await writeOne(`${dir}/ok.safetensors`, "x", "F32", [4, d], new Float32Array(4 * d));
     const cases: [string, string[], RegExp][] = [
       ["inspect", [`${dir}/none`], /cannot read config\.json/],
       ["inspect", [], /expected one <model-dir>/],
@@ -333,26 +306,12 @@ Deno.test("bad input: exit 2 with a one-line reason", async () => {
         [`${dir}/m`, `${dir}/o`, "--method", "zip", "--calibration", "x"],
         /--method "zip"; use prune/,
       ],
-      ["compress", [
-        `${dir}/m`,
-        `${dir}/o`,
-        "--method",
-        "prune",
-        "--keep",
-        "1",
-        "--calibration",
-        `${dir}/ok.safetensors`,
-      ], /--keep 1 must be in k\.\.E = 2\.\.8/],
-      ["compress", [
-        `${dir}/m`,
-        `${dir}/m`,
-        "--method",
-        "prune",
-        "--keep",
-        "4",
-        "--calibration",
-        `${dir}/ok.safetensors`,
-      ], /input|not empty/],
+      [
+        "compress",
+        pruneArgs(dir, `${dir}/o`, "1", `${dir}/ok.safetensors`),
+        /--keep 1 must be in k\.\.E = 2\.\.8/,
+      ],
+      ["compress", pruneArgs(dir, `${dir}/m`, "4", `${dir}/ok.safetensors`), /input|not empty/],
       ["frobnicate", [], /unknown command/],
     ];
     for (const [cmd, args, why] of cases) {
@@ -368,15 +327,9 @@ Deno.test("bad input: exit 2 with a one-line reason", async () => {
 
 Deno.test("compress with every method: the saved model reproduces the reported error", async () => {
   await withTempDir(async (dir) => {
-    const { config, tensors } = family("olmoe");
-    await writeSynthetic(`${dir}/m`, config, tensors);
+    await writeOlmoe(`${dir}/m`);
     const x = matrix.randn(256, d, { seed: 4 });
-    await writeSafetensors(`${dir}/c.safetensors`, [{
-      name: "x",
-      dtype: "F32",
-      shape: [256, d],
-      data: x.data,
-    }]);
+    await writeOne(`${dir}/c.safetensors`, "x", "F32", [256, d], x.data);
     const src = await openMoeModel(`${dir}/m`);
     const ref = (await src.layer(0)).forward(x).output;
     for (

@@ -11,6 +11,8 @@ import {
   assertClose,
   assertRouting,
   backbone,
+  gptOssConfig,
+  gptOssMoe,
   mlp,
   perExpert,
   randT,
@@ -480,25 +482,11 @@ function gptOssDirect(
 
 Deno.test("gpt_oss bf16: interleaved x·W experts with biases, clamped SwiGLU, router bias, softmax over the k", async () => {
   const E = 8, k = 2, b = "model.layers.0.mlp";
-  const config = {
-    model_type: "gpt_oss",
-    num_hidden_layers: 1,
-    hidden_size: d,
-    intermediate_size: f,
-    num_local_experts: E,
-    num_experts_per_tok: k,
-    swiglu_limit: 7,
-    dtype: "bfloat16",
-  };
+  const config = gptOssConfig(d, f, E, k, { swiglu_limit: 7, dtype: "bfloat16" });
   const t: Record<string, SynthTensor> = {
     ...backbone(1, d, "BF16"),
-    [`${b}.router.weight`]: randT([E, d], 0.3, "BF16"),
-    [`${b}.router.bias`]: randT([E], 0.5, "BF16"),
-    // large enough that the ±7 clamps are active on some values
-    [`${b}.experts.gate_up_proj`]: randT([E, d, 2 * f], 1.2, "BF16"),
-    [`${b}.experts.gate_up_proj_bias`]: randT([E, 2 * f], 0.5, "BF16"),
-    [`${b}.experts.down_proj`]: randT([E, f, d], 0.2, "BF16"),
-    [`${b}.experts.down_proj_bias`]: randT([E, d], 0.1, "BF16"),
+    // gate_up std large enough that the ±7 clamps are active on some values
+    ...gptOssMoe(b, E, d, f, [0.3, 0.5, 1.2, 0.5, 0.2, 0.1], "BF16"),
   };
   await withTempDir(async (dir) => {
     await writeSynthetic(dir, config, t);
@@ -544,15 +532,7 @@ const fp4 = (n: number) => (n & 8 ? -1 : 1) * FP4[n & 7];
 
 Deno.test("gpt_oss MXFP4: blocks and scales decoded (E2M1, low nibble first, 2^(s−127))", async () => {
   const E = 4, k = 2, b = "model.layers.0.mlp";
-  const config = {
-    model_type: "gpt_oss",
-    num_hidden_layers: 1,
-    hidden_size: d,
-    intermediate_size: f,
-    num_local_experts: E,
-    num_experts_per_tok: k,
-    quantization_config: { quant_method: "mxfp4" },
-  };
+  const config = gptOssConfig(d, f, E, k, { quantization_config: { quant_method: "mxfp4" } });
   const bytes = (n: number, seed: number) =>
     Uint8Array.from(matrix.rand(1, n, { seed }).data, (v) => Math.floor(v * 256));
   const scales = (n: number, seed: number) =>

@@ -16,15 +16,7 @@ export const fixturesMissing: string | undefined = (() => {
   }
 })();
 
-/** Runs `fn` with a fresh temp dir, removed afterwards (also on failure). */
-export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-ckpt-" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-}
+export { withTempDir } from "./harness.ts";
 
 /** Same expert set per token, weights matched by expert id within max(abs, rel·|want|). */
 export function assertRouting(
@@ -220,4 +212,45 @@ export function backbone(layers: number, d: number, dtype: Dtype = "F32"): Recor
     out[`model.layers.${l}.self_attn.q_proj.weight`] = randT([d, d], 0.1, dtype);
   }
   return out;
+}
+
+/**
+ * GPT-OSS MoE tensors of one layer under `block`: router weight and bias, fused `[E,d,2f]` gate-up and
+ * `[E,f,d]` down projections with their biases, drawn with the six given standard deviations.
+ */
+export function gptOssMoe(
+  block: string,
+  E: number,
+  d: number,
+  f: number,
+  std: readonly [number, number, number, number, number, number],
+  dtype: Dtype = "F32",
+): Record<string, SynthTensor> {
+  return {
+    [`${block}.router.weight`]: randT([E, d], std[0], dtype),
+    [`${block}.router.bias`]: randT([E], std[1], dtype),
+    [`${block}.experts.gate_up_proj`]: randT([E, d, 2 * f], std[2], dtype),
+    [`${block}.experts.gate_up_proj_bias`]: randT([E, 2 * f], std[3], dtype),
+    [`${block}.experts.down_proj`]: randT([E, f, d], std[4], dtype),
+    [`${block}.experts.down_proj_bias`]: randT([E, d], std[5], dtype),
+  };
+}
+
+/** `config.json` of a one-layer GPT-OSS model, with `extra` keys. */
+export function gptOssConfig(
+  d: number,
+  f: number,
+  E: number,
+  k: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    model_type: "gpt_oss",
+    num_hidden_layers: 1,
+    hidden_size: d,
+    intermediate_size: f,
+    num_local_experts: E,
+    num_experts_per_tok: k,
+    ...extra,
+  };
 }

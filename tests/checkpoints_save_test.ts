@@ -8,6 +8,7 @@ import { moeLayer, type SwiGLUExpert } from "../lib/moe/layer.ts";
 import {
   materialize,
   materializeExpert,
+  type MoeModel,
   openMoeModel,
   quantizedMatrix,
   saveMoeModel,
@@ -17,6 +18,8 @@ import {
   backbone,
   FIXTURES,
   fixturesMissing,
+  gptOssConfig,
+  gptOssMoe,
   perExpert,
   randT,
   type SynthTensor,
@@ -57,10 +60,21 @@ async function olmoeLike(dir: string, layers = 2, extra: Record<string, unknown>
   await Deno.writeTextFile(`${dir}/generation_config.json`, '{"bos_token_id": 1}');
 }
 
-Deno.test("prune → save → open: the source layout, config and tokenizer files, same outputs as the pruned layer", async () => {
+/** Runs `fn` in a temp dir holding {@link olmoeLike} at `${tmp}/src`, opened (and closed afterwards). */
+async function withOlmoe(fn: (tmp: string, model: MoeModel) => Promise<void>): Promise<void> {
   await withTempDir(async (tmp) => {
     await olmoeLike(`${tmp}/src`);
     const model = await openMoeModel(`${tmp}/src`);
+    try {
+      await fn(tmp, model);
+    } finally {
+      model.close();
+    }
+  });
+}
+
+Deno.test("prune → save → open: the source layout, config and tokenizer files, same outputs as the pruned layer", async () => {
+  await withOlmoe(async (tmp, model) => {
     const keep = [0, 2, 3, 5];
     const before = [];
     for (const l of [0, 1]) {
@@ -102,14 +116,11 @@ Deno.test("prune → save → open: the source layout, config and tokenizer file
       /fewer than num_experts_per_tok/,
     );
     out.close();
-    model.close();
   });
 });
 
 Deno.test("unequal pruning → moekit layers (read back), materialize refuses unequal counts", async () => {
-  await withTempDir(async (tmp) => {
-    await olmoeLike(`${tmp}/src`);
-    const model = await openMoeModel(`${tmp}/src`);
+  await withOlmoe(async (tmp, model) => {
     const r = await saveMoeModel(model, `${tmp}/out`, { layers: { 1: { keep: [1, 2, 4] } } });
     assert.deepEqual([r.transformersLoadable, r.moekitLayers], [false, [1]]);
     const out = await openMoeModel(`${tmp}/out`);
@@ -122,7 +133,6 @@ Deno.test("unequal pruning → moekit layers (read back), materialize refuses un
     assert.deepEqual(got.experts.map((e) => e.w1.data[0]), [1, 2, 4].map((e) => orig.experts[e].w1.data[0]));
     await assert.rejects(() => materialize(out, `${tmp}/dense`), /different expert counts/);
     out.close();
-    model.close();
   });
 });
 
@@ -181,9 +191,7 @@ function compressed(experts: readonly SwiGLUExpert[]) {
 }
 
 Deno.test("low-rank / RTN / delta experts → save → open → same outputs; materialize → plain checkpoint", async () => {
-  await withTempDir(async (tmp) => {
-    await olmoeLike(`${tmp}/src`);
-    const model = await openMoeModel(`${tmp}/src`);
+  await withOlmoe(async (tmp, model) => {
     const layer = await model.layer(1), { stored, base, dense } = compressed(layer.experts);
     const want = moeLayer({ router: model.router(1), experts: dense }).forward(X).output;
     const r = await saveMoeModel(model, `${tmp}/out`, {
@@ -210,14 +218,11 @@ Deno.test("low-rank / RTN / delta experts → save → open → same outputs; ma
     }
     plain.close();
     out.close();
-    model.close();
   });
 });
 
 Deno.test("merged experts with an expert_map → save → open → shared slots; materialize copies them per slot", async () => {
-  await withTempDir(async (tmp) => {
-    await olmoeLike(`${tmp}/src`);
-    const model = await openMoeModel(`${tmp}/src`);
+  await withOlmoe(async (tmp, model) => {
     const layer = await model.layer(0);
     const avg = (a: Mat, b: Mat) => matrix.from(a.data.map((v, i) => (v + b.data[i]) / 2), a.rows, a.cols);
     const merged: SwiGLUExpert[] = [0, 2, 4].map((e) => ({
@@ -238,28 +243,15 @@ Deno.test("merged experts with an expert_map → save → open → shared slots;
     assert.deepEqual(Array.from((await plain.layer(0)).forward(X).output.data), Array.from(want.data));
     plain.close();
     out.close();
-    model.close();
   });
 });
 
 Deno.test("GPT-OSS and DeepSeek-V3: pruning slices router bias / correction bias; dense GPT-OSS experts round-trip", async () => {
   await withTempDir(async (tmp) => {
     const b = "model.layers.0.mlp";
-    await writeSynthetic(`${tmp}/gpt`, {
-      model_type: "gpt_oss",
-      num_hidden_layers: 1,
-      hidden_size: d,
-      intermediate_size: f,
-      num_local_experts: E,
-      num_experts_per_tok: k,
-    }, {
+    await writeSynthetic(`${tmp}/gpt`, gptOssConfig(d, f, E, k), {
       ...backbone(1, d, "BF16"),
-      [`${b}.router.weight`]: randT([E, d], 0.3, "BF16"),
-      [`${b}.router.bias`]: randT([E], 0.5, "BF16"),
-      [`${b}.experts.gate_up_proj`]: randT([E, d, 2 * f], 0.3, "BF16"),
-      [`${b}.experts.gate_up_proj_bias`]: randT([E, 2 * f], 0.5, "BF16"),
-      [`${b}.experts.down_proj`]: randT([E, f, d], 0.2, "BF16"),
-      [`${b}.experts.down_proj_bias`]: randT([E, d], 0.1, "BF16"),
+      ...gptOssMoe(b, E, d, f, [0.3, 0.5, 0.3, 0.5, 0.2, 0.1], "BF16"),
     });
     const gpt = await openMoeModel(`${tmp}/gpt`);
     const full = await gpt.layer(0), keep = [5, 1, 3];

@@ -8,15 +8,10 @@ import {
   writeCheckpoint,
   writeSafetensors,
 } from "../lib/io/mod.ts";
+import { withTempDir } from "./harness.ts";
 
-async function inTemp(f: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-out-" });
-  try {
-    await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+/** Runs `f` with a fresh temporary folder, removed afterwards (also on failure). */
+const inTemp = (f: (dir: string) => Promise<void>) => withTempDir(f, "moekit-out-");
 
 const spec = (name: string, n = 4) => ({ name, dtype: "F32" as const, shape: [n] });
 const ls = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();

@@ -3,14 +3,16 @@ import { runMergeCli } from "../lib/cli/merge_cli.ts";
 import { matrix, openCheckpoint, writeCheckpoint } from "../lib/io/mod.ts";
 import { merge } from "../lib/merging/mod.ts";
 import { assertClose } from "./helpers.ts";
+import { captureConsole, withTempDir } from "./harness.ts";
 
 const mod = new URL("../mod.ts", import.meta.url).pathname;
 
 /** base + models a, b: embed [8,4], layers 0..3 (mlp.up [4,4], attn.q [4,4]), an I64 buffer, norm [4]. */
 async function fixture(
+  dir: string,
   opts: { dim?: number; layers?: number; extra?: (name: string, model: string) => number[] | undefined } = {},
 ) {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-cli-" }), d = opts.dim ?? 4, L = opts.layers ?? 4;
+  const d = opts.dim ?? 4, L = opts.layers ?? 4;
   const specs = [
     { name: "model.embed_tokens.weight", dtype: "F32" as const, shape: [8, d] },
     ...Array.from({ length: L }, (_, l) => [
@@ -48,15 +50,10 @@ async function fixture(
 
 /** Runs `f` on a fresh fixture and removes it afterwards (also on failure). */
 async function withFixture(
-  opts: Parameters<typeof fixture>[0],
+  opts: Parameters<typeof fixture>[1],
   f: (fx: Awaited<ReturnType<typeof fixture>>) => Promise<void>,
 ): Promise<void> {
-  const fx = await fixture(opts);
-  try {
-    await f(fx);
-  } finally {
-    await Deno.remove(fx.dir, { recursive: true });
-  }
+  await withTempDir(async (dir) => f(await fixture(dir, opts)), "moekit-cli-");
 }
 
 /** A tokenizer.json with the given vocabulary. */
@@ -71,17 +68,7 @@ const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 const ls = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
 
 /** Runs the CLI in this process (no start-up cost), capturing what it prints. */
-async function cliHere(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const saved = [console.log, console.error];
-  let out = "", err = "";
-  console.log = (...x: unknown[]) => (out += x.join(" ") + "\n");
-  console.error = (...x: unknown[]) => (err += x.join(" ") + "\n");
-  try {
-    return { code: await runMergeCli(args), out, err };
-  } finally {
-    [console.log, console.error] = saved;
-  }
-}
+const cliHere = (...args: string[]) => captureConsole(() => runMergeCli(args));
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   const r = await new Deno.Command(Deno.execPath(), {

@@ -12,6 +12,7 @@ import {
   runCheckpointMerge,
 } from "../lib/merging/mod.ts";
 import { assignParts, outputLayout, parsePart } from "../lib/merging/merge_run.ts";
+import { captureConsole, withTempDir } from "./harness.ts";
 
 const mod = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -25,8 +26,7 @@ models:
 `;
 
 /** base, a, b: embeddings, 4 layers of two [8,8] matrices, a norm and an I64 buffer; config + tokenizer. */
-async function fixture(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-shard-" });
+async function fixture(dir: string): Promise<void> {
   const specs = [
     { name: "model.embed_tokens.weight", dtype: "F32" as const, shape: [16, 8] },
     ...Array.from({ length: 4 }, (_, l) => [
@@ -54,17 +54,14 @@ async function fixture(): Promise<string> {
   }
   await Deno.writeTextFile(`${dir}/c.yaml`, CONFIG(1));
   await Deno.writeTextFile(`${dir}/c2.yaml`, CONFIG(2));
-  return dir;
 }
 
-async function withFixture(f: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await fixture();
-  try {
+/** Runs `f` on a fresh fixture and removes it afterwards (also on failure). */
+const withFixture = (f: (dir: string) => Promise<void>) =>
+  withTempDir(async (dir) => {
+    await fixture(dir);
     await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+  }, "moekit-shard-");
 
 /** The CLI as its own process. */
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -77,17 +74,7 @@ async function cli(...args: string[]): Promise<{ code: number; out: string; err:
 }
 
 /** The CLI in this process (no start-up cost), capturing what it prints. */
-async function cliHere(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const saved = [console.log, console.error];
-  let out = "", err = "";
-  console.log = (...x: unknown[]) => (out += x.join(" ") + "\n");
-  console.error = (...x: unknown[]) => (err += x.join(" ") + "\n");
-  try {
-    return { code: await runMergeCli([...args, "--quiet"]), out, err };
-  } finally {
-    [console.log, console.error] = saved;
-  }
-}
+const cliHere = (...args: string[]) => captureConsole(() => runMergeCli([...args, "--quiet"]));
 
 /** Every file of a folder with its bytes. */
 async function snapshot(dir: string): Promise<Map<string, Uint8Array>> {

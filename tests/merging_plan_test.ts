@@ -11,6 +11,7 @@ import {
   planCheckpointMerge,
   runCheckpointMerge,
 } from "../lib/merging/mod.ts";
+import { withTempDir } from "./harness.ts";
 
 const D = 4;
 const SPECS = [
@@ -24,52 +25,55 @@ const SPECS = [
   { name: "lm_head.weight", dtype: "F32" as const, shape: [6, D] },
 ];
 
-/** Folders base, a, b with distinct deterministic values; removed by the caller. */
-async function fixture(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-plan-test-" });
+/** Folders base, a, b with distinct deterministic values, written into `dir`. */
+async function fixture(dir: string): Promise<void> {
   for (const [i, m] of ["base", "a", "b"].entries()) {
     await writeCheckpoint(`${dir}/${m}`, SPECS, (name) => {
       const n = SPECS.find((s) => s.name === name)!.shape.reduce((x, y) => x * y, 1);
       return Array.from({ length: n }, (_, j) => Math.sin(1 + j * 0.7 + i * 1.3 + name.length));
     });
   }
-  return dir;
 }
 
-async function withFixture(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await fixture();
-  try {
+/** Runs `fn` on a fresh fixture and removes it afterwards (also on failure). */
+const withFixture = (fn: (dir: string) => Promise<void>) =>
+  withTempDir(async (dir) => {
+    await fixture(dir);
     await fn(dir);
+  }, "moekit-plan-test-");
+
+/** Plans `yaml` against the fixture folder `dir`, runs `fn` on the plan, then closes it. */
+async function withPlan<T>(
+  dir: string,
+  yaml: string,
+  fn: (plan: Awaited<ReturnType<typeof planCheckpointMerge>>) => Promise<T>,
+): Promise<T> {
+  const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
+  try {
+    return await fn(plan);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    plan.close();
   }
 }
 
 Deno.test("embeddings are planned at t = 0, the final norm and lm_head at t = 1 (mergekit's plan)", async () => {
   await withFixture(async (dir) => {
-    const plan = await planCheckpointMerge(
-      parseMergeConfig(
-        "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: [0.2, 0.5, 0.8], density: [1, 0.7, 0.4]}\n",
-      ),
-      { configDir: dir },
-    );
-    try {
+    const yaml =
+      "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: [0.2, 0.5, 0.8], density: [1, 0.7, 0.4]}\n";
+    await withPlan(dir, yaml, async (plan) => {
       const get = (n: string) => plan.tensors.find((t) => t.name === n)!;
       const at = (n: string) => [get(n).t, get(n).sources[0].params.weight, get(n).sources[0].params.density];
       assert.deepEqual(at("model.embed_tokens.weight"), [0, 0.2, 1]);
       assert.deepEqual(at("model.layers.1.mlp.up_proj.weight"), [0.5, 0.5, 0.7]);
       assert.deepEqual(at("model.norm.weight"), [1, 0.8, 0.4]); // the old planner gave t = 0: 0.2 and 1
       assert.deepEqual(at("lm_head.weight"), [1, 0.8, 0.4]);
-    } finally {
-      plan.close();
-    }
+    });
   });
 });
 
 Deno.test("with slices, the final norm comes from the last slice's sources and parameters", async () => {
   await withFixture(async (dir) => {
-    const plan = await planCheckpointMerge(
-      parseMergeConfig(`merge_method: task_arithmetic
+    const yaml = `merge_method: task_arithmetic
 base_model: base
 slices:
   - sources:
@@ -78,10 +82,8 @@ slices:
   - sources:
       - {model: base, layer_range: [2, 3]}
       - {model: b, layer_range: [2, 3], parameters: {weight: 0.75}}
-`),
-      { configDir: dir },
-    );
-    try {
+`;
+    await withPlan(dir, yaml, async (plan) => {
       const get = (n: string) => plan.tensors.find((t) => t.name === n)!;
       assert.deepEqual(get("model.embed_tokens.weight").sources.map((s) => [s.model, s.params.weight]), [[
         "a",
@@ -91,27 +93,19 @@ slices:
         assert.equal(get(n).t, 1);
         assert.deepEqual(get(n).sources.map((s) => [s.model, s.params.weight]), [["b", 0.75]]);
       }
-    } finally {
-      plan.close();
-    }
+    });
   });
 });
 
 Deno.test("nuslerp without base_model merges the two models directly (plan and run equal merge())", async () => {
   await withFixture(async (dir) => {
-    const plan = await planCheckpointMerge(
-      parseMergeConfig(
-        "merge_method: nuslerp\nparameters: {nuslerp_flatten: false}\nmodels:\n  - {model: a, parameters: {weight: 1}}\n  - {model: b, parameters: {weight: 3}}\n",
-      ),
-      { configDir: dir },
-    );
     const out = `${dir}/out`;
-    try {
+    const yaml =
+      "merge_method: nuslerp\nparameters: {nuslerp_flatten: false}\nmodels:\n  - {model: a, parameters: {weight: 1}}\n  - {model: b, parameters: {weight: 3}}\n";
+    await withPlan(dir, yaml, async (plan) => {
       assert.equal(plan.tensors[0].base, undefined);
       await runCheckpointMerge(plan, out, { seed: 0 });
-    } finally {
-      plan.close();
-    }
+    });
     const [o, a, b] = await Promise.all([out, `${dir}/a`, `${dir}/b`].map(openCheckpoint));
     try {
       for (const s of SPECS) {
@@ -227,13 +221,8 @@ Deno.test("checkpoint merges write the same bytes as merge() in float64, encoded
       const base = method === "linear" ? "" : "base_model: base\n";
       const yaml = `merge_method: ${method}\n${base}${extra}out_dtype: ${outDtype}\nmodels:\n` +
         ["a", "b"].map((m) => `  - {model: ${m}, parameters: ${JSON.stringify(params)}}`).join("\n") + "\n";
-      const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
       const out = `${dir}/out-${method}`;
-      try {
-        await runCheckpointMerge(plan, out, { seed: 3 });
-      } finally {
-        plan.close();
-      }
+      await withPlan(dir, yaml, (plan) => runCheckpointMerge(plan, out, { seed: 3 }));
       const cks = await Promise.all([out, `${dir}/base`, `${dir}/a`, `${dir}/b`].map(openCheckpoint));
       const [o, b, a, c] = cks;
       try {

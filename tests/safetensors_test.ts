@@ -13,16 +13,10 @@ import {
   writeCheckpoint,
   writeSafetensors,
 } from "../lib/io/mod.ts";
+import { withTempDir } from "./harness.ts";
 
 /** Runs `f` with a fresh temporary folder, removed afterwards (also on failure). */
-async function inTemp(f: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "moekit-io-" });
-  try {
-    await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const inTemp = (f: (dir: string) => Promise<void>) => withTempDir(f, "moekit-io-");
 
 Deno.test("dtype conversions: bf16 and f16 round to nearest even", () => {
   assert.equal(bf16Bits(1 / 3), 0x3eab);

@@ -267,22 +267,8 @@ export async function writeCheckpoint(
       throw new MoekitError(`extra file ${clip(f.name, 80)}: use a plain file name that is not a shard name`);
     }
   }
-  const size = (s: { dtype: Dtype; shape: readonly number[] }) =>
-    s.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[s.dtype];
-  const shards: TensorSpec[][] = [[]];
-  let used = 0;
-  for (const s of specs) {
-    if (used > 0 && used + size(s) > limit) {
-      shards.push([]);
-      used = 0;
-    }
-    shards[shards.length - 1].push(s);
-    used += size(s);
-  }
-  const n = shards.length;
-  const names = n === 1
-    ? ["model.safetensors"]
-    : shards.map((_, i) => `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
+  const layout = shardLayout(specs, limit);
+  const shards = layout.map((f) => f.tensors), names = layout.map((f) => f.name), n = layout.length;
   const staged = await stageOutput(dir, options);
   try {
     await testHold("before-first-tensor");
@@ -301,7 +287,7 @@ export async function writeCheckpoint(
       const weightMap: Record<string, string> = {};
       shards.forEach((shard, i) => shard.forEach((s) => (weightMap[s.name] = names[i])));
       const index = {
-        metadata: { total_size: specs.reduce((a, s) => a + size(s), 0) },
+        metadata: { total_size: layout.reduce((a, f) => a + f.bytes, 0) },
         weight_map: weightMap,
       };
       await Deno.writeTextFile(`${staged.content}/${INDEX}`, JSON.stringify(index, null, 2), {
@@ -322,6 +308,27 @@ export async function writeCheckpoint(
   return names;
 }
 
-function pad5(i: number): string {
-  return String(i).padStart(5, "0");
+/**
+ * The shard files of a checkpoint as {@link writeCheckpoint} lays them out: tensors in the given order,
+ * a new file when the next tensor would take the current one past `shardBytes` (a tensor larger than
+ * that gets a file of its own); one file is `model.safetensors`, more are
+ * `model-0000k-of-0000n.safetensors`. Each file has its tensors and their data bytes.
+ */
+export function shardLayout<T extends { readonly dtype: Dtype; readonly shape: readonly number[] }>(
+  tensors: readonly T[],
+  shardBytes: number,
+): { name: string; tensors: T[]; bytes: number }[] {
+  const size = (t: T) => t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+  const groups: { tensors: T[]; bytes: number }[] = [{ tensors: [], bytes: 0 }];
+  for (const t of tensors) {
+    let cur = groups[groups.length - 1];
+    if (cur.bytes > 0 && cur.bytes + size(t) > shardBytes) groups.push(cur = { tensors: [], bytes: 0 });
+    cur.tensors.push(t);
+    cur.bytes += size(t);
+  }
+  const n = groups.length, pad5 = (i: number) => String(i).padStart(5, "0");
+  return groups.map((g, i) => ({
+    name: n === 1 ? "model.safetensors" : `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`,
+    ...g,
+  }));
 }

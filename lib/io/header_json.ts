@@ -240,6 +240,23 @@ export function parseStrictJson(
   };
 
   const selfAt = new Map<object, number>(), memberAt = new Map<object, Map<string | number, number>>();
+  // At a container's opening byte: records where it and its members stand; true when it is empty (past
+  // `close`).
+  const open = (container: object, members: Map<string | number, number>, close: number): boolean => {
+    selfAt.set(container, base + i++);
+    memberAt.set(container, members);
+    ws();
+    if (bytes[i] !== close) return false;
+    i++;
+    return true;
+  };
+  // After a member: true past a ',' (another member follows), false past `close` (the container ends).
+  const more = (close: number, what: string): boolean => {
+    ws();
+    if (bytes[i] === 0x2c || bytes[i] === close) return bytes[i++] === 0x2c;
+    return expected(what);
+  };
+
   const value = (depth: number): unknown => {
     ws();
     if (i >= n) expected("a value");
@@ -251,13 +268,7 @@ export function parseStrictJson(
     }
     if (c === 0x7b) {
       const obj: Record<string, unknown> = Object.create(null), members = new Map<string, number>();
-      selfAt.set(obj, base + i++);
-      memberAt.set(obj, members);
-      ws();
-      if (bytes[i] === 0x7d) {
-        i++;
-        return obj;
-      }
+      if (open(obj, members, 0x7d)) return obj;
       while (true) {
         ws();
         if (bytes[i] !== 0x22) expected("a string key");
@@ -271,41 +282,17 @@ export function parseStrictJson(
         ws();
         members.set(key, base + i);
         obj[key] = value(depth + 1);
-        ws();
-        if (bytes[i] === 0x2c) {
-          i++;
-          continue;
-        }
-        if (bytes[i] === 0x7d) {
-          i++;
-          return obj;
-        }
-        expected("',' or '}'");
+        if (!more(0x7d, "',' or '}'")) return obj;
       }
     }
     if (c === 0x5b) {
       const items: unknown[] = [], members = new Map<number, number>();
-      selfAt.set(items, base + i++);
-      memberAt.set(items, members);
-      ws();
-      if (bytes[i] === 0x5d) {
-        i++;
-        return items;
-      }
+      if (open(items, members, 0x5d)) return items;
       while (true) {
         ws();
         members.set(items.length, base + i);
         items.push(value(depth + 1));
-        ws();
-        if (bytes[i] === 0x2c) {
-          i++;
-          continue;
-        }
-        if (bytes[i] === 0x5d) {
-          i++;
-          return items;
-        }
-        expected("',' or ']'");
+        if (!more(0x5d, "',' or ']'")) return items;
       }
     }
     if (c === 0x22) return string();
