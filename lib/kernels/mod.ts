@@ -9,6 +9,5 @@
 export * from "../core/mod.ts";
 import "./wasm_backend.ts";
 import "./native_backend.ts";
-import "./native_backend.ts";
 export { allocTokens, freeTokens, kernelInfo } from "./runtime.ts";
 export { threadCount, useThreads } from "./threads.ts";

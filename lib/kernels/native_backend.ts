@@ -1,11 +1,12 @@
 /**
- * The `"native"` compute backend for routing: the gate GEMM of each token tile through the machine's
- * `cblas_sgemm` (see `native.ts`), written straight into a tile buffer that lives in the WebAssembly kernel
- * memory, so that moekit's SIMD epilogues (softmax sums, sigmoid) and the selectors run on it at once — the
- * `[T,E]` logits are never built. Threads are the BLAS library's own (set them with `setNativeThreads`):
- * with more than one, each block of 1024 tokens is one multi-threaded GEMM (64-token GEMMs are too small
- * to split well) and its tiles then select on the calling thread. Gates with ≤ 16 experts use the
- * WebAssembly GEMM and its Workers, which measured faster on that memory-bound shape. Registered when this module loads; available only with
+ * The `"native"` compute backend for routing: the gate GEMM through the machine's `cblas_sgemm` (see
+ * `native.ts`); each 64-token tile of logits lands in a buffer inside the WebAssembly kernel memory, so
+ * that moekit's SIMD epilogues (softmax sums, sigmoid) and the selectors run on it at once — the
+ * `[T,E]` logits are never built. Each block of 1024 tokens is one GEMM (with the library's own threads,
+ * set by `setNativeThreads`): 64-token GEMMs would re-pack the weight per tile and split badly over threads.
+ * The block's 64-token tiles then run the epilogue and selection on the calling thread. Gates with ≤ 16
+ * experts use the WebAssembly GEMM and its Workers (`useThreads`), which measured as fast on that
+ * memory-bound shape and scale with Workers. Registered when this module loads; available only with
  * `--allow-ffi` and a library (otherwise `"auto"` keeps picking WebAssembly, with no prompt).
  * @module
  */
@@ -26,10 +27,10 @@ import { parallelSelect } from "./threads.ts";
 
 let cached: BackendStatus | undefined;
 
-/** Gates with at most this many experts multiply on the WebAssembly kernel (measured: faster there). */
+/** Gates with at most this many experts multiply on the WebAssembly kernel (as fast, and it has Workers). */
 const SMALL_E = 16;
 
-/** Tokens per multi-threaded GEMM block when the library runs several threads. */
+/** Tokens per GEMM block (the weight is packed once per block; measured 1.3–2× faster than 64-token tiles). */
 const BLOCK = 1024;
 
 /** The native backend (priority 20: above wasm and js). */
@@ -57,8 +58,8 @@ export const nativeBackend: ComputeBackend = {
     const epi = wasmInfo().wasm
       ? wasmGemm(small ? weight : { rows: E, cols: 0, data: new Float32Array(0) })
       : undefined;
-    // runParallel: one multi-threaded GEMM per block of BLOCK tokens, then the tiles of that block select
-    // from it on this thread (the tile's gemm call copies its rows out of the block)
+    // runParallel: one GEMM per block of BLOCK tokens (multi-threaded when the library is), then the tiles
+    // of that block select from it on this thread (the tile's gemm call copies its rows out of the block)
     let block: { x: Mat; t0: number; t1: number; logits: Float32Array } | undefined;
     let blockBuf = new Float32Array(0);
     const gemm = (x: Mat, out: Mat): Mat => {
@@ -77,7 +78,7 @@ export const nativeBackend: ComputeBackend = {
     const runParallel = (job: ParallelJob): boolean => {
       if (small) return parallelSelect(epi!.weightPtr, E, job);
       const T = job.x.rows;
-      if ((nativeInfo().threads ?? 1) < 2 || T <= job.tileTokens) return false;
+      if (T <= job.tileTokens) return false;
       const B = Math.max(job.tileTokens, Math.floor(BLOCK / job.tileTokens) * job.tileTokens);
       if (blockBuf.length < B * E) blockBuf = new Float32Array(B * E);
       try {

@@ -181,7 +181,7 @@ export function allocMat(rt: Runtime, rows: number, cols: number): Mat {
  *
  * @example
  * ```ts
- * import { allocTokens, freeTokens, matrix, topKRouter } from "@moekit/moekit";
+ * import { allocTokens, freeTokens, matrix, topKRouter } from "@moekit/moekit/routing";
  * import assert from "node:assert/strict";
  * const x = allocTokens(64, 32);
  * x.data.set(matrix.randn(64, 32, { seed: 1 }).data);

@@ -30,7 +30,7 @@ let pool: Pool | undefined;
  *
  * @example
  * ```ts
- * import { matrix, threadCount, topKRouter, useThreads } from "@moekit/moekit";
+ * import { matrix, threadCount, topKRouter, useThreads } from "@moekit/moekit/routing";
  * import assert from "node:assert/strict";
  * await useThreads(2);
  * const r = topKRouter({ weight: matrix.randn(8, 32, { seed: 1 }), k: 2 }).route(matrix.randn(512, 32, { seed: 2 }));

@@ -1,0 +1,374 @@
+/**
+ * The public factorisations — `matmul`, `svd`, `symmetricEigen`, `cholesky`, `qr` — on the native,
+ * WebAssembly or JS backend. Inputs and outputs are moekit's row-major float32 `Mat`.
+ * @module
+ */
+
+import { type Mat, matrix } from "../core/matrix.ts";
+import { ShapeError } from "../core/errors.ts";
+import {
+  nativeQr,
+  nativeSgemm,
+  nativeSgesdd,
+  nativeSpotrf,
+  nativeSsyevd,
+  nativeStrsmRightLower,
+} from "../kernels/native.ts";
+import { gemmFor, gemmNT32, type LinalgBackend, resolveBackend } from "./backend.ts";
+import { cholesky64, qr64, symEigen64 } from "./dense.ts";
+
+/**
+ * Options shared by the factorisations.
+ *
+ * @example
+ * ```ts
+ * import { type LinalgOptions } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const o: LinalgOptions = { backend: "auto" };
+ * assert.equal(o.backend, "auto");
+ * ```
+ */
+export interface LinalgOptions {
+  /** `"native" | "wasm" | "js" | "auto"` (default `"auto"`); see {@link LinalgBackend}. */
+  readonly backend?: LinalgBackend;
+}
+
+/**
+ * A thin SVD `A = U·diag(s)·Vᵀ`: `u [m,k]`, `s` (k, descending), `vt [k,n]`, k = min(m, n).
+ *
+ * @example
+ * ```ts
+ * import { matrix, svd, type SvdResult } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const r: SvdResult = svd(matrix.identity(3));
+ * assert.deepEqual(Array.from(r.s), [1, 1, 1]);
+ * ```
+ */
+export interface SvdResult {
+  /** Left singular vectors as columns, `[m, k]`. */
+  readonly u: Mat;
+  /** Singular values, descending. */
+  readonly s: Float64Array;
+  /** Right singular vectors as rows, `[k, n]`. */
+  readonly vt: Mat;
+  /** The backend that ran. */
+  readonly backend: Exclude<LinalgBackend, "auto">;
+}
+
+/**
+ * A symmetric eigendecomposition `A = V·diag(values)·Vᵀ`, eigenvalues ascending (numpy's `eigh` order).
+ *
+ * @example
+ * ```ts
+ * import { matrix, symmetricEigen, type EigenResult } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const r: EigenResult = symmetricEigen(matrix.fromArrays([[2, 0], [0, 1]]));
+ * assert.deepEqual(Array.from(r.values), [1, 2]);
+ * ```
+ */
+export interface EigenResult {
+  /** Eigenvalues, ascending. */
+  readonly values: Float64Array;
+  /** Eigenvectors as columns, `[n, n]` (column j belongs to `values[j]`). */
+  readonly vectors: Mat;
+  /** The backend that ran. */
+  readonly backend: Exclude<LinalgBackend, "auto">;
+}
+
+function finite(what: string, a: Mat): void {
+  matrix.assertFinite(what, a);
+}
+
+function square(what: string, a: Mat): void {
+  if (a.rows !== a.cols) throw new ShapeError(what, [a.rows, a.rows], [a.rows, a.cols], "it must be square");
+}
+
+/**
+ * `op(A)·op(B)` with `op` = transpose when `transA` / `transB` is set: native `cblas_sgemm`, the
+ * WebAssembly SIMD GEMM, or the JS reference (float64 accumulation). Float32 output.
+ *
+ * @example
+ * ```ts
+ * import { matmul, matrix } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const a = matrix.fromArrays([[1, 2], [3, 4]]);
+ * assert.deepEqual(matrix.toArrays(matmul(a, a, { transB: true })), [[5, 11], [11, 25]]);
+ * ```
+ */
+export function matmul(
+  a: Mat,
+  b: Mat,
+  options: LinalgOptions & { transA?: boolean; transB?: boolean } = {},
+): Mat {
+  const tA = options.transA ?? false, tB = options.transB ?? false;
+  const m = tA ? a.cols : a.rows, k = tA ? a.rows : a.cols;
+  const kb = tB ? b.cols : b.rows, n = tB ? b.rows : b.cols;
+  if (k !== kb) {
+    throw new ShapeError(
+      "matmul: B",
+      tB ? [-1, k] : [k, -1],
+      [b.rows, b.cols],
+      `op(A) is ${m}×${k}, so op(B) needs ${k} rows`,
+    );
+  }
+  const backend = resolveBackend(options.backend, "cblas_sgemm", 2 * m * n * k);
+  const out = matrix.zeros(m, n);
+  if (backend === "native") {
+    nativeSgemm(tA, tB, m, n, k, 1, a.data, a.cols, b.data, b.cols, 0, out.data, n);
+    return out;
+  }
+  const A = tA ? matrix.transpose(a) : a, Bt = tB ? b : matrix.transpose(b);
+  if (backend === "wasm") return { rows: m, cols: n, data: gemmNT32(A.data, Bt.data, m, n, k) };
+  return matrix.matmulT(A, Bt, out);
+}
+
+/**
+ * Thin singular value decomposition. Native: LAPACK `sgesdd` (divide and conquer, float32 — numpy's
+ * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side on the GEMM,
+ * its float64 eigendecomposition, then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`; accurate for
+ * singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, 2.2e-16 for js), which is
+ * what low-rank compression keeps. Non-finite input throws `NonFiniteError`.
+ *
+ * @example
+ * ```ts
+ * import { matrix, svd } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const { s } = svd(matrix.fromArrays([[3, 0], [4, 5]]));
+ * assert.ok(Math.abs(s[0] - Math.sqrt(45)) < 1e-5 && Math.abs(s[1] - Math.sqrt(5)) < 1e-5);
+ * ```
+ */
+export function svd(a: Mat, options: LinalgOptions = {}): SvdResult {
+  finite("svd: A", a);
+  const m = a.rows, n = a.cols, k = Math.min(m, n);
+  const backend = resolveBackend(options.backend, "sgesdd_", 4 * m * n * k + 9 * k ** 3);
+  if (k === 0) {
+    return { u: matrix.zeros(m, 0), s: new Float64Array(0), vt: matrix.zeros(0, n), backend };
+  }
+  if (backend === "native") {
+    // row-major A is column-major Aᵀ (n×m): its SVD V·Σ·Uᵀ hands back U [m,k] and Vᵀ [k,n] row-major
+    const r = nativeSgesdd(n, m, a.data.slice());
+    return {
+      u: { rows: m, cols: k, data: r.vt },
+      s: Float64Array.from(r.s),
+      vt: { rows: k, cols: n, data: r.u },
+      backend,
+    };
+  }
+  if (m < n) {
+    const t = gramSvd(matrix.transpose(a), backend);
+    return { u: matrix.transpose(t.vt), s: t.s, vt: matrix.transpose(t.u), backend };
+  }
+  return gramSvd(a, backend);
+}
+
+/** Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix. */
+function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
+  const m = a.rows, n = a.cols, gemm = gemmFor(backend);
+  const at = matrix.transpose(a);
+  const G = backend === "wasm"
+    ? Float64Array.from(gemmNT32(at.data, at.data, n, n, m))
+    : gemm(Float64Array.from(at.data), Float64Array.from(at.data), n, n, m);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < i; j++) G[i * n + j] = G[j * n + i] = 0.5 * (G[i * n + j] + G[j * n + i]);
+  }
+  const { vectors } = symEigen64(G, n, `svd[${backend}]`);
+  // V rows, largest eigenvalue first
+  const Vt = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) Vt.set(vectors.subarray((n - 1 - i) * n, (n - i) * n), i * n);
+  const AV = backend === "wasm"
+    ? Float64Array.from(gemmNT32(a.data, Float32Array.from(Vt), m, n, n))
+    : gemm(Float64Array.from(a.data), Vt, m, n, n);
+  const s = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let q = 0;
+    for (let i = 0; i < m; i++) q += AV[i * n + j] ** 2;
+    s[j] = Math.sqrt(q);
+  }
+  const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => s[q] - s[p] || p - q);
+  const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n);
+  const tiny = (s[order[0]] || 1) * 1e-30;
+  const deficient: number[] = [];
+  order.forEach((src, j) => {
+    sv[j] = s[src];
+    vt.data.set(Vt.subarray(src * n, src * n + n), j * n);
+    if (s[src] <= tiny) {
+      sv[j] = 0;
+      deficient.push(j);
+      return;
+    }
+    for (let i = 0; i < m; i++) u.data[i * n + j] = AV[i * n + src] / s[src];
+  });
+  if (deficient.length) completeColumns(u, deficient);
+  return { u, s: sv, vt, backend };
+}
+
+/** Fills the given columns of `u` (m×k, m ≥ k) with unit vectors orthogonal to all other columns. */
+function completeColumns(u: Mat, cols: number[]): void {
+  const m = u.rows, k = u.cols, fill = new Set(cols);
+  const done = Array.from({ length: k }, (_, j) => j).filter((j) => !fill.has(j));
+  let probe = 0;
+  for (const j of cols) {
+    for (; probe < m; probe++) {
+      const v = new Float64Array(m);
+      v[probe] = 1;
+      for (let pass = 0; pass < 2; pass++) {
+        for (const c of done) {
+          let dot = 0;
+          for (let i = 0; i < m; i++) dot += v[i] * u.data[i * k + c];
+          for (let i = 0; i < m; i++) v[i] -= dot * u.data[i * k + c];
+        }
+      }
+      const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+      if (norm > 0.5) {
+        for (let i = 0; i < m; i++) u.data[i * k + j] = v[i] / norm;
+        done.push(j);
+        probe++;
+        break;
+      }
+    }
+  }
+}
+
+/**
+ * Eigendecomposition of a symmetric matrix (only the upper triangle is read on native; the others
+ * symmetrise `(A + Aᵀ)/2`). Native: LAPACK `ssyevd`; WebAssembly / JS: float64 Householder
+ * tridiagonalisation + implicit QL.
+ *
+ * @example
+ * ```ts
+ * import { matrix, symmetricEigen } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const { values, vectors } = symmetricEigen(matrix.fromArrays([[2, 1], [1, 2]]));
+ * assert.ok(Math.abs(values[0] - 1) < 1e-6 && Math.abs(values[1] - 3) < 1e-6);
+ * assert.ok(Math.abs(Math.abs(vectors.data[1]) - Math.SQRT1_2) < 1e-6); // (1, 1)/√2 for 3
+ * ```
+ */
+export function symmetricEigen(a: Mat, options: LinalgOptions = {}): EigenResult {
+  square("symmetricEigen: A", a);
+  finite("symmetricEigen: A", a);
+  const n = a.rows, backend = resolveBackend(options.backend, "ssyevd_", 9 * n ** 3);
+  if (backend === "native") {
+    const z = a.data.slice(), w = nativeSsyevd(n, z);
+    // column-major Z (eigenvectors as columns) reads as row-major Zᵀ
+    return {
+      values: Float64Array.from(w),
+      vectors: matrix.transpose({ rows: n, cols: n, data: z }),
+      backend,
+    };
+  }
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) g[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
+  }
+  const { values, vectors } = symEigen64(g, n, `symmetricEigen[${backend}]`);
+  return {
+    values,
+    vectors: matrix.transpose({ rows: n, cols: n, data: Float32Array.from(vectors) }),
+    backend,
+  };
+}
+
+/**
+ * Lower Cholesky factor `L` with `A = L·Lᵀ` (the lower triangle of A is read on wasm/js, the upper on
+ * native — the same for a symmetric A). Native: LAPACK `spotrf`; WebAssembly / JS: right-looking blocked
+ * float64 with the trailing updates on the GEMM. A matrix that is not positive definite throws
+ * `NotPositiveDefiniteError` (with the order of the failing minor).
+ *
+ * @example
+ * ```ts
+ * import { cholesky, matrix } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const l = cholesky(matrix.fromArrays([[4, 2], [2, 3]]));
+ * assert.deepEqual(matrix.toArrays(l).flat().map((v) => +v.toFixed(5)), [2, 0, 1, 1.41421]);
+ * ```
+ */
+export function cholesky(a: Mat, options: LinalgOptions = {}): Mat {
+  square("cholesky: A", a);
+  finite("cholesky: A", a);
+  const n = a.rows, backend = resolveBackend(options.backend, "spotrf_", n ** 3 / 3);
+  if (backend === "native") {
+    const c = a.data.slice();
+    nativeSpotrf(n, c);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) c[i * n + j] = 0;
+    return { rows: n, cols: n, data: c };
+  }
+  const l = cholesky64(Float64Array.from(a.data), n, gemmFor(backend), `cholesky[${backend}]`);
+  return { rows: n, cols: n, data: Float32Array.from(l) };
+}
+
+/**
+ * Thin QR `A = Q·R`: `q [m,k]` with orthonormal columns, `r [k,n]` upper triangular, k = min(m, n).
+ * Native: LAPACK `sgeqrf` + `sorgqr`; WebAssembly / JS: blocked Householder (compact WY) in float64 with
+ * the block updates on the GEMM. Signs follow LAPACK (R's diagonal may be negative).
+ *
+ * @example
+ * ```ts
+ * import { matrix, qr } from "@moekit/moekit/linalg";
+ * import assert from "node:assert/strict";
+ * const { q, r } = qr(matrix.fromArrays([[3, 1], [4, 2], [0, 5]]));
+ * assert.ok(Math.abs(Math.abs(r.data[0]) - 5) < 1e-5 && q.rows === 3 && r.rows === 2);
+ * ```
+ */
+export function qr(
+  a: Mat,
+  options: LinalgOptions = {},
+): { q: Mat; r: Mat; backend: Exclude<LinalgBackend, "auto"> } {
+  finite("qr: A", a);
+  const m = a.rows, n = a.cols, k = Math.min(m, n);
+  const backend = resolveBackend(options.backend, "sgeqrf_", 4 * m * n * k);
+  if (k === 0) return { q: matrix.zeros(m, 0), r: matrix.zeros(0, n), backend };
+  const at = matrix.transpose(a); // column-major A
+  if (backend === "native") {
+    const buf = at.data, q = nativeQr(m, n, buf);
+    const r = matrix.zeros(k, n);
+    for (let c = 0; c < n; c++) {
+      for (let i = 0; i <= Math.min(c, k - 1); i++) r.data[i * n + c] = buf[c * m + i];
+    }
+    return { q: matrix.transpose({ rows: k, cols: m, data: q }), r, backend };
+  }
+  const { qt, r } = qr64(Float64Array.from(at.data), m, n, gemmFor(backend));
+  return {
+    q: matrix.transpose({ rows: k, cols: m, data: Float32Array.from(qt) }),
+    r: { rows: k, cols: n, data: Float32Array.from(r) },
+    backend,
+  };
+}
+
+/**
+ * `X = B·L⁻¹` (solves `X·L = B`) for a lower-triangular n×n `l` and an r×n `b`: native `cblas_strsm`, or
+ * a blocked solve whose bulk runs on the GEMM. Internal (used by the whitened SVD).
+ */
+export function solveLowerRight(b: Mat, l: Mat, options: LinalgOptions = {}): Mat {
+  square("solveLowerRight: L", l);
+  const n = l.rows, r = b.rows;
+  if (b.cols !== n) throw new ShapeError("solveLowerRight: B", [-1, n], [b.rows, b.cols]);
+  const backend = resolveBackend(options.backend, "cblas_strsm", r * n * n);
+  if (backend === "native") {
+    const x = b.data.slice();
+    nativeStrsmRightLower(r, n, l.data, x);
+    return { rows: r, cols: n, data: x };
+  }
+  const gemm = gemmFor(backend), nb = 128, X = new Float64Array(r * n);
+  for (let j1 = n; j1 > 0; j1 -= nb) {
+    const j0 = Math.max(0, j1 - nb), w = j1 - j0, rest = n - j1;
+    const R = new Float64Array(r * w);
+    for (let i = 0; i < r; i++) for (let c = 0; c < w; c++) R[i * w + c] = b.data[i * n + j0 + c];
+    if (rest > 0) {
+      const xr = new Float64Array(r * rest), lt = new Float64Array(w * rest);
+      for (let i = 0; i < r; i++) xr.set(X.subarray(i * n + j1, i * n + n), i * rest);
+      for (let k = 0; k < rest; k++) {
+        for (let c = 0; c < w; c++) lt[c * rest + k] = l.data[(j1 + k) * n + j0 + c];
+      }
+      const p = gemm(xr, lt, r, w, rest);
+      for (let i = 0; i < r * w; i++) R[i] -= p[i];
+    }
+    for (let i = 0; i < r; i++) {
+      for (let c = w - 1; c >= 0; c--) {
+        let t = R[i * w + c];
+        for (let q = c + 1; q < w; q++) t -= X[i * n + j0 + q] * l.data[(j0 + q) * n + j0 + c];
+        X[i * n + j0 + c] = t / l.data[(j0 + c) * n + j0 + c];
+      }
+    }
+  }
+  return { rows: r, cols: n, data: Float32Array.from(X) };
+}

@@ -1,0 +1,260 @@
+// lib/linalg on every backend available here: backward-error and orthogonality bounds, hand-computed
+// cases, agreement across backends, typed errors, and the assignment solver against brute force and munkres.
+import assert from "node:assert/strict";
+import {
+  cholesky,
+  type LinalgBackend,
+  linearAssignment,
+  type Mat,
+  matmul,
+  matrix,
+  nativeInfo,
+  NonFiniteError,
+  NotPositiveDefiniteError,
+  OptionError,
+  qr,
+  rsvd,
+  svd,
+  symmetricEigen,
+} from "../lib/linalg/mod.ts";
+import { wasmInfo } from "../lib/kernels/runtime.ts";
+import { munkres } from "../lib/deps.ts";
+
+const native = nativeInfo();
+const backends: { name: Exclude<LinalgBackend, "auto">; skip?: string }[] = [
+  { name: "native", skip: native.available ? undefined : native.reason },
+  { name: "wasm", skip: wasmInfo().wasm ? undefined : "WebAssembly SIMD is not available" },
+  { name: "js" },
+];
+const available = backends.filter((b) => !b.skip).map((b) => b.name);
+
+/** Float32 storage: the factors carry ~1e-7 relative rounding, the float32 LAPACK/GEMM a bit more. */
+const tol = (b: string) => (b === "js" ? 2e-6 : 2e-5);
+
+function fro(a: Mat): number {
+  let s = 0;
+  for (const v of a.data) s += v * v;
+  return Math.sqrt(s);
+}
+
+function diff(a: Mat, b: Mat): number {
+  assert.deepEqual([a.rows, a.cols], [b.rows, b.cols]);
+  let s = 0;
+  for (let i = 0; i < a.data.length; i++) s += (a.data[i] - b.data[i]) ** 2;
+  return Math.sqrt(s);
+}
+
+/** ‖QᵀQ − I‖_F for the columns of q. */
+function orthError(q: Mat): number {
+  return diff(matmul(q, q, { transA: true, backend: "js" }), matrix.identity(q.cols));
+}
+
+function scaleCols(u: Mat, s: ArrayLike<number>): Mat {
+  const out = matrix.clone(u);
+  for (let i = 0; i < u.rows; i++) for (let j = 0; j < u.cols; j++) out.data[i * u.cols + j] *= s[j];
+  return out;
+}
+
+function spd(n: number, seed: number): Mat {
+  const x = matrix.randn(2 * n, n, { seed });
+  const g = matmul(x, x, { transA: true, backend: "js" });
+  for (let i = 0; i < n; i++) g.data[i * n + i] += 1;
+  return g;
+}
+
+for (const b of backends) {
+  const opts = { backend: b.name };
+  const t = (what: string, fn: () => void) =>
+    Deno.test({
+      name: `linalg[${b.name}] ${what}${b.skip ? ` (skipped: ${b.skip})` : ""}`,
+      ignore: b.skip !== undefined,
+      fn,
+    });
+
+  t("matmul with every transpose combination equals the JS reference", () => {
+    const a = matrix.randn(37, 29, { seed: 1 }), c = matrix.randn(29, 41, { seed: 2 });
+    const ref = matrix.matmul(a, c);
+    const at = matrix.transpose(a), ct = matrix.transpose(c);
+    for (
+      const [x, y, tA, tB] of [[a, c, false, false], [at, c, true, false], [a, ct, false, true], [
+        at,
+        ct,
+        true,
+        true,
+      ]] as const
+    ) {
+      const out = matmul(x, y, { ...opts, transA: tA, transB: tB });
+      assert.ok(diff(out, ref) <= 1e-5 * fro(ref), `transA ${tA} transB ${tB}`);
+    }
+    assert.throws(() => matmul(a, a, opts), /matmul: B: expected shape \[29,\*\]/);
+  });
+
+  t("svd: hand-computed values, backward error and orthogonality on tall, wide and rank-deficient A", () => {
+    const ex = svd(matrix.fromArrays([[3, 0], [4, 5]]), opts);
+    assert.equal(ex.backend, b.name);
+    assert.ok(Math.abs(ex.s[0] - Math.sqrt(45)) < 1e-5 && Math.abs(ex.s[1] - Math.sqrt(5)) < 1e-5);
+    const lowRank = matrix.matmul(matrix.randn(30, 5, { seed: 3 }), matrix.randn(5, 20, { seed: 4 }));
+    for (const a of [matrix.randn(60, 40, { seed: 1 }), matrix.randn(40, 60, { seed: 2 }), lowRank]) {
+      const r = svd(a, opts), k = Math.min(a.rows, a.cols);
+      assert.deepEqual([r.u.rows, r.u.cols, r.s.length, r.vt.rows, r.vt.cols], [a.rows, k, k, k, a.cols]);
+      for (let i = 1; i < k; i++) assert.ok(r.s[i] <= r.s[i - 1] + 1e-6 && r.s[i] >= 0);
+      const rec = matrix.matmul(scaleCols(r.u, r.s), r.vt);
+      assert.ok(diff(rec, a) <= tol(b.name) * fro(a), `reconstruction ${diff(rec, a) / fro(a)}`);
+      assert.ok(
+        orthError(matrix.transpose(r.vt)) < 1e-4,
+        `V orthogonality ${orthError(matrix.transpose(r.vt))}`,
+      );
+      if (a !== lowRank) assert.ok(orthError(r.u) < 1e-4, `U orthogonality ${orthError(r.u)}`);
+    }
+    const rd = svd(lowRank, opts);
+    assert.ok(rd.s[5] < 1e-4 * rd.s[0], `rank 5: σ6 = ${rd.s[5]}`);
+    assert.ok(orthError(matrix.transpose(matrix.rowSlice(matrix.transpose(rd.u), 0, 5))) < 1e-4);
+  });
+
+  t("symmetricEigen: A·V = V·Λ, VᵀV = I, ascending, hand-computed 2×2", () => {
+    const ex = symmetricEigen(matrix.fromArrays([[2, 1], [1, 2]]), opts);
+    assert.ok(Math.abs(ex.values[0] - 1) < 1e-6 && Math.abs(ex.values[1] - 3) < 1e-6);
+    const a = spd(50, 5), r = symmetricEigen(a, opts);
+    for (let i = 1; i < 50; i++) assert.ok(r.values[i] >= r.values[i - 1]);
+    const av = matmul(a, r.vectors, { backend: "js" }), vl = scaleCols(r.vectors, r.values);
+    assert.ok(diff(av, vl) <= tol(b.name) * fro(a), `residual ${diff(av, vl) / fro(a)}`);
+    assert.ok(orthError(r.vectors) < 1e-4);
+  });
+
+  t("cholesky: L·Lᵀ = A, lower triangular; not positive definite → typed error with the order", () => {
+    const a = spd(300, 6), l = cholesky(a, opts);
+    for (let i = 0; i < 300; i++) for (let j = i + 1; j < 300; j++) assert.equal(l.data[i * 300 + j], 0);
+    assert.ok(diff(matrix.matmulT(l, l), a) <= tol(b.name) * fro(a));
+    assert.throws(() => cholesky(matrix.fromArrays([[1, 2], [2, 1]]), opts), (e: unknown) => {
+      assert.ok(e instanceof NotPositiveDefiniteError);
+      assert.equal(e.info, 2);
+      assert.match(e.message, /leading minor of order 2/);
+      return true;
+    });
+  });
+
+  t("qr: Q·R = A, QᵀQ = I, R upper triangular, on tall, wide and > block-size matrices", () => {
+    for (
+      const a of [
+        matrix.randn(90, 70, { seed: 7 }),
+        matrix.randn(30, 50, { seed: 8 }),
+        matrix.randn(200, 100, { seed: 9 }),
+      ]
+    ) {
+      const { q, r } = qr(a, opts), k = Math.min(a.rows, a.cols);
+      assert.deepEqual([q.rows, q.cols, r.rows, r.cols], [a.rows, k, k, a.cols]);
+      for (let i = 0; i < k; i++) {
+        for (let j = 0; j < Math.min(i, a.cols); j++) assert.equal(r.data[i * a.cols + j], 0);
+      }
+      assert.ok(diff(matrix.matmul(q, r), a) <= tol(b.name) * fro(a));
+      assert.ok(orthError(q) < 1e-4, `orthogonality ${orthError(q)}`);
+    }
+  });
+
+  t("rsvd recovers an exactly rank-6 matrix and matches the dense SVD's leading values", () => {
+    const a = matrix.matmul(matrix.randn(120, 6, { seed: 10 }), matrix.randn(6, 80, { seed: 11 }));
+    const r = rsvd(a, 6, { ...opts, seed: 1 }), dense = svd(a, opts);
+    for (let i = 0; i < 6; i++) assert.ok(Math.abs(r.s[i] - dense.s[i]) <= 1e-4 * dense.s[0]);
+    const rec = matrix.matmul(scaleCols(r.u, r.s), r.vt);
+    assert.ok(diff(rec, a) <= 1e-4 * fro(a));
+    assert.throws(() => rsvd(a, 81, opts), OptionError);
+  });
+
+  t("non-finite input → NonFiniteError naming the position, before any work", () => {
+    const a = matrix.randn(4, 3, { seed: 1 });
+    a.data[2 * 3 + 1] = NaN;
+    for (const f of [() => svd(a, opts), () => qr(a, opts), () => rsvd(a, 2, opts)]) {
+      assert.throws(f, (e: unknown) => e instanceof NonFiniteError && e.row === 2 && e.col === 1);
+    }
+    const s = spd(3, 1);
+    s.data[4] = Infinity;
+    assert.throws(() => cholesky(s, opts), NonFiniteError);
+    assert.throws(() => symmetricEigen(s, opts), NonFiniteError);
+  });
+}
+
+Deno.test("linalg: every available backend agrees (singular values, eigenvalues, |Q|, L)", () => {
+  const a = matrix.randn(150, 110, { seed: 21 }), g = spd(80, 22);
+  const res = available.map((backend) => ({
+    s: svd(a, { backend }).s,
+    e: symmetricEigen(g, { backend }).values,
+    l: cholesky(g, { backend }),
+    r: qr(a, { backend }).r,
+  }));
+  const ref = res[res.length - 1]; // js, float64
+  for (const [i, r] of res.entries()) {
+    for (let j = 0; j < ref.s.length; j++) {
+      assert.ok(Math.abs(r.s[j] - ref.s[j]) <= 1e-5 * ref.s[0], `${available[i]} σ${j}`);
+    }
+    for (let j = 0; j < ref.e.length; j++) {
+      assert.ok(Math.abs(r.e[j] - ref.e[j]) <= 1e-5 * ref.e[ref.e.length - 1], `${available[i]} λ${j}`);
+    }
+    assert.ok(diff(r.l, ref.l) <= 1e-5 * fro(ref.l));
+    // R is unique up to the signs of its rows
+    for (let k = 0; k < 110; k++) {
+      const sgn = Math.sign(r.r.data[k * 110 + k]) * Math.sign(ref.r.data[k * 110 + k]);
+      for (let c = k; c < 110; c++) {
+        assert.ok(Math.abs(sgn * r.r.data[k * 110 + c] - ref.r.data[k * 110 + c]) <= 1e-4 * ref.s[0]);
+      }
+    }
+  }
+});
+
+Deno.test("linalg: an unknown backend is an OptionError listing the allowed values", () => {
+  assert.throws(
+    () => svd(matrix.identity(2), { backend: "gpu" as LinalgBackend }),
+    /backend = "gpu": must be one of native, wasm, js, auto/,
+  );
+});
+
+function* permutations(n: number, m = n): Generator<number[]> {
+  const used = new Array<boolean>(m).fill(false), cur: number[] = [];
+  function* rec(): Generator<number[]> {
+    if (cur.length === n) return yield cur.slice();
+    for (let j = 0; j < m; j++) {
+      if (used[j]) continue;
+      used[j] = true;
+      cur.push(j);
+      yield* rec();
+      cur.pop();
+      used[j] = false;
+    }
+  }
+  yield* rec();
+}
+
+const total = (c: Mat, col: ArrayLike<number>) =>
+  Array.from(col).reduce((s, j, i) => s + c.data[i * c.cols + j], 0);
+
+Deno.test("linearAssignment = brute force on small square and rectangular problems, min and max", () => {
+  let seed = 100;
+  for (const [n, m] of [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5], [6, 6], [3, 5], [4, 6]]) {
+    for (let rep = 0; rep < 5; rep++) {
+      const c = matrix.rand(n, m, { seed: seed++ });
+      if (rep === 4) c.data.forEach((v, i) => (c.data[i] = Math.floor(v * 3))); // ties
+      for (const maximize of [false, true]) {
+        let best = maximize ? -Infinity : Infinity;
+        for (const p of permutations(n, m)) {
+          const v = total(c, p);
+          best = maximize ? Math.max(best, v) : Math.min(best, v);
+        }
+        const got = linearAssignment(c, { maximize });
+        assert.equal(new Set(got).size, n);
+        assert.ok(Math.abs(total(c, got) - best) < 1e-5, `${n}×${m} maximize=${maximize}`);
+      }
+    }
+  }
+  assert.throws(() => linearAssignment(matrix.zeros(3, 2)), /needs rows ≤ cols/);
+  assert.throws(() => linearAssignment(matrix.fromArrays([[1, NaN], [0, 1]])), NonFiniteError);
+});
+
+Deno.test("linearAssignment = munkres (Hungarian) on random 50×50 problems", () => {
+  for (let seed = 0; seed < 3; seed++) {
+    const c = matrix.randn(50, 50, { seed: 200 + seed });
+    const ref = new Array<number>(50);
+    for (const [a, b] of munkres(matrix.toArrays(c))) ref[a] = b;
+    const got = linearAssignment(c);
+    assert.deepEqual(Array.from(got), ref); // continuous random costs: the optimum is unique
+    assert.ok(Math.abs(total(c, got) - total(c, ref)) < 1e-9);
+  }
+});
