@@ -8,6 +8,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { linearAssignment } from "../linalg/assignment.ts";
+import { matmul } from "../linalg/factor.ts";
 import type { MoeLayer, SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
 import { type CompressedLayer, forwardOf, layerParams, withExperts } from "./compressed.ts";
@@ -132,8 +133,8 @@ export function alignPermutation(ref: SwiGLUExpert, target: SwiGLUExpert): numbe
       `alignPermutation: experts of shapes ${f}×${d} and ${target.w1.rows}×${target.w1.cols}`,
     );
   }
-  const c = matrix.matmulT(ref.w1, target.w1), c3 = matrix.matmulT(ref.w3, target.w3);
-  const c2 = matrix.matmulT(matrix.transpose(ref.w2), matrix.transpose(target.w2));
+  const c = matmul(ref.w1, target.w1, { transB: true }), c3 = matmul(ref.w3, target.w3, { transB: true });
+  const c2 = matmul(ref.w2, target.w2, { transA: true });
   for (let i = 0; i < f * f; i++) c.data[i] += c3.data[i] + c2.data[i];
   return Array.from(linearAssignment(c, { maximize: true }));
 }
