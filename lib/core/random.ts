@@ -30,11 +30,14 @@ function hashString(text: string): number {
  *
  * @example
  * ```ts
- * import { Rng } from "@moekit/moekit";
+ * import { Rng } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const a = new Rng(42), b = new Rng(42);
- * console.log(a.uniform() === b.uniform()); // true
- * const sub = new Rng(42).derive("layer.0.mlp", 1); // an independent, reproducible stream
- * console.log(sub.normal());
+ * assert.equal(a.uniform(), b.uniform());
+ * // an independent, reproducible sub-stream per label
+ * assert.equal(new Rng(42).derive("layer.0.mlp", 1).normal(), new Rng(42).derive("layer.0.mlp", 1).normal());
+ * assert.notEqual(new Rng(42).derive("layer.0").uniform(), new Rng(42).derive("layer.1").uniform());
+ * assert.ok(a.int(10) >= 0 && a.int(10) < 10);
  * ```
  */
 export class Rng {
@@ -109,6 +112,38 @@ export class Rng {
     let u = 0;
     while (u === 0) u = this.uniform();
     return -Math.log(-Math.log(u));
+  }
+
+  /**
+   * Counter-mode 32-bit words keyed by this generator's seed, for long streams drawn a buffer at a time
+   * (DARE and DELLA masks): word `i` is splitmix32's output for the state `seed + (i + 1)·0x9e3779b9`
+   * (mod 2³²), i.e. the `i`-th output of splitmix32 started at `seed`. Writes words `offset …
+   * offset + out.length − 1` into `out`. Random access (any range can be drawn on its own, in any order) and
+   * independent of {@link Rng.uniform}'s stream, which it does not advance.
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "@moekit/moekit/core";
+   * import assert from "node:assert/strict";
+   * const all = new Rng(0).counterWordsInto(new Uint32Array(3));
+   * assert.deepEqual(Array.from(all), [2462723854, 1020716019, 454327756]);
+   * // words 1 and 2 on their own are the same
+   * assert.deepEqual(Array.from(new Rng(0).counterWordsInto(new Uint32Array(2), 1)), [1020716019, 454327756]);
+   * ```
+   */
+  counterWordsInto(out: Uint32Array, offset = 0): Uint32Array {
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new OptionError("offset", offset, "counterWordsInto needs an integer offset ≥ 0");
+    }
+    // state before word 0 of out: seed + offset·golden (mod 2³²; imul wraps as the stream does)
+    let s = ((this.seed >>> 0) + Math.imul(offset % 4294967296, 0x9e3779b9)) | 0;
+    for (let i = 0; i < out.length; i++) {
+      s = (s + 0x9e3779b9) | 0;
+      let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      out[i] = z ^ (z >>> 16);
+    }
+    return out;
   }
 
   /** Fills `out` with uniforms in [lo, hi). */

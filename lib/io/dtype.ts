@@ -4,7 +4,7 @@
  * @module
  */
 
-import { OptionError } from "../core/errors.ts";
+import { MoekitError, OptionError } from "../core/errors.ts";
 
 /**
  * A safetensors dtype.
@@ -205,6 +205,71 @@ export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array | Fl
 }
 
 /**
+ * Decodes little-endian F16/BF16/F32 bytes straight into `out` (a Float32Array of the tensor's entry
+ * count): no intermediate arrays. `bytes` may share its memory with `out`, starting at the same place (a
+ * 2-byte tensor decoded into its own grown buffer): entries are decoded from the last one down, so each is
+ * read before it is overwritten. Internal (used by the merge engine; not in the `io` barrel).
+ */
+export function decodeFloatsInto(bytes: Uint8Array, dtype: Dtype, out: Float32Array): Float32Array {
+  if (dtype !== "F16" && dtype !== "BF16" && dtype !== "F32") {
+    throw new OptionError("dtype", dtype, "decodeFloatsInto decodes F16, BF16 or F32 into a Float32Array");
+  }
+  const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  if (n !== out.length) {
+    throw new MoekitError(
+      `decodeFloatsInto: ${bytes.byteLength} bytes of ${dtype} are ${n} entries, the output holds ${out.length}`,
+    );
+  }
+  const sameStart = bytes.buffer === out.buffer && bytes.byteOffset === out.byteOffset;
+  if (bytes.buffer === out.buffer && !sameStart) {
+    const a = bytes.byteOffset, b = out.byteOffset;
+    if (a < b + out.byteLength && b < a + bytes.byteLength) {
+      throw new MoekitError(
+        "decodeFloatsInto: the bytes overlap the output at another offset; copy them first",
+      );
+    }
+  }
+  if (dtype === "F32") {
+    if (!sameStart) out.set(decodeFloats(bytes, "F32"));
+    return out;
+  }
+  const aligned = LITTLE_ENDIAN && bytes.byteOffset % 2 === 0;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (dtype === "BF16") {
+    const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
+    if (aligned) {
+      const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+      for (let i = n - 1; i >= 0; i--) o32[i] = h[i] << 16;
+    } else for (let i = n - 1; i >= 0; i--) o32[i] = view.getUint16(2 * i, true) << 16;
+    return out;
+  }
+  if (aligned) {
+    const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    for (let i = n - 1; i >= 0; i--) out[i] = f16ToNumber(h[i]);
+  } else for (let i = n - 1; i >= 0; i--) out[i] = f16ToNumber(view.getUint16(2 * i, true));
+  return out;
+}
+
+/**
+ * Decodes a tensor's own F16/BF16/F32 bytes (a whole, unshared buffer, as a file read returns) into a
+ * Float32Array that takes over their memory: the buffer is grown to 4 bytes per entry
+ * (`ArrayBuffer.prototype.transfer`, which detaches — and so frees — the raw bytes at once instead of at
+ * the next collection) and decoded in place. Other inputs (a view into a larger buffer, another dtype, no
+ * `transfer`) decode as {@link decodeFloats} does. `bytes` must not be used afterwards. Internal (used by
+ * the merge engine; not in the `io` barrel).
+ */
+export function decodeFloatsInPlace(bytes: Uint8Array, dtype: Dtype): Float32Array | Float64Array {
+  const buf = bytes.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (
+    (dtype !== "F16" && dtype !== "BF16") || !(buf instanceof ArrayBuffer) ||
+    typeof buf.transfer !== "function" ||
+    bytes.byteOffset !== 0 || bytes.byteLength !== buf.byteLength || !LITTLE_ENDIAN
+  ) return decodeFloats(bytes, dtype);
+  const n = bytes.byteLength / 2, grown = buf.transfer(4 * n), out = new Float32Array(grown);
+  return decodeFloatsInto(new Uint8Array(grown, 0, 2 * n), dtype, out);
+}
+
+/**
  * Encodes numbers as little-endian bytes of a float dtype (round to nearest even).
  *
  * @example
@@ -226,6 +291,15 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
       else for (let i = 0; i < n; i++) view.setFloat64(8 * i, values[i], true);
       return out;
     case "BF16": {
+      if (LITTLE_ENDIAN && values instanceof Float32Array) {
+        // float32 input: round its bits straight into the output (no chunk copy, no DataView calls)
+        const u = new Uint32Array(values.buffer, values.byteOffset, n), o16 = new Uint16Array(out.buffer);
+        for (let i = 0; i < n; i++) {
+          const b = u[i];
+          o16[i] = (b & 0x7fffffff) > 0x7f800000 ? 0x7fc0 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+        }
+        return out;
+      }
       // round through float32, then to bf16 with round-to-nearest-even on the bits, a chunk at a time
       const chunk = Math.max(1, Math.min(n, 1 << 20)),
         f = new Float32Array(chunk),

@@ -8,8 +8,8 @@
 
 import { resolve } from "node:path";
 import { MoekitError, NonFiniteError, OptionError, ShapeError } from "../core/errors.ts";
-import type { ExtraFile } from "../io/checkpoint.ts";
-import { decodeFloats, type Dtype, DTYPE_BYTES } from "../io/dtype.ts";
+import { type ExtraFile, shardLayout } from "../io/checkpoint.ts";
+import { decodeFloatsInPlace, type Dtype } from "../io/dtype.ts";
 import { CheckpointError, clip } from "../io/errors.ts";
 import { checkOutputFolder, stageOutput } from "../io/output.ts";
 import { openSafetensors, writeSafetensorsFile } from "../io/safetensors.ts";
@@ -23,8 +23,6 @@ export interface OutputFile {
   readonly bytes: number;
 }
 
-const bytesOf = (t: { dtype: keyof typeof DTYPE_BYTES; shape: readonly number[] }) =>
-  t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
 const numel = (t: { shape: readonly number[] }) => t.shape.reduce((a, b) => a * b, 1);
 const pad5 = (i: number) => String(i).padStart(5, "0");
 
@@ -34,22 +32,7 @@ const pad5 = (i: number) => String(i).padStart(5, "0");
  * are `model-0000k-of-0000n.safetensors`.
  */
 export function outputLayout(tensors: readonly PlannedTensor[], shardBytes: number): OutputFile[] {
-  const groups: PlannedTensor[][] = [[]];
-  let used = 0;
-  for (const t of tensors) {
-    if (used > 0 && used + bytesOf(t) > shardBytes) {
-      groups.push([]);
-      used = 0;
-    }
-    groups[groups.length - 1].push(t);
-    used += bytesOf(t);
-  }
-  const n = groups.length;
-  return groups.map((g, i) => ({
-    name: n === 1 ? "model.safetensors" : `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`,
-    tensors: g,
-    bytes: g.reduce((a, t) => a + bytesOf(t), 0),
-  }));
+  return shardLayout(tensors, shardBytes);
 }
 
 /**
@@ -172,11 +155,14 @@ class ComputeWorker {
 export function runJob(
   job: Omit<ComputeJob, "id">,
   onWarning?: (message: string) => void,
-): { shape: readonly number[]; data: ArrayLike<number>; inputs: ArrayBuffer[] } {
+): { shape: readonly number[]; data: ArrayLike<number> } {
   const inputs = new Set<ArrayBuffer>();
   const decode = (t: RawTensor) => {
-    const data = decodeFloats(t.bytes, t.dtype);
-    for (const b of [t.bytes.buffer, data.buffer]) if (b instanceof ArrayBuffer) inputs.add(b);
+    // bf16/f16: decoded into the raw buffer grown to float32 (the raw bytes are freed at once)
+    const data = decodeFloatsInPlace(t.bytes, t.dtype);
+    for (const b of [t.bytes.buffer, data.buffer]) {
+      if (b instanceof ArrayBuffer && !b.detached) inputs.add(b);
+    }
     return { shape: t.shape, data };
   };
   const out = merge({
@@ -186,7 +172,10 @@ export function runJob(
     ...(onWarning ? { onWarning } : {}),
   });
   inputs.delete(out.data.buffer as ArrayBuffer);
-  return { shape: out.shape, data: out.data, inputs: [...inputs] };
+  // the inputs are ours and merged: free their memory now (detaching releases it at once), not at the
+  // next garbage collection of whichever thread holds them last
+  for (const b of inputs) (b as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
+  return { shape: out.shape, data: out.data };
 }
 
 /** The tensor stream of a run: `take` in write order, `written` after each write, `close` at the end. */

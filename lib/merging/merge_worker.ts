@@ -17,10 +17,8 @@ self.onmessage = (ev: MessageEvent<ComputeJob>) => {
   try {
     const out = runJob(ev.data, (warning) => self.postMessage({ id, warning }));
     const data = out.data as Float32Array | Float64Array;
-    // the input buffers go back too, to be dropped on the calling thread, whose allocations (the next
-    // reads) make its collector free them soon, instead of lingering in this thread's heap
-    const transfer = [...out.inputs, ...(data.buffer instanceof ArrayBuffer ? [data.buffer] : [])];
-    self.postMessage({ id, shape: out.shape, data, inputs: out.inputs }, transfer);
+    // runJob has freed the input buffers (detached); the result moves by transfer
+    self.postMessage({ id, shape: out.shape, data }, data.buffer instanceof ArrayBuffer ? [data.buffer] : []);
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     const fields: Record<string, unknown> = {};

@@ -335,8 +335,9 @@ function dellaProbs(
 }
 
 /**
- * DELLA's seeded keep draws, a row at a time (no array of probabilities): each row's ranks, then one
- * uniform per entry in index order from the (seed, tensor name, model index) stream, `keep = u < p`.
+ * DELLA's seeded keep draws, a row at a time (no array of probabilities): each row's ranks, then the
+ * row's words of the (seed, tensor name, model index) counter stream (entry i uses word i),
+ * `keep = w / 2³² < p`.
  */
 function dellaDraw(
   mask: Uint8Array,
@@ -348,14 +349,15 @@ function dellaDraw(
   epsilon: number,
   o: SparsifyOptions,
 ): Uint8Array {
-  const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0);
-  const ranks = new Int32Array(cols), row = new Float64Array(cols);
+  const rng = maskStream(o);
+  const ranks = new Int32Array(cols), row = new Float64Array(cols), w = new Uint32Array(cols);
   for (let r = 0; r < rows; r++) {
     for (let j = 0; j < cols; j++) row[j] = sub ? x[r * cols + j] - sub[r * cols + j] : x[r * cols + j];
     magnitudeRanks(row, 0, cols, ranks);
+    rng.counterWordsInto(w, r * cols); // the row's words: entries r·cols … of the stream
     for (let j = 0; j < cols; j++) {
       const p = density - epsilon + (2 * epsilon * (ranks[j] - 1)) / (cols - 1);
-      mask[r * cols + j] = rng.uniform() < p ? 1 : 0;
+      mask[r * cols + j] = w[j] < p * 4294967296 ? 1 : 0;
     }
   }
   return mask;
@@ -377,12 +379,27 @@ export function dellaProbabilities(input: TensorInput, density: number, epsilon:
   return dellaProbs(t.data, undefined, t.shape, density, epsilon);
 }
 
+/** Words drawn per call (a reused buffer: 16 KiB). */
+const DRAW_CHUNK = 4096;
+let drawBuf: Uint32Array | undefined;
+
+/** The mask stream of (seed, tensor name, model index): its key is the derived generator's seed. */
+const maskStream = (o: SparsifyOptions) => new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0);
+
 /**
- * Seeded DARE draws: `keep = u < density` with u from the stream derived from (seed, tensor name, model index),
- * one uniform per entry in index order (docs/merging.md, "Randomness").
+ * Seeded DARE draws: `keep = w / 2³² < density` for the counter-mode word `w` of entry `i` of the
+ * (seed, tensor name, model index) stream (docs/merging.md, "Randomness"), 4096 words per call into a
+ * reused buffer. `w / 2³² < d` ⇔ `w < d·2³²` exactly (a power-of-two scale), so no division per entry.
  */
 function bernoulliInto(mask: Uint8Array, d: number, o: SparsifyOptions): Uint8Array {
-  const rng = new Rng(o.seed ?? 0).derive(o.name ?? "", o.modelIndex ?? 0), n = mask.length;
-  for (let i = 0; i < n; i++) mask[i] = rng.uniform() < d ? 1 : 0;
+  const rng = maskStream(o), n = mask.length, t = Math.max(0, d * 4294967296); // 0 ≤ t < 2³² (d < 1 here)
+  const w = drawBuf ??= new Uint32Array(DRAW_CHUNK);
+  for (let start = 0; start < n; start += DRAW_CHUNK) {
+    const len = Math.min(DRAW_CHUNK, n - start);
+    rng.counterWordsInto(len === DRAW_CHUNK ? w : w.subarray(0, len), start);
+    // keep = w < t without a branch (a random one mispredicts): (w − t)·2⁻³² lies in (−1, 1) and has the
+    // sign of w − t (rounding never flips it), so its floor is −1 exactly when w < t
+    for (let i = 0; i < len; i++) mask[start + i] = -Math.floor((w[i] - t) * 2.3283064365386963e-10);
+  }
   return mask;
 }
