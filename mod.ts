@@ -22,18 +22,26 @@ export * from "./lib/moe/mod.ts";
 export * from "./lib/data/mod.ts";
 export * from "./lib/cache/mod.ts";
 export * from "./lib/kernels/mod.ts";
+export * from "./lib/linalg/mod.ts";
 export * from "./lib/io/mod.ts";
 export * from "./lib/merging/mod.ts";
 export * from "./lib/compression/mod.ts";
+export * from "./lib/placement/mod.ts";
 export * from "./lib/plots/mod.ts";
+export * from "./lib/checkpoints/mod.ts";
 export { runMergeCli } from "./lib/cli/merge_cli.ts";
+export { inspectModel, runModelCli } from "./lib/cli/model_cli.ts";
 
 // `deno run -A mod.ts merge <config.yaml> <out-dir>`: the merge CLI (loaded only when run as a program)
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;
   if (command === "merge") Deno.exit(await (await import("./lib/cli/merge_cli.ts")).runMergeCli(rest));
+  if (command === "inspect" || command === "route" || command === "compress") {
+    Deno.exit(await (await import("./lib/cli/model_cli.ts")).runModelCli(command, rest));
+  }
   console.error(
-    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--out-shard-size 5B] [--seed N]",
+    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--out-shard-size 5B] [--seed N]\n" +
+      "       deno run -A mod.ts inspect|route|compress <model-dir> … (--help for each)",
   );
   Deno.exit(2);
 }

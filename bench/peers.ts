@@ -1,11 +1,18 @@
 /**
- * moekit against the peer kit (../shared/bench-peers): loads the kit's inputs, routes them with moekit
- * (softmax top-k, renormalised — the peers' route), checks agreement with the kit's float64 reference,
- * and prints tokens/s next to the newest peer results as ratios to PyTorch at 1 thread.
+ * moekit against the peer benchmark kit (PyTorch, numpy, onnxruntime, tfjs; its folder is `PEERS_KIT`,
+ * by default `bench-peers/` in the checkout's sibling `shared/` folder): loads the kit's inputs, routes
+ * them with moekit (softmax top-k, renormalised — the peers' route), checks agreement with the kit's
+ * float64 reference, and prints tokens/s next to the newest peer results as ratios to PyTorch at 1 thread.
  *
+ *   sh $PEERS_KIT/setup.sh                         # once: the peers and their inputs
  *   deno task bench:peers                          # moekit now, peers from the newest run.sh results
  *   deno task bench:peers --run-peers              # run the peers first, in the same sitting
  *   deno task bench:peers --threads 1,2 mixtral olmoe
+ *   deno task bench:peers --backend wasm           # moekit's backend: auto (default), wasm, native, js
+ *   MOEKIT_BENCH_QUICK=1 deno task bench:peers     # smoke test: tiny synthetic shapes, no peers needed
+ *
+ * `--run-peers` runs the kit once per thread count with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to
+ * that count before any peer loads, and reads back the results of this sitting only.
  *
  * Timing rule (the kit's): inputs in memory, router built once, 2 warm-up calls and ≥ 0.3 s of warm-up,
  * then 5–25 timed calls (~2 s), median. X lives in a kernel token buffer (`allocTokens`), as a serving
@@ -13,7 +20,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { allocTokens, freeTokens, kernelInfo, matrix, topKRouter, useThreads } from "../mod.ts";
+import {
+  allocTokens,
+  freeTokens,
+  kernelInfo,
+  matrix,
+  setNativeThreads,
+  topKRouter,
+  useThreads,
+} from "../mod.ts";
 
 interface Shape {
   name: string;
@@ -28,38 +43,101 @@ const args = parseArgs({
   allowPositionals: true,
   options: {
     threads: { type: "string", default: "1,2" },
+    backend: { type: "string", default: "auto" },
     "run-peers": { type: "boolean" },
     json: { type: "boolean" },
   },
 });
-const kit = new URL("../../shared/bench-peers/", import.meta.url).pathname;
+const quick = Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
+const kit = Deno.env.get("PEERS_KIT") ?? new URL("../../shared/bench-peers/", import.meta.url).pathname;
 const work = Deno.env.get("PEERS_WORK") ?? `${Deno.env.get("HOME")}/.cache/moekit-peers`;
 const dataDir = Deno.env.get("PEERS_DATA") ?? `${work}/data`;
 const wanted = args.positionals.length
   ? args.positionals
   : ["mixtral", "olmoe", "deepseek-v3", "switch-base"];
 const threads = args.values.threads!.split(",").map(Number);
+if (!threads.every((t) => Number.isInteger(t) && t >= 1)) {
+  console.error(
+    `error: --threads must be a comma-separated list of integers ≥ 1, got "${args.values.threads}"`,
+  );
+  Deno.exit(2);
+}
 
-if (args.values["run-peers"]) {
-  const p = await new Deno.Command("sh", {
-    args: [`${kit}run.sh`, ...wanted],
-    stdout: "inherit",
-    stderr: "inherit",
-  })
-    .output();
-  if (!p.success) Deno.exit(p.code);
+const backend = args.values.backend!;
+if (!["auto", "wasm", "native", "js"].includes(backend)) {
+  console.error(`error: --backend must be auto, wasm, native or js, got "${backend}"`);
+  Deno.exit(2);
+}
+const used = backend === "auto" ? kernelInfo().backend : backend;
+if (!kernelInfo().backends.some((b) => b.name === used && b.available)) {
+  const why = kernelInfo().backends.find((b) => b.name === used)?.reason ?? "unknown backend";
+  console.error(`error: backend "${used}" is not available: ${why}`);
+  Deno.exit(2);
+}
+
+const sittingStart = Date.now();
+if (args.values["run-peers"] && !quick) {
+  for (const t of threads) {
+    // the BLAS thread pools size themselves when the library loads: set the count before that
+    const p = await new Deno.Command("sh", {
+      args: [`${kit}run.sh`, ...wanted],
+      env: { PEERS_THREADS: String(t), OPENBLAS_NUM_THREADS: String(t), OMP_NUM_THREADS: String(t) },
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!p.success) Deno.exit(p.code);
+  }
 }
 
 let shapes: Shape[];
-try {
-  shapes = (JSON.parse(Deno.readTextFileSync(`${dataDir}/shapes.json`)) as Shape[]).filter((s) =>
-    wanted.includes(s.name)
-  );
-} catch {
-  console.error(
-    `no peer data in ${dataDir}: run \`sh ${kit}setup.sh\` first (it generates the shared inputs)`,
-  );
-  Deno.exit(2);
+if (quick) {
+  shapes = [{ name: "tiny-topk2", T: 64, d: 64, E: 8, k: 2 }, {
+    name: "tiny-topk8",
+    T: 64,
+    d: 128,
+    E: 64,
+    k: 8,
+  }];
+} else {
+  try {
+    shapes = (JSON.parse(Deno.readTextFileSync(`${dataDir}/shapes.json`)) as Shape[]).filter((s) =>
+      wanted.includes(s.name)
+    );
+  } catch {
+    console.error(
+      `no peer data in ${dataDir}: run \`sh ${kit}setup.sh\` first (it generates the shared inputs)`,
+    );
+    Deno.exit(2);
+  }
+}
+
+/** Float64 reference top-k (descending logit, ties to the lower index), as the kit's `ref.i32`. */
+function referenceTopK(x: Float32Array, w: Float32Array, s: Shape): Int32Array {
+  const out = new Int32Array(s.T * s.k), logits = new Float64Array(s.E);
+  for (let t = 0; t < s.T; t++) {
+    for (let e = 0; e < s.E; e++) {
+      let acc = 0;
+      for (let j = 0; j < s.d; j++) acc += x[t * s.d + j] * w[e * s.d + j];
+      logits[e] = acc;
+    }
+    const order = Array.from({ length: s.E }, (_, e) => e).sort((a, b) => logits[b] - logits[a] || a - b);
+    out.set(order.slice(0, s.k), t * s.k);
+  }
+  return out;
+}
+
+/** The inputs of one shape: the kit's files, or (quick mode) seeded synthetic ones. */
+function inputs(s: Shape): { x: Float32Array; w: Float32Array; ref: Int32Array } {
+  if (quick) {
+    const x = matrix.randn(s.T, s.d, { seed: 1 }).data,
+      w = matrix.randn(s.E, s.d, { seed: 2, std: 1 / Math.sqrt(s.d) }).data;
+    return { x, w, ref: referenceTopK(x, w, s) };
+  }
+  return {
+    x: read(`${s.name}.x.f32`, s.T * s.d, Float32Array),
+    w: read(`${s.name}.w.f32`, s.E * s.d, Float32Array).slice(),
+    ref: read(`${s.name}.ref.i32`, s.T * s.k, Int32Array),
+  };
 }
 
 function read<A>(file: string, n: number, C: new (b: ArrayBuffer, off: number, n: number) => A): A {
@@ -87,11 +165,11 @@ function cpu(): { busy: number; self: number } {
 
 function timeIt(fn: () => void): { median: number; reps: number; foreign: number } {
   let t0 = performance.now();
-  for (let i = 0; i < 1 || (performance.now() - t0 < 300 && i < 50); i++) fn();
+  for (let i = 0; i < 1 || (!quick && performance.now() - t0 < 300 && i < 50); i++) fn();
   t0 = performance.now();
   fn();
   const one = (performance.now() - t0) / 1e3,
-    reps = Math.max(5, Math.min(25, Math.floor(2 / Math.max(one, 1e-9))));
+    reps = quick ? 3 : Math.max(5, Math.min(25, Math.floor(2 / Math.max(one, 1e-9))));
   const ts: number[] = [], c0 = cpu(), w0 = performance.now();
   for (let r = 0; r < reps; r++) {
     t0 = performance.now();
@@ -107,21 +185,25 @@ function timeIt(fn: () => void): { median: number; reps: number; foreign: number
   };
 }
 
-// newest peer results
+// peer results: this sitting's (--run-peers), else the newest run
 const peers = new Map<string, number>();
-let peerFile = "";
+let peerFiles: string[] = [];
 try {
-  const files = [...Deno.readDirSync(`${work}/results`)].filter((f) => f.name.endsWith(".jsonl")).map((f) =>
-    f.name
-  ).sort();
-  peerFile = files.length ? `${work}/results/${files[files.length - 1]}` : "";
-  if (peerFile) {
-    for (const line of Deno.readTextFileSync(peerFile).split("\n").filter(Boolean)) {
+  if (!quick) {
+    const files = [...Deno.readDirSync(`${work}/results`)].filter((f) => f.name.endsWith(".jsonl"))
+      .map((f) => `${work}/results/${f.name}`).sort();
+    peerFiles = args.values["run-peers"]
+      ? files.filter((f) => Deno.statSync(f).mtime!.getTime() >= sittingStart - 1000)
+      : files.slice(-1);
+  }
+  for (const file of peerFiles) {
+    for (const line of Deno.readTextFileSync(file).split("\n").filter(Boolean)) {
       const r = JSON.parse(line);
-      peers.set(`${r.shape}|${r.label}|${r.threads}`, r.tok_s);
+      if (!r.failed) peers.set(`${r.shape}|${r.label}|${r.threads}`, r.tok_s);
     }
   }
 } catch { /* no peer results yet */ }
+const peerFile = peerFiles.join(", ");
 
 const info = kernelInfo();
 const rows: Record<string, unknown>[] = [];
@@ -133,18 +215,23 @@ const fmt = (v: number | undefined) =>
     : v >= 1e3
     ? `${(v / 1e3).toFixed(v >= 1e5 ? 0 : 1)}k`
     : v.toFixed(0);
-console.log(`moekit ${info.wasm ? `wasm-${info.simd}` : "js"}; peers: ${peerFile || "none found"}`);
+console.log(
+  `moekit backend ${used}${used === "wasm" ? ` (${info.simd} SIMD)` : ""}; peers: ${
+    peerFile || "none found"
+  }`,
+);
 console.log("shape         who                        1T                     2T        agree  foreign");
 for (const s of shapes) {
-  const x = allocTokens(s.T, s.d);
-  x.data.set(read(`${s.name}.x.f32`, s.T * s.d, Float32Array));
-  const w = matrix.from(read(`${s.name}.w.f32`, s.E * s.d, Float32Array).slice(), s.E, s.d);
-  const ref = read(`${s.name}.ref.i32`, s.T * s.k, Int32Array);
-  const router = topKRouter({ weight: w, k: s.k });
+  const input = inputs(s), x = allocTokens(s.T, s.d);
+  x.data.set(input.x);
+  const w = matrix.from(input.w, s.E, s.d), ref = input.ref;
+  const router = topKRouter({ weight: w, k: s.k, backend: used });
   const ours: Record<number, number> = {};
   let agree = 1, foreign = 0;
   for (const n of threads) {
-    await useThreads(n);
+    // Workers for the WebAssembly kernel; the BLAS library's own threads for native
+    await useThreads(used === "native" ? 1 : n);
+    if (used === "native") setNativeThreads(n);
     const r = timeIt(() => void router.route(x));
     ours[n] = s.T / r.median;
     foreign = Math.max(foreign, r.foreign);
@@ -164,6 +251,32 @@ for (const s of shapes) {
     const a = peers.get(`${s.name}|${p}|1`), b = peers.get(`${s.name}|${p}|2`);
     if (a !== undefined || b !== undefined) line(p, a, b);
   }
-  rows.push({ shape: s.name, moekit: ours, agreement: agree, foreign, torch1 });
+  const peerRows: Record<string, Record<number, number>> = {};
+  for (const [key, v] of peers) {
+    const [shape, label, t] = key.split("|");
+    if (shape === s.name) (peerRows[label] ??= {})[Number(t)] = v;
+  }
+  rows.push({
+    shape: s.name,
+    T: s.T,
+    d: s.d,
+    E: s.E,
+    k: s.k,
+    moekit: ours,
+    agreement: agree,
+    foreign,
+    peers: peerRows,
+  });
+  if (!quick && agree < 1) {
+    console.error(
+      `warning: ${s.name}: top-k agrees with the reference on ${(100 * agree).toFixed(2)} % of tokens`,
+    );
+  }
+  if (quick && agree < 1) {
+    console.error(
+      `error: ${s.name}: top-k differs from the float64 reference (${(100 * agree).toFixed(2)} %)`,
+    );
+    Deno.exit(1);
+  }
 }
-if (args.values.json) console.log(JSON.stringify(rows));
+if (args.values.json) console.log(JSON.stringify({ kernel: info, backend: used, peerFiles, rows }));

@@ -3,7 +3,8 @@
  * 32 GPUs) and how rebalancing grows with the layer count L and the slot count R:
  *   deno bench --allow-read --allow-env bench/placement_bench.ts
  * Loads are seeded log-normal token counts (mean 128 per expert, a few hot experts), like one step of
- * 4096 tokens × k = 8 routed to 256 experts.
+ * 4096 tokens × k = 8 routed to 256 experts. With `MOEKIT_BENCH_QUICK=1` (and env permission) every
+ * benchmark runs once, with no warm-up (CI's smoke pass).
  */
 
 import {
@@ -14,6 +15,11 @@ import {
   Rng,
 } from "../lib/placement/mod.ts";
 import type { RoutingResult } from "../lib/routing/mod.ts";
+
+const QUICK =
+  Deno.permissions.querySync({ name: "env", variable: "MOEKIT_BENCH_QUICK" }).state === "granted" &&
+  Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
+const iters = QUICK ? { n: 1, warmup: 0 } : {};
 
 const E = 256, G = 8, N = 4, P = 32, T = 4096, K = 8;
 
@@ -50,27 +56,32 @@ const placed = rebalanceExperts(v3, opts);
 const r0 = routing(2);
 
 Deno.bench({
+  ...iters,
   name: "rebalanceExperts hierarchical L58 E256 R288",
   group: "deepseek-v3 scale",
   baseline: true,
   fn: () => void rebalanceExperts(v3, opts),
 });
 Deno.bench({
+  ...iters,
   name: "rebalanceExperts global L58 E256 R288",
   group: "deepseek-v3 scale",
   fn: () => void rebalanceExperts(v3, { ...opts, policy: "global" }),
 });
 Deno.bench({
+  ...iters,
   name: "placementMetrics L58 P32",
   group: "deepseek-v3 scale",
   fn: () => void placementMetrics(v3, placed),
 });
 Deno.bench({
+  ...iters,
   name: "dispatchTraffic one layer T4096 k8",
   group: "deepseek-v3 scale",
   fn: () => void dispatchTraffic(r0, placed, { bytesPerToken: 7168, layer: 0 }),
 });
 Deno.bench({
+  ...iters,
   name: "expertLoadMatrix 58 layers × T4096 k8",
   group: "deepseek-v3 scale",
   fn: () => void expertLoadMatrix(Array(58).fill(r0)),
@@ -79,6 +90,7 @@ Deno.bench({
 for (const L of [1, 8, 58, 232]) {
   const w = loads(L, 3);
   Deno.bench({
+    ...iters,
     name: `rebalanceExperts hierarchical L${L} R288`,
     group: "growth with L",
     baseline: L === 58,
@@ -89,6 +101,7 @@ for (const L of [1, 8, 58, 232]) {
 for (const R of [256, 288, 320, 384, 512, 1024]) {
   for (const policy of ["hierarchical", "global"] as const) {
     Deno.bench({
+      ...iters,
       name: `rebalanceExperts ${policy} L58 R${R}`,
       group: `growth with R (${policy})`,
       baseline: R === 288,

@@ -25,8 +25,15 @@ import {
   topKRouter,
 } from "../mod.ts";
 
-const USAGE =
-  "usage: deno run examples/cache.ts [--tokens N] [--layers L] [--experts E] [--dim D] [--seed S] [--json]";
+const USAGE = `usage: deno run examples/cache.ts [options]
+
+  --tokens N     tokens in the stream (default 2048)
+  --layers L     MoE layers (default 4)
+  --experts E    experts per layer (default 8)
+  --dim D        hidden size (default 64)
+  --seed S       seed of the stream, the experts and the routers (default 0)
+  --json         print JSON instead of tables
+  --help         this text`;
 let args;
 try {
   args = parseArgs({
@@ -43,7 +50,7 @@ try {
     },
   }).values;
 } catch (e) {
-  console.error(`error: ${(e as Error).message}\n${USAGE}`);
+  console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
   Deno.exit(2);
 }
 if (args.help) {
@@ -53,7 +60,7 @@ if (args.help) {
 const num = (name: "tokens" | "layers" | "experts" | "dim" | "seed", min: number) => {
   const v = Number(args[name]);
   if (!Number.isInteger(v) || v < min) {
-    console.error(`error: --${name} must be an integer ≥ ${min}, got "${args[name]}"\n${USAGE}`);
+    console.error(`error: --${name} must be an integer ≥ ${min}, got "${args[name]}"\n\n${USAGE}`);
     Deno.exit(2);
   }
   return v;

@@ -15,26 +15,51 @@ import {
   type CompressedLayer,
   compressionReport,
   deltaCompress,
-  type ExpertLayer,
-  forwardWithExperts,
+  dense,
   losparseCompress,
   matrix,
   mergeExperts,
+  moeLayer,
   pmqQuantize,
   pruneExperts,
   Rng,
   rtnLayer,
   skipExperts,
-  svdCompress,
+  svdLayer,
   type SwiGLUExpert,
   topicStream,
-  whitenedSvdCompress,
+  topKRouter,
+  whitenedSvdLayer,
 } from "../mod.ts";
 
-const args =
-  parseArgs({ args: Deno.args, options: { out: { type: "string" }, seed: { type: "string", default: "0" } } })
-    .values;
-const seed = Number(args.seed), E = 8, d = 64, f = 128, k = 2;
+const USAGE = `usage: deno run examples/compress.ts [options]
+
+  --seed S      seed of the experts, the router and the token stream (default 0)
+  --out FILE    also save the table's rows as JSON, for compressionPlot (needs --allow-write=FILE)
+  --help        this text`;
+
+function fail(message: string): never {
+  console.error(`error: ${message}\n\n${USAGE}`);
+  Deno.exit(2);
+}
+
+let args: { out?: string; seed?: string; help?: boolean } = {};
+try {
+  args = parseArgs({
+    args: Deno.args,
+    strict: true,
+    allowPositionals: false,
+    options: { out: { type: "string" }, seed: { type: "string" }, help: { type: "boolean" } },
+  }).values;
+} catch (e) {
+  fail((e as Error).message);
+}
+if (args.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const seed = Number(args.seed ?? 0), E = 8, d = 64, f = 128, k = 2;
+if (!Number.isInteger(seed) || seed < 0) fail(`--seed must be an integer ≥ 0, got "${args.seed}"`);
 
 // experts = shared component + rank-4 differences + a little noise; router skewed toward a few experts
 const rng = new Rng(seed);
@@ -60,57 +85,17 @@ const experts: SwiGLUExpert[] = Array.from({ length: E }, () => {
 });
 const gate = matrix.randn(E, d, { seed: rng.nextUint32(), std: 0.3 });
 for (let e = 0; e < E; e++) gate.data[e * d] += 1.5 - 0.4 * e; // skew: lower experts win more often
-const layer: ExpertLayer = { gate, experts, k };
+const layer = moeLayer({ router: topKRouter({ weight: gate, k }), experts });
 // one token stream: the first half calibrates, the second half measures
 const stream = topicStream({ tokens: 1024, dim: d, seed: seed + 1, noise: 0.6, segmentLength: 8 }).hidden;
 for (let i = 0; i < stream.rows; i++) stream.data[i * d] += 1;
 const calib = matrix.rowSlice(stream, 0, 512), test = matrix.rowSlice(stream, 512, 1024);
-const stats = calibrate(layer, calib);
-
-/** A layer whose experts' matrices are replaced by their low-rank products. */
-function lowRankLayer(
-  name: string,
-  rankOf: (
-    w: typeof gate,
-    which: "w1" | "w2" | "w3",
-    e: number,
-  ) => { a: typeof gate; b: typeof gate; params: number },
-): CompressedLayer {
-  let params = gate.data.length;
-  const ex = experts.map((x, e) => {
-    const out: Record<string, typeof gate> = {};
-    for (const key of ["w1", "w2", "w3"] as const) {
-      const lr = rankOf(x[key], key, e);
-      params += lr.params;
-      out[key] = matrix.matmul(lr.a, lr.b);
-    }
-    return out as unknown as SwiGLUExpert;
-  });
-  return {
-    method: name,
-    params,
-    bytes: params * 4,
-    forward: (x) => forwardWithExperts(layer, x, { experts: ex }),
-  };
-}
-
-// the inputs each matrix sees, for whitening: W1/W3 the routed tokens, W2 the routed intermediates
-const intermediates = experts.map((ex, e) => {
-  const xe = stats.routedInputs[e], a = matrix.matmulT(xe, ex.w1), b = matrix.matmulT(xe, ex.w3);
-  for (let i = 0; i < a.data.length; i++) a.data[i] = (a.data[i] / (1 + Math.exp(-a.data[i]))) * b.data[i];
-  return a;
-});
+const stats = calibrate(layer, calib); // routing, routed inputs and intermediates (they whiten W1/W3 and W2)
 
 const methods: CompressedLayer[] = [];
 for (const ratio of [0.5, 0.25]) {
-  methods.push(lowRankLayer(`svd ρ=${ratio}`, (w) => svdCompress(w, { ratio })));
-  methods.push(
-    lowRankLayer(
-      `whitened svd ρ=${ratio}`,
-      (w, key, e) =>
-        whitenedSvdCompress(w, key === "w2" ? intermediates[e] : stats.routedInputs[e], { ratio }),
-    ),
-  );
+  methods.push(svdLayer(layer, { ratio }));
+  methods.push(whitenedSvdLayer(layer, stats, { ratio }));
 }
 for (const g of [4, 2]) methods.push(mergeExperts(layer, stats, { numGroups: g }));
 {
@@ -129,10 +114,10 @@ for (const g of [4, 2]) methods.push(mergeExperts(layer, stats, { numGroups: g }
     return cache.get(e)!;
   });
   methods.push({
+    ...dense(moeLayer({ ...layer, experts })),
     method: "mc-smoe 4/8 + losparse",
     params: bytes / 4,
     bytes,
-    forward: (x) => forwardWithExperts(layer, x, { experts }),
   });
 }
 for (const keep of [6, 4]) methods.push(pruneExperts(layer, calib, { keep, numBatches: 4 }));
@@ -144,7 +129,7 @@ methods.push(pmqQuantize(layer, calib, stats, { budgetBits: 20, groupSize: 64 })
 methods.push(compressedExpertsLayer(layer, { nCe: 1 }));
 
 const rows = methods.map((m) => compressionReport(layer, m, test));
-const dense = rows[0].bytes[0];
+const denseBytes = rows[0].bytes[0];
 const head = ["method", "bytes", "% of orig", "rel. error", "routing agr.", "active/token"];
 const body = rows.map((r) => [
   r.method,
@@ -156,7 +141,7 @@ const body = rows.map((r) => [
 ]);
 const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
 console.log(
-  `moekit expert compression — one MoE layer: E = ${E}, d = ${d}, f = ${f}, k = ${k}; dense ${dense} bytes (f32)`,
+  `moekit expert compression — one MoE layer: E = ${E}, d = ${d}, f = ${f}, k = ${k}; dense ${denseBytes} bytes (f32)`,
 );
 console.log(
   `experts = shared component + rank-4 differences; 512 calibration tokens, errors on 512 held-out tokens\n`,

@@ -3,7 +3,7 @@
  * vectors overlap and conflict in sign, merges them with task arithmetic, TIES and Breadcrumbs through the
  * real safetensors pipeline (config → plan → streamed shards), and prints how much of each task survives.
  *
- *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep]
+ *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep] [--help]
  */
 
 import { parseArgs } from "node:util";
@@ -17,21 +17,57 @@ import {
   writeCheckpoint,
 } from "../mod.ts";
 
-const args = parseArgs({
-  args: Deno.args,
-  options: {
-    dim: { type: "string", default: "256" },
-    seed: { type: "string", default: "0" },
-    keep: { type: "boolean" },
-  },
-}).values;
-const d = Number(args.dim), seed = Number(args.seed);
-if (!Number.isInteger(d) || d < 8) {
-  console.error("error: --dim must be an integer ≥ 8");
+const USAGE = `usage: deno run -A examples/merge.ts [options]
+
+  --dim D       each tensor is D×D (default 256)
+  --seed S      seed of the base, the task vectors and the merges (default 0)
+  --keep        keep the checkpoints and merged outputs (in a temporary folder) instead of removing them
+  --help        this text
+
+It writes safetensors checkpoints to a temporary folder: run it with -A (or --allow-read --allow-write).`;
+
+function fail(message: string): never {
+  console.error(`error: ${message}\n\n${USAGE}`);
   Deno.exit(2);
 }
 
+let args: { dim?: string; seed?: string; keep?: boolean; help?: boolean } = {};
+try {
+  args = parseArgs({
+    args: Deno.args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      dim: { type: "string" },
+      seed: { type: "string" },
+      keep: { type: "boolean" },
+      help: { type: "boolean" },
+    },
+  }).values;
+} catch (e) {
+  fail((e as Error).message);
+}
+if (args.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const d = Number(args.dim ?? 256), seed = Number(args.seed ?? 0);
+if (!Number.isInteger(d) || d < 8) fail(`--dim must be an integer ≥ 8, got "${args.dim}"`);
+if (!Number.isInteger(seed) || seed < 0) fail(`--seed must be an integer ≥ 0, got "${args.seed}"`);
+for (const name of ["read", "write"] as const) {
+  if (Deno.permissions.querySync({ name }).state !== "granted") {
+    fail(`it needs --allow-${name}: it writes and reads checkpoints in a temporary folder (or run with -A)`);
+  }
+}
+
 const dir = await Deno.makeTempDir({ prefix: "moekit-merge-" });
+// the temporary folder goes away on every exit path (also on an error) unless --keep
+const cleanUp = () => {
+  if (!args.keep) Deno.removeSync(dir, { recursive: true });
+};
+globalThis.addEventListener("unload", cleanUp);
+globalThis.addEventListener("error", cleanUp);
+globalThis.addEventListener("unhandledrejection", cleanUp);
 const names = [
   "model.embed_tokens.weight",
   ...[0, 1, 2, 3].flatMap((
@@ -117,9 +153,7 @@ ${[0, 1, 2].map((i) => `  - model: task${i}\n    ${params}`).join("\n")}
   ]);
 }
 
-console.log(
-  `merging 3 synthetic fine-tunes of a ${names.length}-tensor model (${d}×${d} each) — files in ${dir}\n`,
-);
+console.log(`merging 3 synthetic fine-tunes of a ${names.length}-tensor model (${d}×${d} each)\n`);
 const head = ["method", "kept τ1", "kept τ2", "kept τ3", "sign τ1", "sign τ2", "sign τ3", "sparsity"];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 const line = (cells: string[]) =>
@@ -137,4 +171,8 @@ each task to its top 20 %, elects a sign per entry and averages only the agreein
 keeps its full size whether one task or three set it: each task keeps most of its vector (what it loses
 is where it was outvoted) with half of the merged vector exactly zero and no noise piled up. Breadcrumbs
 trims the same way (plus the top 1 % outliers) but sums without an election.`);
-if (!args.keep) await Deno.remove(dir, { recursive: true });
+console.log(
+  args.keep
+    ? `\ncheckpoints, configs and merged outputs kept in ${dir}`
+    : `\n(the checkpoints and merged outputs were written to a temporary folder, now removed; --keep keeps them)`,
+);

@@ -1,5 +1,5 @@
 /**
- * Renders the README's plot gallery (PNG + SVG) from seeded runs:
+ * Renders the README's plot gallery (PNG + SVG) from seeded runs, and formats the SVGs with `deno fmt`:
  *   deno task plots            (= deno run -A examples/plots.ts examples/plots)
  */
 
@@ -17,10 +17,10 @@ import {
   deltaCompress,
   dropCurve,
   dropVsCapacityPlot,
-  type ExpertLayer,
   layerLoadHeatmap,
   loadPlot,
   matrix,
+  moeLayer,
   preGateRouter,
   randomExperts,
   rtnLayer,
@@ -101,11 +101,10 @@ const plots = {
   ),
   "compression": compressionPlot(
     (() => {
-      const layer: ExpertLayer = {
-        gate: matrix.randn(8, 64, { seed: 6 }),
+      const layer = moeLayer({
+        router: topKRouter({ weight: matrix.randn(8, 64, { seed: 6 }), k: 2 }),
         experts: randomExperts({ experts: 8, dim: 64, hidden: 128, seed: 7 }),
-        k: 2,
-      };
+      });
       const calib = matrix.rowSlice(x, 0, 512),
         test = matrix.rowSlice(x, 512, 1024),
         stats = calibrate(layer, calib);
@@ -123,10 +122,22 @@ const plots = {
   ),
 };
 
+const svgs: string[] = [];
 for (const [name, plot] of Object.entries(plots)) {
   await plot.save(`${out}/${name}.png`);
   await plot.save(`${out}/${name}.svg`);
+  svgs.push(`${out}/${name}.svg`);
+}
+// the SVGs are tracked in git: format them as `deno fmt` would, so `deno fmt --check` stays clean
+const config = new URL("../deno.json", import.meta.url).pathname;
+const fmt = await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", "--config", config, ...svgs] })
+  .output();
+if (!fmt.success) {
+  console.error(`deno fmt failed on the SVGs:\n${new TextDecoder().decode(fmt.stderr)}`);
+  Deno.exit(1);
 }
 console.log(
-  `wrote ${Object.keys(plots).length} plots (PNG + SVG) to ${out}/ with font ${plots.load.fontUsed}`,
+  `wrote ${
+    Object.keys(plots).length
+  } plots (PNG + SVG, formatted) to ${out}/ with font ${plots.load.fontUsed}`,
 );

@@ -7,25 +7,23 @@
  */
 
 import { parseArgs } from "node:util";
+// Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
+// the plots, and the Vega packages behind them, load only when plots are written.
 import {
   balanceLoss,
   baseRouter,
   capacityRouter,
-  coactivationPlot,
   deepseekV3Router,
   expertChoiceRouter,
   gshardRouter,
   hashRouter,
-  layerLoadHeatmap,
   type LoadMetrics,
   loadMetrics,
-  loadPlot,
   type Mat,
   matrix,
   MoekitError,
   moeLayer,
   noisyTopKRouter,
-  type Plot,
   randomExperts,
   type RouteOptions,
   type Router,
@@ -34,9 +32,11 @@ import {
   runMoeStack,
   sinkhornRouter,
   switchRouter,
-  topicStream,
   topKRouter,
-} from "../mod.ts";
+} from "../lib/moe/mod.ts";
+import { topicStream } from "../lib/data/mod.ts";
+// loading the kernels registers the WebAssembly (and native BLAS) gate backends the routers pick from
+import { kernelInfo } from "../lib/kernels/mod.ts";
 
 const USAGE = `usage: deno run examples/route.ts [options]
 
@@ -52,7 +52,8 @@ const USAGE = `usage: deno run examples/route.ts [options]
   --json                print JSON instead of tables
   --plots DIR           where plots go when writing is allowed (default moekit-plots):
                         deno run --allow-write=moekit-plots examples/route.ts        (SVG + JSON)
-                        deno run -A examples/route.ts                                (also PNG)
+                        deno run --allow-write=moekit-plots {PNG_FLAGS} examples/route.ts
+                                                                       (also PNG; or -A)
   --help                this text`;
 
 interface Config {
@@ -99,8 +100,15 @@ const FACTORIES: Record<string, RouterFactory> = {
   base: (w) => ({ router: baseRouter({ weight: w, groupSize: 256 }), options: { training: true } }),
 };
 
+/** The flags PNG output needs besides --allow-write (the plots module says the same at run time). */
+const PNG_FLAGS = "--allow-ffi --allow-read --allow-env --allow-sys";
+
+function usage(): string {
+  return USAGE.replace("{ROUTERS}", Object.keys(FACTORIES).join(", ")).replace("{PNG_FLAGS}", PNG_FLAGS);
+}
+
 function fail(message: string): never {
-  console.error(`error: ${message}\n\n${USAGE.replace("{ROUTERS}", Object.keys(FACTORIES).join(", "))}`);
+  console.error(`error: ${message}\n\n${usage()}`);
   Deno.exit(2);
 }
 
@@ -112,7 +120,7 @@ function intFlag(values: Record<string, unknown>, name: string, def: number, min
   return v;
 }
 
-function parse(): { config: Config; routers: string[]; json: boolean; plots: string } {
+function parse(): { config: Config; routers: string[]; json: boolean; plots: string; kGiven: boolean } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -138,7 +146,7 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
   }
   const v = parsed.values as Record<string, unknown>;
   if (v.help) {
-    console.log(USAGE.replace("{ROUTERS}", Object.keys(FACTORIES).join(", ")));
+    console.log(usage());
     Deno.exit(0);
   }
   const config: Config = {
@@ -157,14 +165,23 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
   const list = String(v.router ?? "all");
   const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
   for (const r of routers) if (!FACTORIES[r]) fail(`unknown router "${r}"`);
-  return { config, routers, json: Boolean(v.json), plots: String(v.plots ?? "moekit-plots") };
+  return {
+    config,
+    routers,
+    json: Boolean(v.json),
+    plots: String(v.plots ?? "moekit-plots"),
+    kGiven: v["top-k"] !== undefined,
+  };
 }
 
 interface Row {
   router: string;
   metrics: LoadMetrics;
   aux: number | undefined;
+  /** why the router could not run (shown instead of its metrics) */
   note?: string;
+  /** the router's k differs from --top-k (shown below the table) */
+  kNote?: string;
 }
 
 function sumMetrics(results: RoutingResult[]): LoadMetrics {
@@ -183,7 +200,7 @@ function sumMetrics(results: RoutingResult[]): LoadMetrics {
 }
 
 async function main(): Promise<void> {
-  const { config: c, routers, json, plots } = parse();
+  const { config: c, routers, json, plots, kGiven } = parse();
   const stream = topicStream({ tokens: c.tokens, dim: c.dim, topics: 8, seed: c.seed });
   const gates = Array.from(
     { length: c.layers },
@@ -235,17 +252,27 @@ async function main(): Promise<void> {
     } catch {
       aux = undefined;
     }
-    rows.push({ router: name, metrics: sumMetrics(results), aux });
+    // routers with a fixed k by design (Switch top-1, GShard top-2, expert choice, hash, BASE) say so
+    // when --top-k asked for something else, instead of silently routing with their own k
+    const k = results[0].k;
+    const kNote = kGiven && k !== c.k
+      ? name === "expert-choice"
+        ? `expert choice: each expert picks its tokens (${k} slots per token); --top-k ${c.k} does not apply`
+        : `${name} routes top-${k} by design; --top-k ${c.k} does not apply`
+      : undefined;
+    rows.push({ router: name, metrics: sumMetrics(results), aux, ...(kNote ? { kNote } : {}) });
   }
   const seconds = (performance.now() - started) / 1000;
   if (json) {
     console.log(JSON.stringify(
       {
         config: c,
+        backend: kernelInfo().backend,
         seconds,
         routers: rows.map((r) =>
           r.note ? { router: r.router, skipped: r.note } : {
             router: r.router,
+            ...(r.kNote ? { note: r.kNote } : {}),
             cv: r.metrics.cv,
             maxVio: r.metrics.maxVio,
             entropyNorm: r.metrics.entropyNorm,
@@ -269,7 +296,7 @@ const SPARK = "▁▂▃▄▅▆▇█";
 function printTables(c: Config, rows: Row[], seconds: number): void {
   console.log(
     `moekit routing comparison — ${c.tokens} tokens × ${c.layers} layers, d = ${c.dim}, E = ${c.experts}, ` +
-      `k = ${c.k}, cf = ${c.cf}, seed ${c.seed} (${seconds.toFixed(2)} s)\n`,
+      `k = ${c.k}, cf = ${c.cf}, seed ${c.seed} (${seconds.toFixed(2)} s, ${kernelInfo().backend} backend)\n`,
   );
   const head = [
     "router",
@@ -312,6 +339,7 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
   console.log(
     "\nentropy = normalised load entropy (1 = balanced); aux loss = Megatron/Switch scale (1 = balanced)",
   );
+  for (const r of rows) if (r.kNote) console.log(`note: ${r.kNote}`);
   const first = rows.find((r) => !r.note);
   if (!first) return;
   console.log(
@@ -349,15 +377,21 @@ async function savePlots(
   c: Config,
 ): Promise<void> {
   if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
-    console.log(`\nplots: run with --allow-write=${dir} to save them (add -A for PNG too)`);
+    console.log(
+      `\nplots: run with --allow-write=${dir} to save them as SVG + JSON; for PNG too:\n` +
+        `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts`,
+    );
     return;
   }
-  const png = Deno.permissions.querySync({ name: "ffi" }).state === "granted" &&
-    Deno.permissions.querySync({ name: "read" }).state === "granted";
+  const { coactivationPlot, layerLoadHeatmap, loadPlot, pngPermissionsMissing } = await import(
+    "../lib/plots/mod.ts"
+  );
+  const missing = pngPermissionsMissing();
+  const png = missing.length === 0;
   await Deno.mkdir(dir, { recursive: true });
   const measured = Object.fromEntries(rows.filter((r) => !r.note).map((r) => [r.router, r.metrics]));
   const layers = inputs.map((x, l) => stackRouters[l].route(x));
-  const plots: [string, Plot][] = [
+  const plots: [string, { save(path: string): Promise<void> }][] = [
     [
       "load",
       loadPlot(measured, { title: `expert load per router (${c.tokens} tokens × ${c.layers} layers)` }),
@@ -366,15 +400,20 @@ async function savePlots(
     ["coactivation", coactivationPlot(layers[0], { title: "layer 0 expert co-activation" })],
   ];
   const written: string[] = [];
+  let pngProblem = png ? "" : `${missing.join(" ")} missing (PNG needs ${PNG_FLAGS}, or -A)`;
   for (const [name, plot] of plots) {
-    for (const ext of png ? ["json", "svg", "png"] : ["json", "svg"]) {
-      await plot.save(`${dir}/${name}.${ext}`);
-      written.push(`${name}.${ext}`);
+    for (const ext of ["json", "svg", "png"]) {
+      if (ext === "png" && pngProblem) continue;
+      try {
+        await plot.save(`${dir}/${name}.${ext}`);
+        written.push(`${name}.${ext}`);
+      } catch (e) {
+        if (ext !== "png" || !(e instanceof MoekitError)) throw e;
+        pngProblem = e.message; // e.g. no font installed: say so once, keep the SVGs
+      }
     }
   }
   console.log(
-    `\nplots written to ${dir}/: ${written.join(", ")}${
-      png ? "" : " (add --allow-ffi --allow-read for PNG)"
-    }`,
+    `\nplots written to ${dir}/: ${written.join(", ")}${pngProblem ? `\n  no PNG: ${pngProblem}` : ""}`,
   );
 }

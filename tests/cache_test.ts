@@ -13,7 +13,7 @@ import {
 
 const H = [0, 1, 2, 0, 1, 3, 0, 3, 1, 2, 0, 1];
 
-Deno.test("Example H: hits and evictions of every policy at capacity 3", () => {
+Deno.test("a 12-access trace: hits and evictions of every policy at capacity 3", () => {
   const expected = {
     lru: [6, [2, 0, 3]],
     fifo: [5, [0, 1, 2, 3]],

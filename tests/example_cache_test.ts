@@ -20,3 +20,31 @@ Deno.test("examples/cache.ts: Belady ≥ lookahead ≥ LRU ≥ FIFO on the pre-g
   assert.ok(report.batching["pre-gate"].after < report.batching["pre-gate"].before);
   assert.equal(report.crossLayer["rmoe"].sameSet.length, 3);
 });
+
+Deno.test("examples/cache.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
+  const script = new URL("../examples/cache.ts", import.meta.url).pathname;
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", script, ...args],
+      env: { NO_COLOR: "1" },
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  };
+  const help = await run("--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: deno run examples\/cache\.ts/);
+  for (
+    const [args, pattern] of [
+      [["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
+      [["--experts", "1"], /--experts must be an integer ≥ 2, got "1"/],
+      [["--bogus"], /Unknown option '--bogus'/],
+    ] as const
+  ) {
+    const r = await run(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+    assert.match(r.stderr, /usage: deno run examples\/cache\.ts/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});

@@ -4,11 +4,30 @@ const script = new URL("../examples/route.ts", import.meta.url).pathname;
 
 async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   // no permission flags: the example must run as `deno run examples/route.ts`
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--no-prompt", script, ...args] })
-    .output();
+  return await runWith([], args);
+}
+
+async function runWith(
+  flags: string[],
+  args: string[],
+  cwd?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", ...flags, script, ...args],
+    cwd,
+    env: { NO_COLOR: "1" },
+  }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+const fontInstalled = (() => {
+  try {
+    return Deno.statSync("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").isFile;
+  } catch {
+    return false;
+  }
+})();
 
 Deno.test("examples/route.ts runs with no flags and no permissions", async () => {
   const { code, stdout, stderr } = await run();
@@ -45,6 +64,7 @@ Deno.test("examples/route.ts --json reports metrics per router", async () => {
   assert.equal(code, 0);
   const report = JSON.parse(stdout);
   assert.equal(report.config.experts, 8);
+  assert.equal(report.backend, "wasm"); // the kernels are loaded: routing runs on WebAssembly, not plain JS
   assert.equal(report.routers.length, 2);
   const [topk, ec] = report.routers;
   assert.equal(topk.counts.reduce((a: number, b: number) => a + b, 0), 256 * 2 * 4);
@@ -67,4 +87,69 @@ Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () =
     assert.match(stderr, pattern);
     assert.match(stderr, /usage: deno run examples\/route.ts/);
   }
+});
+
+Deno.test("examples/route.ts: the printed PNG hint works, and names what is missing", async () => {
+  const small = ["--tokens", "128", "--router", "topk,switch"];
+  const hint = (await run(...small)).stdout.match(/^ {2}deno run (.*) examples\/route\.ts$/m);
+  assert.ok(hint, "the run without permissions prints a command line for PNG output");
+  const flags = hint[1].split(" ");
+  assert.ok(flags.includes("--allow-write=moekit-plots"), hint[1]);
+  const dir = await Deno.makeTempDir({ prefix: "moekit-route-png-" });
+  try {
+    const full = await runWith(flags, small, dir);
+    assert.equal(full.code, 0, full.stderr);
+    assert.doesNotMatch(full.stderr, /punycode|DeprecationWarning/);
+    const files = [...Deno.readDirSync(`${dir}/moekit-plots`)].map((f) => f.name).sort();
+    if (fontInstalled) {
+      assert.deepEqual(files.filter((f) => f.endsWith(".png")), [
+        "coactivation.png",
+        "layer-load.png",
+        "load.png",
+      ]);
+      const png = await Deno.readFile(`${dir}/moekit-plots/load.png`);
+      assert.deepEqual(Array.from(png.subarray(1, 4)), [0x50, 0x4e, 0x47]); // "PNG"
+    } else {
+      assert.match(full.stdout, /no PNG: no font for PNG text/);
+    }
+    // without --allow-read: the SVGs are written and the message names the missing permission
+    await Deno.remove(`${dir}/moekit-plots`, { recursive: true });
+    const noRead = await runWith(flags.filter((f) => f !== "--allow-read"), small, dir);
+    assert.equal(noRead.code, 0, noRead.stderr);
+    assert.match(noRead.stdout, /no PNG: --allow-read missing/);
+    assert.doesNotMatch(noRead.stdout, /DejaVu/);
+    assert.ok(Deno.statSync(`${dir}/moekit-plots/load.svg`).isFile);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("examples/route.ts: --top-k says which routers have a fixed k", async () => {
+  const { code, stdout } = await run("--top-k", "3", "--tokens", "128", "--router", "topk,gshard,switch");
+  assert.equal(code, 0);
+  assert.match(stdout, /^note: gshard routes top-2 by design; --top-k 3 does not apply$/m);
+  assert.match(stdout, /^note: switch routes top-1 by design; --top-k 3 does not apply$/m);
+  assert.doesNotMatch(stdout, /note: topk/);
+  const json = JSON.parse(
+    (await run("--json", "--top-k", "3", "--tokens", "64", "--router", "topk,gshard")).stdout,
+  );
+  assert.equal(json.routers[1].note, "gshard routes top-2 by design; --top-k 3 does not apply");
+  assert.equal(json.routers[0].note, undefined);
+  // the default k stays quiet
+  assert.doesNotMatch((await run("--tokens", "64", "--router", "gshard")).stdout, /^note:/m);
+});
+
+Deno.test("examples/route.ts loads no plotting or build packages up front (vega, resvg, wabt)", async () => {
+  const out = await new Deno.Command(Deno.execPath(), { args: ["info", "--json", script] }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: { dependencies?: { specifier: string; code?: unknown }[] }[];
+  };
+  // code dependencies are what `deno run` fetches before the program starts; type-only ones are not
+  const code = graph.modules.flatMap((m) =>
+    (m.dependencies ?? []).filter((d) => d.code).map((d) => d.specifier)
+  );
+  const npm = [...new Set(code.filter((s) => s.startsWith("npm:")))].sort();
+  assert.ok(npm.some((s) => s.startsWith("npm:ml-matrix")), npm.join(" "));
+  assert.deepEqual(npm.filter((s) => /^npm:(vega|vega-lite|@resvg\/|wabt)@/.test(s)), []);
 });

@@ -119,18 +119,55 @@ Deno.test("large E keeps labels thin; plots save by extension; the Jupyter bundl
   );
 });
 
-Deno.test("PNG without a font fails with a clear message", async () => {
-  // no read permission: no font file can be found
+Deno.test("PNG without read permission names the missing permission, not a font to install", async () => {
   const script = await Deno.makeTempFile({ suffix: ".ts" });
-  await Deno.writeTextFile(
-    script,
-    `import { pngFont } from "${
-      new URL("../mod.ts", import.meta.url).href
-    }";\ntry { pngFont(); } catch (e) { console.log((e as Error).message); }\n`,
-  );
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--no-prompt", script] }).output();
-  assert.match(
-    new TextDecoder().decode(out.stdout),
-    /no font for PNG text.*apt-get install fonts-dejavu-core/,
-  );
+  try {
+    await Deno.writeTextFile(
+      script,
+      `import { Plot, pngFont, pngPermissionsMissing } from "${
+        new URL("../lib/plots/mod.ts", import.meta.url).href
+      }";
+try { pngFont(); } catch (e) { console.log((e as Error).message); }
+console.log(pngPermissionsMissing().join(" "));
+try { await new Plot({ mark: "bar" }).toPNG(); } catch (e) { console.log((e as Error).message); }
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--allow-ffi", "--allow-sys", script],
+      env: { NO_COLOR: "1" },
+    }).output();
+    const [font, missing, png] = new TextDecoder().decode(out.stdout).trim().split("\n");
+    assert.match(font, /^no font for PNG text: reading font files is not allowed; run with --allow-read/);
+    assert.doesNotMatch(font, /DejaVu/);
+    assert.equal(missing, "--allow-read --allow-env");
+    assert.match(
+      png,
+      /^PNG output needs --allow-read \(all of --allow-ffi --allow-read --allow-env --allow-sys/,
+    );
+  } finally {
+    await Deno.remove(script);
+  }
+});
+
+Deno.test("deno task plots: the gallery's SVGs come out formatted (deno fmt --check), with no warnings", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moekit-plots-" });
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../examples/plots.ts", import.meta.url).pathname, dir],
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 0, stderr);
+    assert.doesNotMatch(stderr, /punycode|DeprecationWarning/);
+    const svgs = [...Deno.readDirSync(dir)].filter((f) => f.name.endsWith(".svg")).map((f) =>
+      `${dir}/${f.name}`
+    );
+    assert.equal(svgs.length, 7);
+    const check = await new Deno.Command(Deno.execPath(), {
+      args: ["fmt", "--check", "--config", new URL("../deno.json", import.meta.url).pathname, ...svgs],
+    }).output();
+    assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -3,8 +3,8 @@ import { serveRepo } from "./serve_repo.ts";
 
 Deno.test("mod.ts imports over plain HTTP into a folder with no deno.json, and routes", async () => {
   const { url, close } = serveRepo();
+  const dir = await Deno.makeTempDir({ prefix: "moekit-url-" });
   try {
-    const dir = await Deno.makeTempDir({ prefix: "moekit-url-" });
     await Deno.writeTextFile(
       `${dir}/main.ts`,
       `import { loadMetrics, matrix, merge, topKRouter } from "${url}/mod.ts";
@@ -27,5 +27,6 @@ console.log(JSON.stringify({ tokens: r.tokens, kept: loadMetrics(r).counts.reduc
     });
   } finally {
     await close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -12,10 +12,12 @@ import { isKept, type RoutingResult } from "../routing/result.ts";
  *
  * @example
  * ```ts
- * import { expertLoadsPerStep, matrix, topKRouter } from "@moekit/moekit";
+ * import { expertLoadsPerStep } from "@moekit/moekit/cache";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(2), k: 1 }).route(matrix.fromArrays([[1, 0], [0, 1], [1, 0], [0, 1]]));
- * console.log(expertLoadsPerStep([r], [0, 1, 2, 3], 2)); // [2, 2]
- * console.log(expertLoadsPerStep([r], [0, 2, 1, 3], 2)); // [1, 1]
+ * assert.deepEqual(expertLoadsPerStep([r], [0, 1, 2, 3], 2), [2, 2]);
+ * assert.deepEqual(expertLoadsPerStep([r], [0, 2, 1, 3], 2), [1, 1]);
  * ```
  */
 export function expertLoadsPerStep(
@@ -50,10 +52,12 @@ export function expertLoadsPerStep(
  *
  * @example
  * ```ts
- * import { expertAwareBatching, matrix, topKRouter } from "@moekit/moekit";
+ * import { expertAwareBatching } from "@moekit/moekit/cache";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(2), k: 1 }).route(matrix.fromArrays([[1, 0], [0, 1], [1, 0], [0, 1]]));
  * const b = expertAwareBatching([r], 2);
- * console.log(Array.from(b.order), b.meanBefore, b.meanAfter); // [0, 2, 1, 3] 2 1
+ * assert.deepEqual([Array.from(b.order), b.meanBefore, b.meanAfter], [[0, 2, 1, 3], 2, 1]);
  * ```
  */
 export function expertAwareBatching(

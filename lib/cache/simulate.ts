@@ -1,7 +1,7 @@
 /**
- * Expert-cache simulation (routing.md §10): LRU, FIFO, LFU (counts kept across evictions), Belady MIN
- * (farthest next use, ties → smallest key) and a lookahead policy that evicts by next use within the
- * horizon a pre-gate provides, optionally prefetching the keys it knows are coming.
+ * Expert-cache simulation: LRU, FIFO, LFU (counts kept across evictions), Belady MIN (farthest next use,
+ * ties → smallest key) and a lookahead policy that evicts by next use within the horizon a pre-gate
+ * provides, optionally prefetching the keys it knows are coming (docs/routing.md, "Expert-cache simulation").
  * @module
  */
 
@@ -13,9 +13,10 @@ import type { AccessTrace } from "./trace.ts";
  *
  * @example
  * ```ts
- * import { type CachePolicy } from "@moekit/moekit";
+ * import { type CachePolicy, simulateCache } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
  * const p: CachePolicy = "belady";
- * console.log(p); // belady
+ * assert.equal(simulateCache([0, 1, 0], { capacity: 1, policy: p }).hits, 0);
  * ```
  */
 export type CachePolicy = "lru" | "fifo" | "lfu" | "belady" | "lookahead";
@@ -25,8 +26,9 @@ export type CachePolicy = "lru" | "fifo" | "lfu" | "belady" | "lookahead";
  *
  * @example
  * ```ts
- * import { CACHE_POLICIES } from "@moekit/moekit";
- * console.log(CACHE_POLICIES.join(" ")); // belady lookahead lfu lru fifo
+ * import { CACHE_POLICIES } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(CACHE_POLICIES, ["belady", "lookahead", "lfu", "lru", "fifo"]);
  * ```
  */
 export const CACHE_POLICIES: readonly CachePolicy[] = ["belady", "lookahead", "lfu", "lru", "fifo"];
@@ -36,9 +38,11 @@ export const CACHE_POLICIES: readonly CachePolicy[] = ["belady", "lookahead", "l
  *
  * @example
  * ```ts
- * import { type CacheOptions } from "@moekit/moekit";
- * const o: CacheOptions = { capacity: 8, policy: "lookahead", horizon: 16, prefetch: 2, expertBytes: 1 << 20 };
- * console.log(o.horizon); // 16
+ * import { type CacheOptions, simulateCache } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
+ * const o: CacheOptions = { capacity: 2, policy: "lookahead", horizon: 4, prefetch: 1, expertBytes: 1 << 20 };
+ * const s = simulateCache([0, 1, 2, 0, 1, 2], o);
+ * assert.equal(s.bytesMoved, (s.misses + s.prefetches) * (1 << 20));
  * ```
  */
 export interface CacheOptions {
@@ -59,9 +63,10 @@ export interface CacheOptions {
  *
  * @example
  * ```ts
- * import { type CacheStats } from "@moekit/moekit";
- * const describe = (s: CacheStats) => `${(100 * s.hitRate).toFixed(1)} % hits`;
- * console.log(typeof describe); // function
+ * import { type CacheStats, simulateCache } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
+ * const s: CacheStats = simulateCache([0, 1, 0, 1], { capacity: 2, policy: "lru" });
+ * assert.deepEqual([s.hits, s.misses, s.hitRate, s.evictions.length], [2, 2, 0.5, 0]);
  * ```
  */
 export interface CacheStats {
@@ -86,13 +91,17 @@ export interface CacheStats {
  *
  * @example
  * ```ts
- * import { simulateCache } from "@moekit/moekit";
- * const trace = [0, 1, 2, 0, 1, 3, 0, 3, 1, 2, 0, 1]; // routing.md Example H
- * for (const policy of ["lru", "fifo", "lfu", "belady"] as const) {
+ * import { simulateCache } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
+ * const trace = [0, 1, 2, 0, 1, 3, 0, 3, 1, 2, 0, 1]; // expert keys in access order
+ * const run = (policy: "lru" | "fifo" | "lfu" | "belady") => {
  *   const s = simulateCache(trace, { capacity: 3, policy });
- *   console.log(policy, s.hits, Array.from(s.evictions));
- * }
- * // lru 6 [2, 0, 3] · fifo 5 [0, 1, 2, 3] · lfu 7 [2, 3] · belady 7 [2, 3]
+ *   return [s.hits, Array.from(s.evictions)];
+ * };
+ * assert.deepEqual(run("lru"), [6, [2, 0, 3]]);
+ * assert.deepEqual(run("fifo"), [5, [0, 1, 2, 3]]);
+ * assert.deepEqual(run("lfu"), [7, [2, 3]]);
+ * assert.deepEqual(run("belady"), [7, [2, 3]]);
  * ```
  */
 export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: CacheOptions): CacheStats {

@@ -1,6 +1,6 @@
 /**
  * Expert access traces: a routing run turned into the `(layer, expert)` keys an expert cache sees, in
- * execution order (routing.md §10).
+ * execution order (docs/routing.md, "Expert-cache simulation").
  * @module
  */
 
@@ -13,9 +13,12 @@ import { isKept, type RoutingResult } from "../routing/result.ts";
  *
  * @example
  * ```ts
- * import { type AccessTrace } from "@moekit/moekit";
- * const layerOf = (tr: AccessTrace, i: number) => Math.floor(tr.keys[i] / tr.experts);
- * console.log(typeof layerOf); // function
+ * import { accessTrace, type AccessTrace } from "@moekit/moekit/cache";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * const r = topKRouter({ weight: matrix.identity(2), k: 1 }).route(matrix.fromArrays([[0, 1]]));
+ * const tr: AccessTrace = accessTrace([r, r, r]);
+ * assert.deepEqual([tr.layers, tr.experts, Math.floor(tr.keys[2] / tr.experts), tr.keys[2] % tr.experts], [3, 2, 2, 1]);
  * ```
  */
 export interface AccessTrace {
@@ -34,9 +37,11 @@ export interface AccessTrace {
  *
  * @example
  * ```ts
- * import { accessTrace, matrix, topKRouter } from "@moekit/moekit";
+ * import { accessTrace } from "@moekit/moekit/cache";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(3), k: 1 }).route(matrix.fromArrays([[1, 0, 0], [0, 0, 1]]));
- * console.log(Array.from(accessTrace([r, r]).keys)); // [0, 3, 2, 5]
+ * assert.deepEqual(Array.from(accessTrace([r, r]).keys), [0, 3, 2, 5]); // token-major: (0,e0) (1,e0) (0,e2) (1,e2)
  * ```
  */
 export function accessTrace(

@@ -9,12 +9,10 @@
  *
  * @example
  * ```ts
- * import { MoekitError, matrix } from "@moekit/moekit";
- * try {
- *   matrix.fromArrays([[1, 2], [3]]);
- * } catch (e) {
- *   console.log(e instanceof MoekitError); // true
- * }
+ * import { matrix, MoekitError, ShapeError } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
+ * assert.throws(() => matrix.fromArrays([[1, 2], [3]]), MoekitError);
+ * assert.ok(new ShapeError("x", [1], [2]) instanceof MoekitError);
  * ```
  */
 export class MoekitError extends Error {
@@ -30,9 +28,10 @@ export class MoekitError extends Error {
  *
  * @example
  * ```ts
- * import { ShapeError } from "@moekit/moekit";
+ * import { ShapeError } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const e = new ShapeError("gate W", [8, 16], [8, 32]);
- * console.log(e.message); // gate W: expected shape [8,16], got [8,32]
+ * assert.equal(e.message, "gate W: expected shape [8,16], got [8,32]");
  * ```
  */
 export class ShapeError extends MoekitError {
@@ -54,9 +53,11 @@ export class ShapeError extends MoekitError {
  *
  * @example
  * ```ts
- * import { NonFiniteError } from "@moekit/moekit";
- * const e = new NonFiniteError("hidden states X", 3, 1, NaN);
- * console.log(e.row, e.col); // 3 1
+ * import { matrix, NonFiniteError } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
+ * const x = matrix.zeros(4, 2);
+ * x.data[3 * 2 + 1] = NaN;
+ * assert.throws(() => matrix.assertFinite("hidden states X", x), (e: NonFiniteError) => e.row === 3 && e.col === 1);
  * ```
  */
 export class NonFiniteError extends MoekitError {
@@ -80,9 +81,11 @@ export class NonFiniteError extends MoekitError {
  *
  * @example
  * ```ts
- * import { OptionError } from "@moekit/moekit";
+ * import { OptionError } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const e = new OptionError("k", 9, "k must be in 1..E = 8");
- * console.log(e.message); // k = 9: k must be in 1..E = 8
+ * assert.equal(e.message, "k = 9: k must be in 1..E = 8");
+ * assert.equal(e.option, "k");
  * ```
  */
 export class OptionError extends MoekitError {

@@ -13,9 +13,10 @@ import type { Mat } from "./matrix.ts";
  *
  * @example
  * ```ts
- * import { type NdArrayLike, matrix, toNdarray } from "@moekit/moekit";
+ * import { matrix, type NdArrayLike, toNdarray } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const a: NdArrayLike = toNdarray(matrix.zeros(2, 3));
- * console.log(a.shape); // [2, 3]
+ * assert.deepEqual(a.shape, [2, 3]);
  * ```
  */
 export interface NdArrayLike {
@@ -36,10 +37,12 @@ export interface NdArrayLike {
  *
  * @example
  * ```ts
- * import { matrix, toNdarray } from "@moekit/moekit";
+ * import { matrix, toNdarray } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const m = matrix.fromArrays([[1, 2], [3, 4]]);
  * const a = toNdarray(m);
- * console.log(a.get(1, 0), a.data === m.data); // 3 true
+ * assert.equal(a.get(1, 0), 3);
+ * assert.equal(a.data, m.data); // zero-copy
  * ```
  */
 export function toNdarray(m: Mat): NdArrayLike {
@@ -52,10 +55,10 @@ export function toNdarray(m: Mat): NdArrayLike {
  *
  * @example
  * ```ts
- * import { fromNdarray, matrix, toNdarray } from "@moekit/moekit";
+ * import { fromNdarray, matrix, toNdarray } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const m = matrix.fromArrays([[1, 2], [3, 4]]);
- * const back = fromNdarray(toNdarray(m));
- * console.log(back.data === m.data); // true
+ * assert.equal(fromNdarray(toNdarray(m)).data, m.data); // zero-copy round trip
  * ```
  */
 export function fromNdarray(a: NdArrayLike): Mat {
@@ -77,9 +80,10 @@ export function fromNdarray(a: NdArrayLike): Mat {
  *
  * @example
  * ```ts
- * import { type MlMatrixLike, matrix, toMlMatrix } from "@moekit/moekit";
+ * import { matrix, type MlMatrixLike, toMlMatrix } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const a: MlMatrixLike = toMlMatrix(matrix.identity(2));
- * console.log(a.get(1, 1)); // 1
+ * assert.equal(a.get(1, 1), 1);
  * ```
  */
 export interface MlMatrixLike {
@@ -96,9 +100,10 @@ export interface MlMatrixLike {
  *
  * @example
  * ```ts
- * import { matrix, toMlMatrix } from "@moekit/moekit";
+ * import { matrix, toMlMatrix } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const a = toMlMatrix(matrix.fromArrays([[2, 0], [0, 3]]));
- * console.log(a.rows, a.columns); // 2 2
+ * assert.deepEqual([a.rows, a.columns, a.get(1, 1)], [2, 2, 3]);
  * ```
  */
 export function toMlMatrix(m: Mat): MlMatrixLike {
@@ -119,9 +124,10 @@ export function mlMatrixOf(m: Mat): InstanceType<typeof Matrix> {
  *
  * @example
  * ```ts
- * import { fromMlMatrix, matrix, toMlMatrix } from "@moekit/moekit";
+ * import { fromMlMatrix, matrix, toMlMatrix } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const m = fromMlMatrix(toMlMatrix(matrix.identity(3)));
- * console.log(m.data[4]); // 1
+ * assert.deepEqual(Array.from(m.data), [1, 0, 0, 0, 1, 0, 0, 0, 1]);
  * ```
  */
 export function fromMlMatrix(a: MlMatrixLike): Mat {

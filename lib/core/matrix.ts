@@ -13,9 +13,10 @@ import { Rng } from "./random.ts";
  *
  * @example
  * ```ts
- * import { type Mat, matrix } from "@moekit/moekit";
+ * import { type Mat, matrix } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
  * const m: Mat = matrix.fromArrays([[1, 2, 3], [4, 5, 6]]);
- * console.log(m.rows, m.cols, m.data[1 * m.cols + 2]); // 2 3 6
+ * assert.deepEqual([m.rows, m.cols, m.data[1 * m.cols + 2]], [2, 3, 6]);
  * ```
  */
 export interface Mat {
@@ -271,11 +272,13 @@ function frobenius(m: Mat): number {
  *
  * @example
  * ```ts
- * import { matrix } from "@moekit/moekit";
- * const x = matrix.randn(4, 3, { seed: 1 });
- * const w = matrix.fromArrays([[1, 0, 0], [0, 1, 0]]);
- * const logits = matrix.matmulT(x, w); // X·Wᵀ, [4, 2]
- * console.log(logits.data[0] === x.data[0]); // true
+ * import { matrix } from "@moekit/moekit/core";
+ * import assert from "node:assert/strict";
+ * const x = matrix.fromArrays([[1, 2, 3], [4, 5, 6]]);
+ * const w = matrix.fromArrays([[1, 0, 0], [0, 1, 1]]);
+ * assert.deepEqual(matrix.toArrays(matrix.matmulT(x, w)), [[1, 5], [4, 11]]); // X·Wᵀ, [2, 2]
+ * assert.equal(matrix.rowSlice(x, 1, 2).data[0], 4); // a zero-copy view
+ * assert.equal(matrix.randn(2, 2, { seed: 1 }).data[3], matrix.randn(2, 2, { seed: 1 }).data[3]);
  * ```
  */
 export const matrix = {

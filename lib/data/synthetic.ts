@@ -13,9 +13,10 @@ import { Rng } from "../core/random.ts";
  *
  * @example
  * ```ts
- * import { type TopicStreamOptions } from "@moekit/moekit";
- * const o: TopicStreamOptions = { tokens: 1024, dim: 64, topics: 6, seed: 7 };
- * console.log(o.topics); // 6
+ * import { topicStream, type TopicStreamOptions } from "@moekit/moekit/data";
+ * import assert from "node:assert/strict";
+ * const o: TopicStreamOptions = { tokens: 512, dim: 8, topics: 6, skew: 0, seed: 7 };
+ * assert.ok(topicStream(o).topics.every((c) => c >= 0 && c < 6));
  * ```
  */
 export interface TopicStreamOptions {
@@ -42,9 +43,12 @@ export interface TopicStreamOptions {
  *
  * @example
  * ```ts
- * import { type TopicStream } from "@moekit/moekit";
- * const count = (s: TopicStream) => s.hidden.rows;
- * console.log(typeof count); // function
+ * import { topicStream, type TopicStream } from "@moekit/moekit/data";
+ * import assert from "node:assert/strict";
+ * const s: TopicStream = topicStream({ tokens: 64, dim: 8, topics: 4, vocabPerTopic: 10, seed: 1 });
+ * // token ids of topic c are c·vocabPerTopic + i
+ * assert.ok(s.tokenIds.every((id, t) => Math.floor(id / 10) === s.topics[t]));
+ * assert.deepEqual([s.centres.rows, s.centres.cols], [4, 8]);
  * ```
  */
 export interface TopicStream {
@@ -64,9 +68,11 @@ export interface TopicStream {
  *
  * @example
  * ```ts
- * import { topicStream } from "@moekit/moekit";
+ * import { topicStream } from "@moekit/moekit/data";
+ * import assert from "node:assert/strict";
  * const s = topicStream({ tokens: 256, dim: 16, topics: 4, seed: 1 });
- * console.log(s.hidden.rows, s.hidden.cols, s.topics.length); // 256 16 256
+ * assert.deepEqual([s.hidden.rows, s.hidden.cols, s.topics.length], [256, 16, 256]);
+ * assert.deepEqual(topicStream({ tokens: 256, dim: 16, topics: 4, seed: 1 }).hidden.data, s.hidden.data); // seeded
  * ```
  */
 export function topicStream(options: TopicStreamOptions): TopicStream {

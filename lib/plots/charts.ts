@@ -18,10 +18,12 @@ import { Plot } from "./plot.ts";
  *
  * @example
  * ```ts
- * import { loadMetrics, matrix, type Routed, topKRouter } from "@moekit/moekit";
+ * import { loadPlot, type Routed } from "@moekit/moekit/plots";
+ * import { loadMetrics, matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.identity(2), k: 1 }).route(matrix.identity(2));
  * const both: Routed[] = [r, loadMetrics(r)];
- * console.log(both.length); // 2
+ * assert.deepEqual(loadPlot({ a: both[0], b: both[1] }).spec.data, loadPlot({ a: r, b: r }).spec.data);
  * ```
  */
 export type Routed = RoutingResult | LoadMetrics;
@@ -45,10 +47,13 @@ function expertAxis(E: number, title = "expert"): Record<string, unknown> {
  *
  * @example
  * ```ts
- * import { loadPlot, matrix, topKRouter } from "@moekit/moekit";
+ * import { loadPlot } from "@moekit/moekit/plots";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const r = topKRouter({ weight: matrix.randn(8, 16, { seed: 1 }), k: 2 }).route(matrix.randn(256, 16, { seed: 2 }));
- * const svg = await loadPlot({ topk: r }).toSVG();
- * console.log(svg.includes("share of assignments")); // true
+ * const rows = (loadPlot({ topk: r }).spec.data as { values: { share: number }[] }).values;
+ * assert.equal(rows.length, 8); // one bar per expert
+ * assert.ok(Math.abs(rows.reduce((s, v) => s + v.share, 0) - 1) < 1e-9); // shares sum to 1
  * ```
  */
 export function loadPlot(input: Routed | Record<string, Routed>, options: { title?: string } = {}): Plot {
@@ -94,9 +99,12 @@ export function loadPlot(input: Routed | Record<string, Routed>, options: { titl
  *
  * @example
  * ```ts
- * import { layerLoadHeatmap, matrix, topKRouter } from "@moekit/moekit";
+ * import { layerLoadHeatmap } from "@moekit/moekit/plots";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const rs = [1, 2, 3].map((s) => topKRouter({ weight: matrix.randn(64, 8, { seed: s }), k: 4 }).route(matrix.randn(128, 8)));
- * console.log((await layerLoadHeatmap(rs).toSVG()).includes("layer")); // true
+ * const cells = (layerLoadHeatmap(rs).spec.data as { values: { layer: number }[] }).values;
+ * assert.equal(cells.length, 3 * 64); // layer × expert
  * ```
  */
 export function layerLoadHeatmap(routings: readonly Routed[], options: { title?: string } = {}): Plot {
@@ -127,10 +135,13 @@ export function layerLoadHeatmap(routings: readonly Routed[], options: { title?:
  *
  * @example
  * ```ts
- * import { dropCurve, dropVsCapacityPlot, matrix, switchRouter } from "@moekit/moekit";
+ * import { dropCurve, dropVsCapacityPlot } from "@moekit/moekit/plots";
+ * import { matrix, switchRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const w = matrix.randn(8, 16, { seed: 1 }), x = matrix.randn(256, 16, { seed: 2 });
  * const rows = dropCurve("switch", (cf) => switchRouter({ weight: w, capacityFactor: cf }), x, [0.5, 1, 1.5, 2]);
- * console.log((await dropVsCapacityPlot(rows).toSVG()).includes("capacity factor")); // true
+ * assert.ok(rows.every((r, i) => i === 0 || r.droppedFraction <= rows[i - 1].droppedFraction)); // more room, fewer drops
+ * assert.deepEqual((dropVsCapacityPlot(rows).spec.data as { values: unknown[] }).values, rows);
  * ```
  */
 export function dropVsCapacityPlot(
@@ -162,9 +173,11 @@ export function dropVsCapacityPlot(
  *
  * @example
  * ```ts
- * import { capacityRouter, dropCurve, matrix } from "@moekit/moekit";
+ * import { dropCurve } from "@moekit/moekit/plots";
+ * import { capacityRouter, matrix } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const rows = dropCurve("probs", (cf) => capacityRouter({ weight: matrix.randn(4, 8, { seed: 1 }), capacityFactor: cf, policy: "probs" }), matrix.randn(64, 8), [0, 4]);
- * console.log(rows.map((r) => r.droppedFraction)); // [1, 0]
+ * assert.deepEqual(rows.map((r) => r.droppedFraction), [1, 0]);
  * ```
  */
 export function dropCurve(
@@ -185,9 +198,12 @@ export function dropCurve(
  *
  * @example
  * ```ts
- * import { coactivationPlot, matrix, topKRouter } from "@moekit/moekit";
- * const r = topKRouter({ weight: matrix.randn(8, 16, { seed: 1 }), k: 2 }).route(matrix.randn(128, 16));
- * console.log((await coactivationPlot(r).toSVG()).includes("<svg")); // true
+ * import { coactivationPlot } from "@moekit/moekit/plots";
+ * import { matrix, topKRouter } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * const r = topKRouter({ weight: matrix.identity(2), k: 2 }).route(matrix.fromArrays([[1, 0], [0, 1], [1, 0]]));
+ * const cells = (coactivationPlot(r).spec.data as { values: { i: number; j: number; tokens: number }[] }).values;
+ * assert.deepEqual(cells.map((c) => c.tokens), [3, 3, 3, 3]); // k = E = 2: every token uses both experts
  * ```
  */
 export function coactivationPlot(input: Routed, options: { title?: string } = {}): Plot {
@@ -225,9 +241,12 @@ export function coactivationPlot(input: Routed, options: { title?: string } = {}
  *
  * @example
  * ```ts
- * import { biasConvergencePlot, deepseekV3Router, matrix, runBiasBalancing } from "@moekit/moekit";
+ * import { biasConvergencePlot } from "@moekit/moekit/plots";
+ * import { deepseekV3Router, matrix, runBiasBalancing } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
  * const steps = runBiasBalancing(deepseekV3Router({ weight: matrix.randn(8, 4, { seed: 1 }), k: 2 }), Array(10).fill(matrix.randn(64, 4)));
- * console.log((await biasConvergencePlot({ "γ = 0.001": steps }).toSVG()).includes("MaxVio")); // true
+ * const points = (biasConvergencePlot({ "γ = 0.001": steps }).spec.data as { values: { maxVio: number }[] }).values;
+ * assert.deepEqual(points.map((p) => p.maxVio), steps.map((s) => s.maxVio));
  * ```
  */
 export function biasConvergencePlot(
@@ -256,10 +275,14 @@ export function biasConvergencePlot(
  *
  * @example
  * ```ts
- * import { cacheHitRatePlot, CACHE_POLICIES, simulateCache } from "@moekit/moekit";
+ * import { cacheHitRatePlot } from "@moekit/moekit/plots";
+ * import { CACHE_POLICIES, simulateCache } from "@moekit/moekit/cache";
+ * import assert from "node:assert/strict";
  * const trace = [0, 1, 2, 0, 1, 3, 0, 3, 1, 2, 0, 1];
  * const rows = CACHE_POLICIES.flatMap((policy) => [1, 2, 3].map((capacity) => ({ policy, capacity, hitRate: simulateCache(trace, { capacity, policy }).hitRate })));
- * console.log((await cacheHitRatePlot(rows).toSVG()).includes("hit rate")); // true
+ * const p = cacheHitRatePlot(rows, { title: "hit rate" });
+ * assert.equal(p.spec.title, "hit rate");
+ * assert.equal((p.spec.data as { values: unknown[] }).values.length, 5 * 3);
  * ```
  */
 export function cacheHitRatePlot(
@@ -291,9 +314,11 @@ export function cacheHitRatePlot(
  *
  * @example
  * ```ts
- * import { compressionPlot } from "@moekit/moekit";
+ * import { compressionPlot } from "@moekit/moekit/plots";
+ * import assert from "node:assert/strict";
  * const p = compressionPlot([{ method: "svd", bytes: 1e6, error: 0.1 }, { method: "svd", bytes: 2e6, error: 0.05 }]);
- * console.log((await p.toSVG()).includes("relative output error")); // true
+ * const svg = await p.toSVG();
+ * assert.ok(svg.includes("relative output error") && svg.includes("svd"));
  * ```
  */
 export function compressionPlot(

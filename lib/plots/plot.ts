@@ -20,13 +20,16 @@ function base64(bytes: Uint8Array): string {
  *
  * @example
  * ```ts
- * import { Plot } from "@moekit/moekit";
+ * import { Plot } from "@moekit/moekit/plots";
+ * import assert from "node:assert/strict";
  * const p = new Plot({
  *   data: { values: [{ e: 0, n: 3 }, { e: 1, n: 5 }] },
  *   mark: "bar",
  *   encoding: { x: { field: "e", type: "ordinal", title: "expert" }, y: { field: "n", type: "quantitative", title: "tokens" } },
  * });
- * console.log((await p.toSVG()).includes("expert")); // true
+ * assert.equal(p.spec.$schema, "https://vega.github.io/schema/vega-lite/v5.json");
+ * const svg = await p.toSVG();
+ * assert.ok(svg.startsWith("<svg") && svg.includes("expert"));
  * ```
  */
 export class Plot {

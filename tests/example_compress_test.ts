@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+
+const script = new URL("../examples/compress.ts", import.meta.url).pathname;
+
+Deno.test("examples/compress.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", script, ...args],
+      env: { NO_COLOR: "1" },
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  };
+  const help = await run("--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: deno run examples\/compress\.ts/);
+  assert.match(help.stdout, /--out FILE/);
+  for (
+    const [args, pattern] of [
+      [["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
+      [["--seed", "1.5"], /--seed must be an integer ≥ 0, got "1.5"/],
+      [["--bogus"], /Unknown option '--bogus'/],
+      [["table"], /Unexpected argument 'table'/],
+    ] as const
+  ) {
+    const r = await run(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+    assert.match(r.stderr, /usage: deno run examples\/compress\.ts/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});

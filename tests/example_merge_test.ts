@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+
+const script = new URL("../examples/merge.ts", import.meta.url).pathname;
+
+async function run(flags: string[], args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", ...flags, script, ...args],
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("examples/merge.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
+  const help = await run([], ["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: deno run -A examples\/merge\.ts/);
+  assert.match(help.stdout, /--keep/);
+  for (
+    const [flags, args, pattern] of [
+      [["-A"], ["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
+      [["-A"], ["--dim", "4"], /--dim must be an integer ≥ 8, got "4"/],
+      [["-A"], ["--bogus"], /Unknown option '--bogus'/],
+      [[], [], /it needs --allow-read/],
+    ] as const
+  ) {
+    const r = await run([...flags], [...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+    assert.match(r.stderr, /usage: deno run -A examples\/merge\.ts/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});
+
+Deno.test("examples/merge.ts removes its temporary files, or keeps them with --keep and says where", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "moekit-merge-example-test-" });
+  try {
+    const r = await run(["-A"], ["--dim", "16"], { TMPDIR: tmp });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ties \(density \.2\)/m);
+    assert.match(r.stdout, /temporary folder, now removed; --keep keeps them/);
+    assert.deepEqual([...Deno.readDirSync(tmp)], [], "nothing left in TMPDIR");
+
+    const kept = await run(["-A"], ["--dim", "16", "--keep"], { TMPDIR: tmp });
+    assert.equal(kept.code, 0, kept.stderr);
+    const dir = kept.stdout.match(/kept in (\S+)$/m)?.[1];
+    assert.ok(dir?.startsWith(tmp), kept.stdout);
+    assert.ok(Deno.statSync(`${dir}/base`).isDirectory);
+    assert.ok([...Deno.readDirSync(dir!)].some((e) => e.name.startsWith("out-")));
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
