@@ -40,7 +40,8 @@ if (import.meta.main) {
     Deno.exit(await (await import("./lib/cli/model_cli.ts")).runModelCli(command, rest));
   }
   console.error(
-    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--out-shard-size 5B] [--seed N]\n" +
+    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--overwrite] [--out-shard-size 5B] [--seed N]\n" +
+      "                [--shard i/n]   |   deno run -A mod.ts merge --finalize <out-dir>   (--help for the rest)\n" +
       "       deno run -A mod.ts inspect|route|compress <model-dir> … (--help for each)",
   );
   Deno.exit(2);

@@ -111,7 +111,7 @@ async function generate(dir: string): Promise<number> {
   return total;
 }
 
-async function time<T>(fn: () => Promise<T>): Promise<[T, number]> {
+async function time<T>(fn: () => T | Promise<T>): Promise<[T, number]> {
   const t0 = performance.now();
   const r = await fn();
   return [r, (performance.now() - t0) / 1000];
@@ -183,7 +183,7 @@ try {
     rows.push(["route", route], ["routing", routing]);
     // peer: the same routing with routers built from in-memory weights (no checkpoint involved)
     const weights = Array.from({ length: L }, (_, l) => matrix.randn(E, d, { seed: 10 + l, std: 0.02 }));
-    const [, peer] = await time(async () => {
+    const [, peer] = await time(() => {
       for (const w of weights) topKRouter({ weight: w, k, normTopkProb: false }).route(x);
     });
     rows.push(["peer", peer]);

@@ -379,7 +379,8 @@ async function savePlots(
   if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
     console.log(
       `\nplots: run with --allow-write=${dir} to save them as SVG + JSON; for PNG too:\n` +
-        `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts`,
+        `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts` +
+        (dir === "moekit-plots" ? "" : ` --plots ${dir}`),
     );
     return;
   }

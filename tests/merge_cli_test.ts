@@ -386,9 +386,15 @@ Deno.test("deno task merge from a subfolder reads relative paths from the caller
     // model paths relative to the caller's folder (not the config's)
     await Deno.writeTextFile(`${dir}/configs/ta.yaml`, TA);
     const repoConfig = new URL("../deno.json", import.meta.url).pathname;
+    // as from a user's shell: `deno task` sets INIT_CWD only when the environment has none, and this
+    // suite itself runs under `deno task test`, whose INIT_CWD (the repo root) would otherwise be inherited
+    const env = Deno.env.toObject();
+    delete env.INIT_CWD;
     const r = await new Deno.Command(Deno.execPath(), {
       args: ["task", "--quiet", "--config", repoConfig, "merge", "configs/ta.yaml", "merged", "--quiet"],
       cwd: dir,
+      clearEnv: true,
+      env,
       stdout: "piped",
       stderr: "piped",
     }).output();

@@ -46,7 +46,7 @@ const withFixture = (fn: (dir: string) => Promise<void>) =>
 async function withPlan<T>(
   dir: string,
   yaml: string,
-  fn: (plan: Awaited<ReturnType<typeof planCheckpointMerge>>) => Promise<T>,
+  fn: (plan: Awaited<ReturnType<typeof planCheckpointMerge>>) => T | Promise<T>,
 ): Promise<T> {
   const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
   try {
@@ -60,7 +60,7 @@ Deno.test("embeddings are planned at t = 0, the final norm and lm_head at t = 1 
   await withFixture(async (dir) => {
     const yaml =
       "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: [0.2, 0.5, 0.8], density: [1, 0.7, 0.4]}\n";
-    await withPlan(dir, yaml, async (plan) => {
+    await withPlan(dir, yaml, (plan) => {
       const get = (n: string) => plan.tensors.find((t) => t.name === n)!;
       const at = (n: string) => [get(n).t, get(n).sources[0].params.weight, get(n).sources[0].params.density];
       assert.deepEqual(at("model.embed_tokens.weight"), [0, 0.2, 1]);
@@ -83,7 +83,7 @@ slices:
       - {model: base, layer_range: [2, 3]}
       - {model: b, layer_range: [2, 3], parameters: {weight: 0.75}}
 `;
-    await withPlan(dir, yaml, async (plan) => {
+    await withPlan(dir, yaml, (plan) => {
       const get = (n: string) => plan.tensors.find((t) => t.name === n)!;
       assert.deepEqual(get("model.embed_tokens.weight").sources.map((s) => [s.model, s.params.weight]), [[
         "a",
