@@ -1,7 +1,8 @@
 /**
- * Why TIES resolves interference: builds a small base checkpoint and three fine-tuned ones whose task
+ * How much of each task a merge keeps: builds a small base checkpoint and three fine-tuned ones whose task
  * vectors overlap and conflict in sign, merges them with task arithmetic, TIES and Breadcrumbs through the
- * real safetensors pipeline (config → plan → streamed shards), and prints how much of each task survives.
+ * real safetensors pipeline (config → plan → streamed shards), prints how much of each task survives and
+ * compares TIES with the plain sum and the mean on those measured numbers.
  *
  *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep] [--help]
  */
@@ -109,6 +110,8 @@ const runs: [string, string, string, boolean][] = [
   ["breadcrumbs (.2, γ .01)", "breadcrumbs", "parameters: {weight: 1.0, density: 0.2, gamma: 0.01}", false],
 ];
 const rows: string[][] = [];
+/** Per run, means over the three tasks: kept τ, sign retention (share), sparsity (share). */
+const stats: { kept: number; sign: number; sparsity: number }[] = [];
 for (const [label, method, params, normalize] of runs) {
   const yaml = `merge_method: ${method}
 base_model: base
@@ -145,6 +148,12 @@ ${[0, 1, 2].map((i) => `  - model: task${i}\n    ${params}`).join("\n")}
     }
   }
   merged.close();
+  const mean3 = (f: (i: number) => number) => (f(0) + f(1) + f(2)) / 3;
+  stats.push({
+    kept: mean3((i) => dots[i] / normsT[i]),
+    sign: mean3((i) => agree[i] / support[i]),
+    sparsity: 1 - nonzero / total,
+  });
   rows.push([
     label,
     ...[0, 1, 2].map((i) => (dots[i] / normsT[i]).toFixed(3)),
@@ -165,12 +174,26 @@ console.log(`
 kept τi  = projection of the merged task vector on task i's vector, (τ·τi)/(τi·τi): 1 = all of task i
 sign τi  = share of task i's large entries whose sign the merge keeps
 sparsity = share of the merged task vector that is exactly zero
-Averaging (task arithmetic, mean) dilutes every task to about a third where the others are silent;
-summing keeps each task but adds up everyone's noise and lets conflicting signs cancel. TIES trims
-each task to its top 20 %, elects a sign per entry and averages only the agreeing values, so an entry
-keeps its full size whether one task or three set it: each task keeps most of its vector (what it loses
-is where it was outvoted) with half of the merged vector exactly zero and no noise piled up. Breadcrumbs
-trims the same way (plus the top 1 % outliers) but sums without an election.`);
+The mean divides the sum by three. TIES trims each task to its top 20 %, elects a sign per entry and
+averages only the values that agree with it; Breadcrumbs trims the same way (plus the top 1 % outliers)
+but sums without an election.`);
+{
+  const [sum, mean, ties] = stats;
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const vs = (a: number, b: number, eps: number) =>
+    Math.abs(a - b) < eps ? "about the same as" : a > b ? "more than" : "less than";
+  console.log(
+    [
+      `On these tasks TIES keeps ${ties.kept.toFixed(3)} of each task (mean of kept τi):`,
+      `${vs(ties.kept, sum.kept, 0.005)} the sum (${sum.kept.toFixed(3)}) and`,
+      `${vs(ties.kept, mean.kept, 0.005)} the mean (${mean.kept.toFixed(3)}); it keeps the sign of`,
+      `${pct(ties.sign)} of the tasks' large entries, ${vs(ties.sign, sum.sign, 0.001)} the sum (${
+        pct(sum.sign)
+      }),`,
+      `and ${pct(ties.sparsity)} of the merged vector is exactly zero (sum: ${pct(sum.sparsity)}).`,
+    ].join(" ").replace(/(.{1,104})(?: |$)/g, "$1\n").trimEnd(), // wrapped at 104 columns
+  );
+}
 console.log(
   args.keep
     ? `\ncheckpoints, configs and merged outputs kept in ${dir}`

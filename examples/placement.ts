@@ -321,8 +321,18 @@ function printTable(c: Config, rows: Row[], seconds: number, routeSeconds: numbe
   if (hier.length && glob.length) {
     console.log(
       "\nhierarchical vs global (same redundancy). Hierarchical keeps each group, with all its replicas, on one" +
-        "\nnode; global spreads replicas over nodes, so dispatch more often finds a copy on the token's own node.",
+        "\nnode; global spreads replicas over nodes. Measured on the held-out tokens:",
     );
+    const pairs = hier.map((h) => [h, glob.find((x) => x.redundant === h.redundant)!] as const);
+    /** `global at +32, +64; hierarchical at +0` for the redundancies where each has the smaller value. */
+    const lower = (f: (r: Row) => number) => {
+      const who = (p: typeof pairs) => p.map(([h]) => `+${h.redundant}`).join(", ");
+      const g = pairs.filter(([a, b]) => f(b) < f(a)), hi = pairs.filter(([a, b]) => f(a) < f(b));
+      return [g.length ? `global at ${who(g)}` : "", hi.length ? `hierarchical at ${who(hi)}` : ""]
+        .filter(Boolean).join("; ") || "neither";
+    };
+    console.log(`  fewer inter-node bytes: ${lower((r) => r.interNodeBytes)}`);
+    console.log(`  fewer nodes per token:  ${lower((r) => r.nodesPerToken)}`);
     for (const h of hier) {
       const g = glob.find((x) => x.redundant === h.redundant)!;
       const d = g.interNodeBytes > 0 ? (100 * (h.interNodeBytes - g.interNodeBytes)) / g.interNodeBytes : 0;

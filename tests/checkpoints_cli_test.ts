@@ -233,6 +233,7 @@ Deno.test({
         assert.ok((await Deno.readTextFile(`${dir}/plots/${p}.svg`)).includes("<svg"), p);
       }
       assert.match(r.err, /layer 1: routed 16 tokens/);
+      assert.match(r.err, /plots \(SVG.*no PNG here: .*--allow-ffi/);
     });
   },
 });
@@ -312,6 +313,22 @@ Deno.test("bad input: exit 2 with a one-line reason", async () => {
         /--keep 1 must be in k\.\.E = 2\.\.8/,
       ],
       ["compress", pruneArgs(dir, `${dir}/m`, "4", `${dir}/ok.safetensors`), /input|not empty/],
+      [
+        "compress",
+        [`${dir}/m`, `${dir}/o`, "--method", "prune", "--calibration", `${dir}/ok.safetensors`],
+        /^error: compress: --keep N is required for --method prune$/m,
+      ],
+      [
+        "compress",
+        [`${dir}/m`, `${dir}/o`, "--method", "merge", "--calibration", `${dir}/ok.safetensors`],
+        /--groups G is required for --method merge/,
+      ],
+      ["compress", [`${dir}/m`, `${dir}/o`, "--calibration", "x"], /--method is required; use prune/],
+      [
+        "compress",
+        [`${dir}/m`, `${dir}/o`, "--method", "svd", "--calibration", "x", "--rank", "0"],
+        /--rank 0: use an integer ≥ 1/,
+      ],
       ["frobnicate", [], /unknown command/],
     ];
     for (const [cmd, args, why] of cases) {

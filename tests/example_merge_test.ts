@@ -38,6 +38,19 @@ Deno.test("examples/merge.ts removes its temporary files, or keeps them with --k
     const r = await run(["-A"], ["--dim", "16"], { TMPDIR: tmp });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^ties \(density \.2\)/m);
+    // the comparison sentence is derived from the table: TIES's kept τ against the sum's, as printed
+    const keptMean = (label: string) => {
+      const cells = r.stdout.split("\n").find((l) => l.startsWith(label))!.split(/\s{2,}/);
+      return (Number(cells[1]) + Number(cells[2]) + Number(cells[3])) / 3;
+    };
+    const ties = keptMean("ties (density .2)"), sum = keptMean("task arithmetic (sum)");
+    const said = r.stdout.replace(/\s+/g, " ").match( // unwrapped
+      /TIES keeps [\d.]+ of each task \(mean of kept τi\): (\S+ than|about the same as) the sum/,
+    )?.[1];
+    assert.equal(
+      said,
+      Math.abs(ties - sum) < 0.005 ? "about the same as" : ties > sum ? "more than" : "less than",
+    );
     assert.match(r.stdout, /temporary folder, now removed; --keep keeps them/);
     assert.deepEqual([...Deno.readDirSync(tmp)], [], "nothing left in TMPDIR");
 

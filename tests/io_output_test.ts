@@ -39,7 +39,11 @@ Deno.test("output checks run before any tensor is produced: input folder, symlin
       [dir, /contains an input of this run/, true], // replacing it would delete the input
       [`${dir}/file`, /is a file; the output is a folder/, true],
       [`${dir}/file`, /is a file/, false],
-      [`${dir}/base`, /already exists and is not empty \(model\.safetensors\); pass overwrite: true/, false],
+      [
+        `${dir}/base`,
+        /already exists and is not empty \(model\.safetensors\); pass --overwrite \(API: overwrite: true\)/,
+        false,
+      ],
     ];
     for (const [out, pattern, overwrite] of cases) {
       const p = counting();

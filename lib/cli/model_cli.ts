@@ -289,7 +289,12 @@ async function runRoute(args: string[]): Promise<number> {
         await plot.save(`${values.plots}/${name}.json`);
         await plot.save(`${values.plots}/${name}.svg`);
       }
-      progress(`plots: ${Object.keys(plots).map((n) => `${values.plots}/${n}.svg`).join(", ")}`);
+      progress(
+        `plots (SVG, + .json specs): ${
+          Object.keys(plots).map((n) => `${values.plots}/${n}.svg`).join(", ")
+        }; ` +
+          "no PNG here: Plot.save to a .png path (needs --allow-ffi --allow-read --allow-env --allow-sys)",
+      );
     }
     if (values.json) {
       console.log(JSON.stringify({ model: model.dir, family: model.config.family, layers: rows }, null, 2));
@@ -346,10 +351,14 @@ export async function runModelCli(command: string, args: string[]): Promise<numb
 const COMPRESS_METHODS = ["prune", "merge", "svd", "delta", "rtn"] as const;
 type CompressMethod = typeof COMPRESS_METHODS[number];
 
-function intOption(v: string | undefined, name: string, fallback?: number): number {
+function intOption(v: string | undefined, name: string, fallback?: number, method?: string): number {
   if (v === undefined && fallback !== undefined) return fallback;
+  if (v === undefined) {
+    const N = name === "groups" ? "G" : "N";
+    throw new MoekitError(`compress: --${name} ${N} is required${method ? ` for --method ${method}` : ""}`);
+  }
   const n = Number(v);
-  if (v === undefined || !Number.isInteger(n) || n < 1) {
+  if (!Number.isInteger(n) || n < 1) {
     throw new MoekitError(`compress: --${name} ${v ?? ""}: use an integer ≥ 1`);
   }
   return n;
@@ -470,6 +479,9 @@ async function runCompress(args: string[]): Promise<number> {
   if (positionals.length !== 2) throw new MoekitError("compress: expected <model-dir> <out-dir>");
   const [modelDir, outDir] = positionals;
   const method = (values.method ?? "") as CompressMethod;
+  if (values.method === undefined) {
+    throw new MoekitError(`compress: --method is required; use ${COMPRESS_METHODS.join(", ")}`);
+  }
   if (!COMPRESS_METHODS.includes(method)) {
     throw new MoekitError(
       `compress: --method ${JSON.stringify(values.method ?? "")}; use ${COMPRESS_METHODS.join(", ")}`,
@@ -483,9 +495,9 @@ async function runCompress(args: string[]): Promise<number> {
     throw new MoekitError(`compress: --ratio ${values.ratio}: use a number in (0, 1]`);
   }
   const o = {
-    keep: method === "prune" ? intOption(values.keep, "keep") : 0,
+    keep: method === "prune" ? intOption(values.keep, "keep", undefined, "prune") : 0,
     pruneMethod: values["prune-method"] ?? "enumerate",
-    groups: method === "merge" ? intOption(values.groups, "groups") : 0,
+    groups: method === "merge" ? intOption(values.groups, "groups", undefined, "merge") : 0,
     ratio: ratio ?? (values.rank === undefined ? 0.25 : undefined),
     rank: values.rank === undefined ? undefined : intOption(values.rank, "rank"),
     bits: intOption(values.bits, "bits", 4),

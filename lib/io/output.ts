@@ -130,7 +130,7 @@ export async function checkOutputFolder(path: string, options: OutputOptions = {
         path,
         `already exists and is not empty (${entries.map((e) => clip(e, 60)).join(", ")}${
           entries.length >= 3 ? ", …" : ""
-        }); pass overwrite: true (CLI: --overwrite) to replace it as a whole, or choose another folder`,
+        }); pass --overwrite (API: overwrite: true) to replace it as a whole, or choose another folder`,
       );
     }
   }
