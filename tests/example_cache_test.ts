@@ -1,13 +1,10 @@
 import assert from "node:assert/strict";
+import { runExample } from "./harness.ts";
 
 Deno.test("examples/cache.ts: Belady ≥ lookahead ≥ LRU ≥ FIFO on the pre-gated stream", async () => {
-  const script = new URL("../examples/cache.ts", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", script, "--json", "--tokens", "1024"],
-  })
-    .output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const report = JSON.parse(new TextDecoder().decode(out.stdout));
+  const out = await runExample("cache.ts", [], ["--json", "--tokens", "1024"]);
+  assert.equal(out.code, 0, out.stderr);
+  const report = JSON.parse(out.stdout);
   for (const name of ["top-k", "rmoe", "pre-gate"]) {
     const { hitRate, sizes } = report.routers[name];
     for (let i = 0; i < sizes.length; i++) {
@@ -22,15 +19,7 @@ Deno.test("examples/cache.ts: Belady ≥ lookahead ≥ LRU ≥ FIFO on the pre-g
 });
 
 Deno.test("examples/cache.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
-  const script = new URL("../examples/cache.ts", import.meta.url).pathname;
-  const run = async (...args: string[]) => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-prompt", script, ...args],
-      env: { NO_COLOR: "1" },
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  };
+  const run = (...args: string[]) => runExample("cache.ts", [], args);
   const help = await run("--help");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^usage: deno run examples\/cache\.ts/);

@@ -1,16 +1,8 @@
 import assert from "node:assert/strict";
-
-const script = new URL("../examples/compress.ts", import.meta.url).pathname;
+import { runExample } from "./harness.ts";
 
 Deno.test("examples/compress.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
-  const run = async (...args: string[]) => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-prompt", script, ...args],
-      env: { NO_COLOR: "1" },
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  };
+  const run = (...args: string[]) => runExample("compress.ts", [], args);
   const help = await run("--help");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^usage: deno run examples\/compress\.ts/);

@@ -1,15 +1,8 @@
 import assert from "node:assert/strict";
+import { runExample } from "./harness.ts";
 
-const script = new URL("../examples/merge.ts", import.meta.url).pathname;
-
-async function run(flags: string[], args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", ...flags, script, ...args],
-    env: { NO_COLOR: "1", ...env },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const run = (flags: string[], args: string[], env: Record<string, string> = {}) =>
+  runExample("merge.ts", flags, args, { env });
 
 Deno.test("examples/merge.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
   const help = await run([], ["--help"]);

@@ -1,17 +1,7 @@
 import assert from "node:assert/strict";
+import { runExample } from "./harness.ts";
 
-const script = new URL("../examples/placement.ts", import.meta.url).pathname;
-
-async function run(
-  args: string[],
-  permissions: string[] = [],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", ...permissions, script, ...args],
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const run = (args: string[], permissions: string[] = []) => runExample("placement.ts", permissions, args);
 
 const SMALL = ["--tokens", "1024", "--layers", "2"];
 

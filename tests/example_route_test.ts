@@ -1,25 +1,13 @@
 import assert from "node:assert/strict";
+import { runExample } from "./harness.ts";
 
 const script = new URL("../examples/route.ts", import.meta.url).pathname;
 
-async function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  // no permission flags: the example must run as `deno run examples/route.ts`
-  return await runWith([], args);
-}
+// no permission flags: the example must run as `deno run examples/route.ts`
+const run = (...args: string[]) => runWith([], args);
 
-async function runWith(
-  flags: string[],
-  args: string[],
-  cwd?: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", ...flags, script, ...args],
-    cwd,
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const runWith = (flags: string[], args: string[], cwd?: string) =>
+  runExample("route.ts", flags, args, { cwd });
 
 const fontInstalled = (() => {
   try {

@@ -25,3 +25,29 @@ export async function captureConsole(
     [console.log, console.error] = saved;
   }
 }
+
+/** What a subprocess printed and how it ended. */
+export interface RunOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run --no-prompt <flags> examples/<name> <args>` as a user would (NO_COLOR set), from `cwd`.
+ */
+export async function runExample(
+  name: string,
+  flags: readonly string[],
+  args: readonly string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<RunOutput> {
+  const script = new URL(`../examples/${name}`, import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", ...flags, script, ...args],
+    cwd: options.cwd,
+    env: { NO_COLOR: "1", ...options.env },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
