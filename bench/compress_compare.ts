@@ -19,6 +19,7 @@
  * so compare the ratios of one run, not absolute seconds.
  */
 
+import { runPythonPeer } from "./python_peer.ts";
 import { parseArgs } from "node:util";
 import {
   deltaCompress,
@@ -139,18 +140,10 @@ async function peer(
     );
   }
   try {
-    const out = await new Deno.Command(args.python!, {
-      args: [`${dir}/peer.py`, task, dir],
-      env: {
-        OPENBLAS_NUM_THREADS: String(threads),
-        OMP_NUM_THREADS: String(threads),
-        MKL_NUM_THREADS: String(threads),
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim().split("\n").pop());
-    return JSON.parse(new TextDecoder().decode(out.stdout));
+    return await runPythonPeer(args.python!, [`${dir}/peer.py`, task, dir], threads) as Record<
+      string,
+      unknown
+    >;
   } catch (e) {
     const why = (e as Error).message;
     console.log(`numpy peer skipped for ${task}: ${why}`);

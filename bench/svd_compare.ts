@@ -13,6 +13,7 @@
  * Needs --allow-ffi for the native backend and --allow-run/--allow-write for the numpy peer.
  */
 
+import { runPythonPeer } from "./python_peer.ts";
 import { parseArgs } from "node:util";
 import { type Mat, matmul, matrix, nativeInfo, rsvd, setNativeThreads, svd } from "../lib/linalg/mod.ts";
 
@@ -65,22 +66,12 @@ async function numpySvd(
   try {
     await Deno.writeFile(`${dir}/w.f32`, new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength));
     await Deno.writeTextFile(`${dir}/peer.py`, PEER);
-    const out = await new Deno.Command(args.python!, {
-      args: [`${dir}/peer.py`, `${dir}/w.f32`, String(w.rows), String(w.cols), String(reps)],
-      env: {
-        OPENBLAS_NUM_THREADS: String(threads),
-        OMP_NUM_THREADS: String(threads),
-        MKL_NUM_THREADS: String(threads),
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      peerProblem = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
-      console.log(`numpy peer skipped: ${peerProblem}`);
-      return undefined;
-    }
-    return JSON.parse(new TextDecoder().decode(out.stdout));
+    const peerArgs = [`${dir}/peer.py`, `${dir}/w.f32`, String(w.rows), String(w.cols), String(reps)];
+    return await runPythonPeer(args.python!, peerArgs, threads) as {
+      seconds: number;
+      s: number[];
+      numpy: string;
+    };
   } catch (e) {
     peerProblem = (e as Error).message;
     console.log(`numpy peer skipped: ${peerProblem}`);
