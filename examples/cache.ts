@@ -7,6 +7,7 @@
  *   deno run examples/cache.ts [--tokens 2048] [--layers 4] [--experts 8] [--seed 0] [--json]
  */
 
+import { intFlag, usageError } from "./flags.ts";
 import { parseArgs } from "node:util";
 import {
   type AccessTrace,
@@ -50,21 +51,14 @@ try {
     },
   }).values;
 } catch (e) {
-  console.error(`error: ${(e as Error).message}\n\n${USAGE}`);
-  Deno.exit(2);
+  usageError(USAGE, (e as Error).message);
 }
 if (args.help) {
   console.log(USAGE);
   Deno.exit(0);
 }
-const num = (name: "tokens" | "layers" | "experts" | "dim" | "seed", min: number) => {
-  const v = Number(args[name]);
-  if (!Number.isInteger(v) || v < min) {
-    console.error(`error: --${name} must be an integer ≥ ${min}, got "${args[name]}"\n\n${USAGE}`);
-    Deno.exit(2);
-  }
-  return v;
-};
+const num = (name: "tokens" | "layers" | "experts" | "dim" | "seed", min: number) =>
+  intFlag(USAGE, args, name, NaN, min);
 const T = num("tokens", 1),
   L = num("layers", 1),
   E = num("experts", 2),

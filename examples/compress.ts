@@ -7,6 +7,7 @@
  *   deno run --allow-write examples/compress.ts --out compress.json   # and the rows as JSON for plotting
  */
 
+import { usageError } from "./flags.ts";
 import { parseArgs } from "node:util";
 import {
   calibrate,
@@ -39,8 +40,7 @@ const USAGE = `usage: deno run examples/compress.ts [options]
   --help        this text`;
 
 function fail(message: string): never {
-  console.error(`error: ${message}\n\n${USAGE}`);
-  Deno.exit(2);
+  return usageError(USAGE, message);
 }
 
 let args: { out?: string; seed?: string; help?: boolean } = {};

@@ -7,6 +7,7 @@
  *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep] [--help]
  */
 
+import { usageError } from "./flags.ts";
 import { parseArgs } from "node:util";
 import {
   matrix,
@@ -28,8 +29,7 @@ const USAGE = `usage: deno run -A examples/merge.ts [options]
 It writes safetensors checkpoints to a temporary folder: run it with -A (or --allow-read --allow-write).`;
 
 function fail(message: string): never {
-  console.error(`error: ${message}\n\n${USAGE}`);
-  Deno.exit(2);
+  return usageError(USAGE, message);
 }
 
 let args: { dim?: string; seed?: string; keep?: boolean; help?: boolean } = {};

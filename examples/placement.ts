@@ -11,6 +11,7 @@
  *   deno run --allow-write=placement-plots examples/placement.ts --plots placement-plots
  */
 
+import { intFlag, usageError } from "./flags.ts";
 import { parseArgs } from "node:util";
 import {
   type DispatchTraffic,
@@ -52,8 +53,7 @@ per token dispatched (d = 7168, FP8).`;
 const E = 256, GROUPS = 8, K = 8, TOPK_GROUP = 4, BYTES_PER_TOKEN = 7168;
 
 function fail(message: string): never {
-  console.error(`error: ${message}\n\n${USAGE}`);
-  Deno.exit(2);
+  return usageError(USAGE, message);
 }
 
 interface Config {
@@ -99,13 +99,7 @@ function parse(): { c: Config; json: boolean; plots?: string; overwrite: boolean
     console.log(USAGE);
     Deno.exit(0);
   }
-  const int = (name: string, def: number, min: number) => {
-    const raw = v[name];
-    if (raw === undefined) return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) fail(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
-    return n;
-  };
+  const int = (name: string, def: number, min: number) => intFlag(USAGE, v, name, def, min);
   const c: Config = {
     tokens: int("tokens", 8192, 2),
     layers: int("layers", 4, 1),

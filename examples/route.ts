@@ -6,6 +6,7 @@
  *   deno run examples/route.ts --router topk,switch --experts 32 --top-k 4 --json
  */
 
+import { intFlag, usageError } from "./flags.ts";
 import { parseArgs } from "node:util";
 // Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
 // the plots, and the Vega packages behind them, load only when plots are written.
@@ -108,17 +109,10 @@ function usage(): string {
 }
 
 function fail(message: string): never {
-  console.error(`error: ${message}\n\n${usage()}`);
-  Deno.exit(2);
+  return usageError(usage(), message);
 }
-
-function intFlag(values: Record<string, unknown>, name: string, def: number, min: number): number {
-  const raw = values[name];
-  if (raw === undefined) return def;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) fail(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
-  return v;
-}
+const int = (values: Record<string, unknown>, name: string, def: number, min: number) =>
+  intFlag(usage(), values, name, def, min);
 
 function parse(): { config: Config; routers: string[]; json: boolean; plots: string; kGiven: boolean } {
   let parsed;
@@ -150,12 +144,12 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
     Deno.exit(0);
   }
   const config: Config = {
-    tokens: intFlag(v, "tokens", 4096, 1),
-    experts: intFlag(v, "experts", 16, 2),
-    k: intFlag(v, "top-k", 2, 1),
-    layers: intFlag(v, "layers", 4, 1),
-    dim: intFlag(v, "dim", 64, 1),
-    seed: intFlag(v, "seed", 0, 0),
+    tokens: int(v, "tokens", 4096, 1),
+    experts: int(v, "experts", 16, 2),
+    k: int(v, "top-k", 2, 1),
+    layers: int(v, "layers", 4, 1),
+    dim: int(v, "dim", 64, 1),
+    seed: int(v, "seed", 0, 0),
     cf: v["capacity-factor"] === undefined ? 1.25 : Number(v["capacity-factor"]),
   };
   if (!(config.cf >= 0) || !Number.isFinite(config.cf)) {

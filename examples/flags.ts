@@ -1,0 +1,28 @@
+/**
+ * Flag handling the example scripts share: a usage error prints `error: …`, a blank line and the usage
+ * text on stderr and exits 2 (no stack trace); integer flags are checked before any work starts.
+ * @module
+ */
+
+/** Prints `error: <message>` and the usage on stderr, then exits with status 2. */
+export function usageError(usage: string, message: string): never {
+  console.error(`error: ${message}\n\n${usage}`);
+  Deno.exit(2);
+}
+
+/** The integer value of `--name` (or `def` when absent); anything else, or below `min`, is a usage error. */
+export function intFlag(
+  usage: string,
+  values: Record<string, unknown>,
+  name: string,
+  def: number,
+  min: number,
+): number {
+  const raw = values[name];
+  if (raw === undefined) return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) {
+    usageError(usage, `--${name} must be an integer ≥ ${min}, got "${raw}"`);
+  }
+  return v;
+}
