@@ -3,7 +3,6 @@
  * @module
  */
 
-import "../kernels/mod.ts"; // registers the WebAssembly and native backends
 export * from "../core/mod.ts";
 export * from "./trace.ts";
 export * from "./simulate.ts";

@@ -5,6 +5,7 @@
  * @module
  */
 
+import "../kernels/mod.ts"; // the routers `router(l)` builds run on the WebAssembly / native gate kernels
 export * from "../core/mod.ts";
 export type {
   ExpertActivation,

@@ -16,7 +16,6 @@
  * @module
  */
 
-import "../kernels/mod.ts"; // registers the WebAssembly and native backends
 export * from "../core/mod.ts";
 export {
   identityPlacement,
