@@ -19,7 +19,7 @@
  * so compare the ratios of one run, not absolute seconds.
  */
 
-import { runPythonPeer } from "./python_peer.ts";
+import { runPythonPeer } from "./_python_peer.ts";
 import { parseArgs } from "node:util";
 import {
   deltaCompress,

@@ -13,7 +13,7 @@
  * Needs --allow-ffi for the native backend and --allow-run/--allow-write for the numpy peer.
  */
 
-import { runPythonPeer } from "./python_peer.ts";
+import { runPythonPeer } from "./_python_peer.ts";
 import { parseArgs } from "node:util";
 import { type Mat, matmul, matrix, nativeInfo, rsvd, setNativeThreads, svd } from "../lib/linalg/mod.ts";
 
