@@ -374,7 +374,8 @@ async function savePlots(
     console.log(
       `\nplots: run with --allow-write=${dir} to save them as SVG + JSON; for PNG too:\n` +
         `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts` +
-        (dir === "moekit-plots" ? "" : ` --plots ${dir}`),
+        (dir === "moekit-plots" ? "" : ` --plots ${dir}`) +
+        "\n(with Deno from npm, as in the README: `npx -y deno@2.9.6 run …` in place of `deno run …`)",
     );
     return;
   }

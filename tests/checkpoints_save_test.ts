@@ -119,6 +119,30 @@ Deno.test("prune → save → open: the source layout, config and tokenizer file
   });
 });
 
+Deno.test("save keeps config.json's numbers as the source wrote them (1e-05, 10000.0); changed keys only", async () => {
+  await withTempDir(async (tmp) => {
+    await olmoeLike(`${tmp}/src`);
+    // as Python's json module writes them
+    const text = (await Deno.readTextFile(`${tmp}/src/config.json`))
+      .replace(/\}\s*$/, ', "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "initializer_range": 0.02}');
+    await Deno.writeTextFile(`${tmp}/src/config.json`, text);
+    const model = await openMoeModel(`${tmp}/src`);
+    try {
+      await saveMoeModel(model, `${tmp}/out`, {
+        layers: { 0: { keep: [0, 2, 3, 5] }, 1: { keep: [0, 1, 2, 3] } },
+      });
+    } finally {
+      model.close();
+    }
+    const out = await Deno.readTextFile(`${tmp}/out/config.json`);
+    assert.match(out, /"rms_norm_eps": 1e-05,/);
+    assert.match(out, /"rope_theta": 10000\.0,/);
+    assert.match(out, /"initializer_range": 0\.02\n/);
+    assert.match(out, /"num_experts": 4,/);
+    assert.equal(JSON.parse(out).rms_norm_eps, 1e-5);
+  });
+});
+
 Deno.test("unequal pruning → moekit layers (read back), materialize refuses unequal counts", async () => {
   await withOlmoe(async (tmp, model) => {
     const r = await saveMoeModel(model, `${tmp}/out`, { layers: { 1: { keep: [1, 2, 4] } } });

@@ -11,7 +11,7 @@ import { MoekitError, ShapeError } from "../core/errors.ts";
 import { type Dtype, DTYPE_BYTES } from "../io/dtype.ts";
 import { type ExtraFile, writeCheckpoint } from "../io/checkpoint.ts";
 import { checkOutputFolder } from "../io/output.ts";
-import { tokenizerFiles } from "../io/model_files.ts";
+import { jsonLike, tokenizerFiles } from "../io/model_files.ts";
 import { FLOAT_DTYPES } from "../io/dtype.ts";
 import type { SwiGLUExpert } from "../moe/layer.ts";
 import { EXPERT_COUNT_KEYS } from "./config.ts";
@@ -344,7 +344,9 @@ async function writeModel(
   // 4. write: tensors through the checkpoint writer, then the other files, config.json last
   const metadata: Record<string, string> = { format: "pt" };
   if (moekitLayers.length) metadata.moekit = `${MOEKIT_FORMAT}: see config.json "moekit"`;
-  const extra: ExtraFile[] = [{ name: "config.json", data: JSON.stringify(raw, null, 2) + "\n" }];
+  // numbers written as the source config wrote them (1e-05 stays 1e-05), so only real changes show
+  const original = await Deno.readTextFile(`${model.dir}/config.json`).catch(() => undefined);
+  const extra: ExtraFile[] = [{ name: "config.json", data: jsonLike(raw, original) }];
   // tokenizer files (io's list) and the generation config, copied unchanged; other weights (.bin) are not
   extra.push(...await tokenizerFiles(model.dir));
   for (const name of GENERATION_FILES) {

@@ -37,3 +37,4 @@ export {
   type WriteCheckpointOptions,
 } from "./checkpoint.ts";
 export { checkOutputFolder, type OutputOptions } from "./output.ts";
+export { jsonLike } from "./model_files.ts";

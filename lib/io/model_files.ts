@@ -32,6 +32,68 @@ const TORCH_DTYPE: Partial<Record<Dtype, string>> = {
   F64: "float64",
 };
 
+/**
+ * `value` as JSON text with a 2-space indent and a final newline, writing every number that `original`
+ * (the JSON text `value` was derived from) holds at the same place with the same value exactly as
+ * `original` wrote it — `1e-05` stays `1e-05`, `10000.0` stays `10000.0` (which Python reads back as a
+ * float, not an int) — so a rewritten `config.json` differs from its source only where a value changed.
+ * New or changed numbers are written as `JSON.stringify` writes them. An `original` that is not valid
+ * JSON is ignored.
+ *
+ * @example
+ * ```ts
+ * import { jsonLike } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const original = '{"rms_norm_eps": 1e-05, "rope_theta": 10000.0, "torch_dtype": "float32", "n": 2}';
+ * const edited = { ...JSON.parse(original), torch_dtype: "bfloat16", n: 3 };
+ * const text = jsonLike(edited, original);
+ * assert.match(text, /"rms_norm_eps": 1e-05,/);
+ * assert.match(text, /"rope_theta": 10000.0,/);
+ * assert.match(text, /"n": 3\n/);
+ * assert.deepEqual(JSON.parse(text), edited);
+ * ```
+ */
+export function jsonLike(value: unknown, original?: string): string {
+  type Raw = { readonly rawJSON: string };
+  const J = JSON as unknown as {
+    rawJSON?: (text: string) => Raw;
+    parse(
+      text: string,
+      reviver: (key: string, value: unknown, context: { source?: string }) => unknown,
+    ): unknown;
+  };
+  let source: unknown;
+  if (original !== undefined && J.rawJSON) {
+    try {
+      source = J.parse(
+        original,
+        (_k, v, ctx) => (typeof v === "number" && ctx?.source ? J.rawJSON!(ctx.source) : v),
+      );
+    } catch {
+      source = undefined;
+    }
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
+  const keep = (v: unknown, src: unknown): unknown => {
+    if (typeof v === "number") {
+      const raw = src as Raw | undefined;
+      return raw && typeof raw === "object" && typeof raw.rawJSON === "string" &&
+          Object.is(Number(raw.rawJSON), v)
+        ? raw
+        : v;
+    }
+    if (Array.isArray(v)) return v.map((x, i) => keep(x, Array.isArray(src) ? src[i] : undefined));
+    if (isObject(v)) {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) out[k] = keep(x, isObject(src) ? src[k] : undefined);
+      return out;
+    }
+    return v;
+  };
+  return JSON.stringify(source === undefined ? value : keep(value, source), null, 2) + "\n";
+}
+
 async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
   let text: string;
   try {
@@ -60,6 +122,7 @@ export async function derivedModelConfig(
 ): Promise<ExtraFile | undefined> {
   const config = await readJson(`${folder}/config.json`);
   if (!config) return undefined;
+  const original = await Deno.readTextFile(`${folder}/config.json`);
   const name = change.dtype ? TORCH_DTYPE[change.dtype] : undefined;
   if (name) {
     config.torch_dtype = name;
@@ -68,7 +131,7 @@ export async function derivedModelConfig(
   if (change.layers !== undefined && typeof config.num_hidden_layers === "number") {
     config.num_hidden_layers = change.layers;
   }
-  return { name: "config.json", data: JSON.stringify(config, null, 2) + "\n" };
+  return { name: "config.json", data: jsonLike(config, original) };
 }
 
 /**
