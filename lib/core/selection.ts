@@ -13,7 +13,6 @@ const CHUNK = 4096;
 const chunkF64 = new Float64Array(CHUNK), chunkU32 = new Uint32Array(chunkF64.buffer);
 const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // index of the high word
 const hist = new Uint32Array(65536);
-let candidates = new Float64Array(1024);
 
 /** |values[i] − sub[i]| (or |values[i]|) for i in [start, start + len) into `chunkF64`. */
 function absChunk(values: ArrayLike<number>, sub: ArrayLike<number> | undefined, start: number, len: number) {
@@ -58,6 +57,179 @@ function radixKth(v: Float64Array, count: number, k: number): number {
 }
 
 /**
+ * Streaming selection of the k-th largest magnitudes (several ranks k at once) over a tensor fed in
+ * blocks, in two passes: {@link MagnitudeSelection.count} over every block (a histogram of the top 16
+ * bits of each float64 magnitude), then {@link MagnitudeSelection.gather} over every block (the entries of
+ * each rank's boundary bucket), then {@link MagnitudeSelection.result}. Blocks are numbered in the order
+ * they are fed to `gather`; the result also says how many entries equal to θ each block holds, so a block
+ * can start its tie counter where the blocks before it left it. This is the one selection routine:
+ * {@link selectMagnitude} runs it over a single block. Internal.
+ */
+export class MagnitudeSelection {
+  readonly #ks: readonly number[];
+  readonly #hist: Uint32Array;
+  #bucket: Int32Array;
+  #rank: Float64Array;
+  #above: Float64Array;
+  #cand: { v: Float64Array; b: Uint32Array; c: number }[];
+  #block = 0;
+
+  /** `ks`: the ranks (1-based, k-th largest) to select; `hist`: a 65536-entry buffer to reuse. */
+  constructor(ks: readonly number[], hist: Uint32Array = new Uint32Array(65536)) {
+    this.#ks = ks;
+    this.#hist = hist.fill(0);
+    this.#bucket = new Int32Array(ks.length).fill(-1);
+    this.#rank = new Float64Array(ks.length);
+    this.#above = new Float64Array(ks.length);
+    this.#cand = ks.map(() => ({ v: new Float64Array(0), b: new Uint32Array(0), c: 0 }));
+  }
+
+  /**
+   * Pass 1: adds the magnitudes `|values[i] − sub[i]|` (or `|values[i]|`) of a block to the histogram.
+   * With `guess = [lo, hi]`, the entries whose key lies in that range are kept as well, so that
+   * {@link MagnitudeSelection.settle} may skip pass 2 (single-block use).
+   */
+  count(values: ArrayLike<number>, sub?: ArrayLike<number>, guess?: readonly [number, number]): void {
+    const n = values.length, hist = this.#hist, [gLo, gHi] = guess ?? [1, 0];
+    let g = 0;
+    const keep = (a: Float64Array) => {
+      while (g + a.length > gathered.length) {
+        const grown = new Float64Array(2 * gathered.length);
+        grown.set(gathered);
+        gathered = grown;
+      }
+      gathered.set(a, g);
+      g += a.length;
+    };
+    this.#partial = false;
+    if (guess && gHi < 0x7ff0 && countKernel) {
+      // only the guessed buckets exactly; everything above them counts in the bucket just above
+      const f = new Float64Array(2), u = new Uint32Array(f.buffer);
+      u[HI] = gLo << 16;
+      u[2 + HI] = (gHi + 1) << 16;
+      const above = countKernel.band(values, sub, f[0], f[1], keep);
+      if (above >= 0) {
+        hist[gHi + 1] += above;
+        const gu = new Uint32Array(gathered.buffer);
+        for (let i = 0; i < g; i++) hist[gu[2 * i + HI] >>> 16]++;
+        this.#guessed = { lo: gLo, hi: gHi, count: g };
+        this.#partial = true;
+        return;
+      }
+    }
+    if (countKernel?.count(values, sub, hist, guess ? gLo : 0x10000, guess ? gHi : 0x10000, keep)) {
+      this.#guessed = guess ? { lo: gLo, hi: gHi, count: g } : undefined;
+      return;
+    }
+    for (let start = 0; start < n; start += CHUNK) {
+      const len = Math.min(CHUNK, n - start);
+      absChunk(values, sub, start, len);
+      for (let i = 0; i < len; i++) {
+        const key = chunkU32[2 * i + HI] >>> 16;
+        hist[key]++;
+        if (key >= gLo && key <= gHi) {
+          if (g === gathered.length) {
+            const grown = new Float64Array(2 * gathered.length);
+            grown.set(gathered);
+            gathered = grown;
+          }
+          gathered[g++] = chunkF64[i];
+        }
+      }
+    }
+    this.#guessed = guess ? { lo: gLo, hi: gHi, count: g } : undefined;
+  }
+  #guessed?: { lo: number; hi: number; count: number };
+
+  #partial = false;
+
+  /**
+   * After pass 1: whether the histogram decides every rank. A count restricted to the guessed buckets
+   * (with the kernel's band pass) does not when a rank falls outside them: count again without a guess.
+   */
+  covers(): boolean {
+    if (!this.#partial) return true;
+    const hist = this.#hist, gs = this.#guessed!;
+    return this.#ks.every((k) => {
+      let d = 65535, rank = k;
+      for (; d > 0 && hist[d] < rank; d--) rank -= hist[d];
+      return d >= gs.lo && d <= gs.hi;
+    });
+  }
+
+  /**
+   * After pass 1: finds each rank's boundary bucket. Returns true when pass 2 is still needed (false:
+   * the entries kept by a `guess` of the one block already hold every boundary bucket).
+   */
+  settle(): boolean {
+    const hist = this.#hist;
+    this.#ks.forEach((k, j) => {
+      let d = 65535, rank = k, above = 0;
+      for (; d > 0 && hist[d] < rank; d--) {
+        rank -= hist[d];
+        above += hist[d];
+      }
+      this.#bucket[j] = d;
+      this.#rank[j] = rank;
+      this.#above[j] = above;
+      const size = hist[d];
+      this.#cand[j] = { v: new Float64Array(size), b: new Uint32Array(size), c: 0 };
+    });
+    const gs = this.#guessed, buckets = this.#bucket, K = this.#ks.length;
+    if (gs && Array.from(buckets).every((d) => d >= gs.lo && d <= gs.hi)) {
+      const u = new Uint32Array(gathered.buffer);
+      for (let j = 0; j < K; j++) {
+        const d = buckets[j], cand = this.#cand[j], v = cand.v;
+        let c = 0;
+        for (let i = 0; i < gs.count; i++) if (u[2 * i + HI] >>> 16 === d) v[c++] = gathered[i];
+        cand.c = c;
+      }
+      return false;
+    }
+    return true;
+  }
+
+  /** Pass 2: keeps the entries of the boundary buckets of a block (blocks numbered from 0 in order). */
+  gather(values: ArrayLike<number>, sub?: ArrayLike<number>): void {
+    const n = values.length, block = this.#block++, K = this.#ks.length;
+    for (let start = 0; start < n; start += CHUNK) {
+      const len = Math.min(CHUNK, n - start);
+      absChunk(values, sub, start, len);
+      for (let i = 0; i < len; i++) {
+        const key = chunkU32[2 * i + HI] >>> 16;
+        for (let j = 0; j < K; j++) {
+          if (key === this.#bucket[j]) {
+            const c = this.#cand[j];
+            c.b[c.c] = block;
+            c.v[c.c++] = chunkF64[i];
+          }
+        }
+      }
+    }
+  }
+
+  /**
+   * The `j`-th rank's k-th largest magnitude θ, how many entries are strictly larger, and (when pass 2
+   * ran) how many entries equal to θ each block holds (`equal[b]`, blocks in `gather` order).
+   */
+  result(j: number): { theta: number; above: number; equal: Uint32Array } {
+    const { v, b, c: count } = this.#cand[j], rank = this.#rank[j];
+    let above = this.#above[j], theta: number;
+    if (count <= 4096) {
+      const s = Float64Array.from(v.subarray(0, count)).sort(); // ascending
+      theta = s[count - rank];
+      for (let i = count - 1; i >= 0 && s[i] > theta; i--) above++;
+    } else {
+      theta = radixKth(v, count, rank);
+      for (let i = 0; i < count; i++) if (v[i] > theta) above++;
+    }
+    const equal = new Uint32Array(this.#block);
+    if (this.#block > 0) { for (let i = 0; i < count; i++) if (v[i] === theta) equal[b[i]]++; }
+    return { theta, above, equal };
+  }
+}
+
+/**
  * The k-th largest magnitude and how many entries are strictly larger. `sub` (optional) is subtracted
  * first: the magnitudes are `|values[i] − sub[i]|`, so task vectors need not be materialised.
  */
@@ -66,62 +238,52 @@ export function selectMagnitude(
   k: number,
   sub?: ArrayLike<number>,
 ): { theta: number; above: number } {
-  const n = values.length;
   // Guess the boundary bucket from a sample, and gather the entries of the guessed buckets during the
   // histogram pass: one pass over the data when the guess holds (almost always), two when it does not.
-  const [gLo, gHi] = n >= 1 << 16 ? guessBuckets(values, k, sub) : [1, 0];
-  hist.fill(0);
-  let g = 0;
-  for (let start = 0; start < n; start += CHUNK) {
-    const len = Math.min(CHUNK, n - start);
-    absChunk(values, sub, start, len);
-    for (let i = 0; i < len; i++) {
-      const key = chunkU32[2 * i + HI] >>> 16;
-      hist[key]++;
-      if (key >= gLo && key <= gHi) {
-        if (g === gathered.length) {
-          const grown = new Float64Array(2 * gathered.length);
-          grown.set(gathered);
-          gathered = grown;
-        }
-        gathered[g++] = chunkF64[i];
-      }
-    }
+  let sel = new MagnitudeSelection([k], hist);
+  sel.count(values, sub, values.length >= 1 << 16 ? guessBuckets(values, k, sub) : undefined);
+  if (!sel.covers()) {
+    sel = new MagnitudeSelection([k], hist);
+    sel.count(values, sub);
   }
-  let d = 65535, rank = k, above = 0;
-  for (; d > 0 && hist[d] < rank; d--) {
-    rank -= hist[d];
-    above += hist[d];
-  }
-  const count = hist[d];
-  if (candidates.length < count) candidates = new Float64Array(Math.max(count, 2 * candidates.length));
-  let c = 0;
-  if (d >= gLo && d <= gHi) {
-    const f = new Float64Array(1), u = new Uint32Array(f.buffer);
-    for (let i = 0; i < g; i++) {
-      f[0] = gathered[i];
-      if (u[HI] >>> 16 === d) candidates[c++] = gathered[i];
-    }
-  } else {
-    for (let start = 0; start < n && c < count; start += CHUNK) {
-      const len = Math.min(CHUNK, n - start);
-      absChunk(values, sub, start, len);
-      for (let i = 0; i < len; i++) if (chunkU32[2 * i + HI] >>> 16 === d) candidates[c++] = chunkF64[i];
-    }
-  }
-  let theta: number;
-  if (count <= 4096) {
-    const s = candidates.subarray(0, count).sort(); // ascending
-    theta = s[count - rank];
-    for (let i = count - 1; i >= 0 && s[i] > theta; i--) above++;
-  } else {
-    theta = radixKth(candidates, count, rank);
-    for (let i = 0; i < count; i++) if (candidates[i] > theta) above++;
-  }
+  if (sel.settle()) sel.gather(values, sub);
+  const { theta, above } = sel.result(0);
   return { theta, above };
 }
 
 let gathered = new Float64Array(1 << 16);
+
+/**
+ * Faster passes over float32 data (the merge engine's WebAssembly kernel registers them). `count` adds the
+ * top-16-bit key of every `|values[i] − sub[i]|` (or `|values[i]|`) to `hist` and hands the magnitudes
+ * whose key lies in `[lo, hi]` to `keep` (a chunk at a time, in index order); `band` hands over the
+ * magnitudes `a` with `lo ≤ a < hi` and returns how many are `≥ hi` (NaN included). Each returns false /
+ * −1, having done nothing, when it does not take these arrays.
+ */
+export interface MagnitudeKernel {
+  count(
+    values: ArrayLike<number>,
+    sub: ArrayLike<number> | undefined,
+    hist: Uint32Array,
+    lo: number,
+    hi: number,
+    keep: (magnitudes: Float64Array) => void,
+  ): boolean;
+  band(
+    values: ArrayLike<number>,
+    sub: ArrayLike<number> | undefined,
+    lo: number,
+    hi: number,
+    keep: (magnitudes: Float64Array) => void,
+  ): number;
+}
+
+let countKernel: MagnitudeKernel | undefined;
+
+/** Registers the passes of {@link MagnitudeSelection.count} (undefined: the JavaScript loops). */
+export function registerMagnitudeKernel(k: MagnitudeKernel | undefined): void {
+  countKernel = k;
+}
 
 /**
  * The range of top-16-bit keys likely to hold the k-th largest magnitude: from 4096 evenly spaced
@@ -187,6 +349,48 @@ export function magnitudeRangeCut(
     ties1: to >= n ? 0 : to - hiSel.above,
     t0: loSel.theta,
     ties0: from <= 0 ? 0 : from - loSel.above,
+  };
+}
+
+/**
+ * The band `[from, to)` of the total magnitude order of a tensor of `n` entries fed in blocks (in index
+ * order), as {@link magnitudeRangeCut} computes it for the whole tensor: `add` every block (pass 1), then
+ * `refine` every block in the same order (pass 2), then `cut(b)` gives the thresholds for block `b` (the
+ * tie quotas `ties1`/`ties0` reduced by the ties the blocks before `b` take), or `cut()` those of the
+ * whole tensor. `passes` is 0 when the band is empty or everything (no data needed). Internal.
+ */
+export function magnitudeCutAccumulator(n: number, from: number, to: number): {
+  readonly passes: number;
+  add(values: ArrayLike<number>, sub?: ArrayLike<number>): void;
+  refine(values: ArrayLike<number>, sub?: ArrayLike<number>): void;
+  cut(block?: number): RangeCut | "none" | "all";
+} {
+  const trivial = to <= 0 || to <= from || from >= n ? "none" : to >= n && from <= 0 ? "all" : null;
+  const ks: number[] = [];
+  if (!trivial && to < n) ks.push(to);
+  if (!trivial && from > 0) ks.push(from);
+  const sel = trivial ? null : new MagnitudeSelection(ks);
+  let settled = false, res: { theta: number; above: number; equal: Uint32Array }[] | undefined;
+  return {
+    passes: trivial ? 0 : 2,
+    add: (values, sub) => sel?.count(values, sub),
+    refine(values, sub) {
+      if (!sel) return;
+      if (!settled) settled = (sel.settle(), true);
+      sel.gather(values, sub);
+    },
+    cut(block?: number): RangeCut | "none" | "all" {
+      if (trivial) return trivial;
+      res ??= ks.map((_, j) => sel!.result(j));
+      const hi = to < n ? res[0] : { theta: -1, above: n, equal: new Uint32Array(0) };
+      const lo = from > 0 ? res[ks.length - 1] : { theta: Infinity, above: 0, equal: new Uint32Array(0) };
+      let ties1 = to >= n ? 0 : to - hi.above, ties0 = from <= 0 ? 0 : from - lo.above;
+      for (let b = 0; b < (block ?? 0); b++) {
+        ties1 = Math.max(0, ties1 - (hi.equal[b] ?? 0));
+        ties0 = Math.max(0, ties0 - (lo.equal[b] ?? 0));
+      }
+      return { t1: hi.theta, ties1, t0: lo.theta, ties0 };
+    },
   };
 }
 
@@ -302,11 +506,17 @@ export function magnitudeRanks(values: ArrayLike<number>, off: number, n: number
       else hi = mid;
     }
     const lb = lo;
-    hi = n; // ub: first s[k] > a
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (s[mid] <= a) lo = mid + 1;
-      else hi = mid;
+    // ub: first s[k] > a, past the run of values equal to a: a few steps (usually this entry alone),
+    // then a binary search for a long run (a row of zeros)
+    const stop = Math.min(n, lo + 8);
+    while (lo < stop && s[lo] === a) lo++;
+    if (lo === stop && lo < n && s[lo] === a) {
+      hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (s[mid] <= a) lo = mid + 1;
+        else hi = mid;
+      }
     }
     // descending position = #{greater} + #{equal before j}; rank = n − position
     out[j] = lo - seen[lb]++;

@@ -237,7 +237,11 @@ export function decodeFloatsInto(bytes: Uint8Array, dtype: Dtype, out: Float32Ar
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === "BF16") {
     const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
-    if (aligned) {
+    if (aligned && !sameStart) {
+      // separate memory: front to back (faster than the backward loop the shared case needs)
+      const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+      for (let i = 0; i < n; i++) o32[i] = h[i] << 16;
+    } else if (aligned) {
       const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
       for (let i = n - 1; i >= 0; i--) o32[i] = h[i] << 16;
     } else for (let i = n - 1; i >= 0; i--) o32[i] = view.getUint16(2 * i, true) << 16;
@@ -252,9 +256,8 @@ export function decodeFloatsInto(bytes: Uint8Array, dtype: Dtype, out: Float32Ar
 
 /**
  * Decodes a tensor's own F16/BF16/F32 bytes (a whole, unshared buffer, as a file read returns) into a
- * Float32Array that takes over their memory: the buffer is grown to 4 bytes per entry
- * (`ArrayBuffer.prototype.transfer`, which detaches — and so frees — the raw bytes at once instead of at
- * the next collection) and decoded in place. Other inputs (a view into a larger buffer, another dtype, no
+ * new Float32Array and frees the raw bytes at once (`ArrayBuffer.prototype.transfer(0)` detaches them)
+ * instead of at the next collection. Other inputs (a view into a larger buffer, another dtype, no
  * `transfer`) decode as {@link decodeFloats} does. `bytes` must not be used afterwards. Internal (used by
  * the merge engine; not in the `io` barrel).
  */
@@ -265,8 +268,12 @@ export function decodeFloatsInPlace(bytes: Uint8Array, dtype: Dtype): Float32Arr
     typeof buf.transfer !== "function" ||
     bytes.byteOffset !== 0 || bytes.byteLength !== buf.byteLength || !LITTLE_ENDIAN
   ) return decodeFloats(bytes, dtype);
-  const n = bytes.byteLength / 2, grown = buf.transfer(4 * n), out = new Float32Array(grown);
-  return decodeFloatsInto(new Uint8Array(grown, 0, 2 * n), dtype, out);
+  // a fresh float32 array decoded front to back, then the raw bytes detached: cheaper than growing the
+  // raw buffer in place (no copy of the raw bytes into the grown buffer), the same peak (raw + floats)
+  const n = bytes.byteLength / 2, out = new Float32Array(n);
+  decodeFloatsInto(bytes, dtype, out);
+  buf.transfer(0);
+  return out;
 }
 
 /**

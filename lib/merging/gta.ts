@@ -16,14 +16,27 @@ import type { MergeMethod, MergeVariant, MethodInput } from "./methods.ts";
 import {
   declaredDefault,
   type MergeParams,
+  type ModelParams,
   param,
   PARAMS,
   type ParamSpec,
   semanticsParam,
   workRounder,
 } from "./params.ts";
-import { planSparsify, type RescaleNorm, type SparsePlan, type SparsifyMethod } from "./sparsify.ts";
+import {
+  type BlockSparsePlan,
+  blockSparsePlan,
+  planSparsify,
+  type RescaleNorm,
+  type SparsePlan,
+  sparsifyBlockPlanner,
+  type SparsifyMethod,
+  type SparsifyOptions,
+  streamMaskInto,
+  streamState,
+} from "./sparsify.ts";
 import { OptionError } from "../core/errors.ts";
+import { allF32, KCHUNK, KMAX_MODELS, type MergeKernel, mergeKernel } from "./kernel_run.ts";
 
 /** What a GTA variant changes, declared once (the kernel reads these fields, never the variant's name). */
 interface GtaVariant extends MergeVariant {
@@ -86,13 +99,15 @@ export function gtaMethod(spec: GtaSpec): MergeMethod & { readonly sparsify: Spa
   if (spec.sparsify === "magnitude_outliers") parameters.push(PARAMS.mergekit_compat);
   parameters.push(PARAMS.work_dtype, semanticsParam(spec.variants));
   const variants = spec.variants.map((v) => GTA_VARIANTS[v]);
-  return {
+  const method: MergeMethod & { readonly sparsify: SparsifyMethod | null } = {
     name: spec.name,
     paper: spec.paper,
     summary: spec.summary,
     sparsify: spec.sparsify,
     base: "required",
     models: { min: 0 },
+    // DELLA ranks within rows and matches norms over the whole tensor: it needs the whole tensor
+    blockwise: spec.sparsify === null ? "elementwise" : spec.sparsify === "della_magprune" ? false : "cuts",
     parameters,
     variants,
     check(models, _params, label) {
@@ -111,7 +126,14 @@ export function gtaMethod(spec: GtaSpec): MergeMethod & { readonly sparsify: Spa
     },
     run: (input) => gtaRun(spec, parameters, variants, input),
   };
+  GTA_SPECS.set(spec.name, { spec, parameters, variants });
+  return method;
 }
+
+const GTA_SPECS = new Map<
+  string,
+  { spec: GtaSpec; parameters: readonly ParamSpec[]; variants: readonly GtaVariant[] }
+>();
 
 function gtaRun(
   spec: GtaSpec,
@@ -137,32 +159,31 @@ function gtaRun(
     });
     sub = new Float64Array(n);
   }
-  const plans: SparsePlan[] = input.models.map((m, j) =>
-    spec.sparsify
-      ? planSparsify(
-        xs[j],
-        sub,
-        input.shape,
-        {
-          method: spec.sparsify,
-          density: m.params.density ?? 1,
-          gamma: m.params.gamma,
-          epsilon: m.params.epsilon,
-          mask: m.params.mask,
-          rescale,
-          rescaleNorm: p.rescaleNorm as RescaleNorm | undefined,
-          mergekitCompat: p.mergekitCompat,
-          semantics: v.name,
-          seed: input.seed,
-          name: input.name,
-          modelIndex: m.index,
-        },
-        undefined,
-        R,
-        !R && v.zeroTotal === "positive", // the chunked kernel sweeps magnitude bands itself
-      )
-      : { mask: null, scale: 1, zero: false }
-  );
+  const block = input.block;
+  if (block && (R || v.zeroTotal !== "positive")) {
+    throw new OptionError(
+      "block",
+      `a block at entry ${block.offset}`,
+      `${spec.name} with ${R ? "a work dtype" : `semantics "${v.name}"`} needs the whole tensor`,
+    );
+  }
+  const plans: SparsePlan[] = input.models.map((m, j) => {
+    if (!spec.sparsify) return { mask: null, scale: 1, zero: false };
+    const o = sparsifyOptions(spec, input.params, m.params, m.index, v, rescale, input.seed, input.name);
+    if (!block) {
+      // the chunked kernel sweeps magnitude bands itself
+      return planSparsify(xs[j], sub, input.shape, o, undefined, R, !R && v.zeroTotal === "positive");
+    }
+    const given = block.plans?.[j];
+    if (!given) {
+      throw new OptionError(
+        "block.plans",
+        block.plans ? `${block.plans.length} plans` : undefined,
+        `${spec.name} merges a block with each model's plan from the block planner (model ${j} has none)`,
+      );
+    }
+    return blockSparsePlan(given, n, { ...o, offset: block.offset });
+  });
   const w = Float64Array.from(input.models, (m) => (R ? R(m.params.weight!) : m.params.weight!));
   if (!R && v.zeroTotal === "positive") {
     // a float32 result goes into the base's buffer when it may be overwritten: each chunk of the base is
@@ -244,6 +265,80 @@ function gtaRun(
   return { shape: input.shape, data: out };
 }
 
+/** The sparsifier options of one model (shared by the whole-tensor and the blockwise paths). */
+function sparsifyOptions(
+  spec: GtaSpec,
+  p: MergeParams,
+  m: ModelParams,
+  index: number,
+  v: GtaVariant,
+  rescale: boolean,
+  seed: number,
+  name: string | undefined,
+): SparsifyOptions {
+  return {
+    method: spec.sparsify!,
+    density: m.density ?? 1,
+    gamma: m.gamma,
+    epsilon: m.epsilon,
+    mask: m.mask,
+    rescale,
+    rescaleNorm: p.rescaleNorm as RescaleNorm | undefined,
+    mergekitCompat: p.mergekitCompat,
+    semantics: v.name,
+    seed,
+    name,
+    modelIndex: index,
+  };
+}
+
+/**
+ * The streaming pre-pass of a GTA method merged in blocks (see `mergeBlockPlanner`): per model, the
+ * sparsifier's block planner. Null when this configuration needs the whole tensor.
+ */
+export function gtaBlockPlanner(
+  methodName: string,
+  params: MergeParams,
+  models: readonly ModelParams[],
+  n: number,
+  seed: number,
+  name: string | undefined,
+): {
+  readonly passes: number;
+  add(pass: number, base: FloatArray, models: readonly FloatArray[], offset: number): void;
+  plans(offset: number): BlockSparsePlan[];
+} | null {
+  const g = GTA_SPECS.get(methodName);
+  if (!g) return null;
+  const { spec, variants } = g;
+  const v = variants.find((x) => x.name === (params.semantics ?? variants[0].name))!;
+  if (params.workDtype || v.zeroTotal !== "positive") return null;
+  if (!spec.sparsify) {
+    return {
+      passes: 0,
+      add() {},
+      plans: () => models.map(() => ({ scale: 1, zero: false })),
+    };
+  }
+  const rescale = params.rescale ?? spec.rescale;
+  const each = models.map((m, j) =>
+    sparsifyBlockPlanner(sparsifyOptions(spec, params, m, j, v, rescale, seed, name), n)
+  );
+  if (each.some((e) => e === null)) return null;
+  const ok = each as NonNullable<(typeof each)[number]>[];
+  return {
+    passes: Math.max(0, ...ok.map((e) => e.passes)),
+    add(pass, base, xs, offset) {
+      ok.forEach((e, j) => {
+        if (pass < e.passes) e.add(pass, xs[j], base, offset);
+      });
+    },
+    plans: (offset) => ok.map((e) => e.plan(offset)),
+  };
+}
+
+type FloatArray = Float32Array | Float64Array;
+
 const CHUNK = 4096;
 const cutState = new WeakMap<SparsePlan, { ties1: number; ties0: number }>();
 let scratch: Float64Array[] = [];
@@ -268,6 +363,21 @@ function gtaChunked<T extends Float32Array | Float64Array>(
 ): T {
   const n = B.length, N = xs.length;
   for (const p of plans) if (p.cut) cutState.set(p, { ties1: p.cut.ties1, ties0: p.cut.ties0 });
+  const K = mergeKernel();
+  if (K && N <= KMAX_MODELS && allF32(B, ...xs)) {
+    return gtaKernel(
+      K,
+      out,
+      xs as Float32Array[],
+      B as Float32Array,
+      plans,
+      w,
+      consensus,
+      normalize,
+      lambda,
+      v,
+    );
+  }
   while (scratch.length < N) scratch = [...scratch, new Float64Array(CHUNK)];
   const { total, mix, div } = acc, unweighted = v.election === "unweighted", countDiv = v.divisor === "count";
   let wsum = 0;
@@ -326,6 +436,60 @@ function gtaChunked<T extends Float32Array | Float64Array>(
   return out;
 }
 
+/**
+ * {@link gtaChunked} on the SIMD kernel (float32 inputs): per chunk, each model's sparsified task vector
+ * into its float64 slot (`sd_keep` / `sd_mask` / `sd_dare` / `sd_cut`), then `gta_mix`. The same float64
+ * operations in the same order, so the same bits.
+ */
+function gtaKernel<T extends Float32Array | Float64Array>(
+  K: MergeKernel,
+  out: T,
+  xs: readonly Float32Array[],
+  B: Float32Array,
+  plans: readonly SparsePlan[],
+  w: Float64Array,
+  consensus: "sum" | "count" | null,
+  normalize: boolean,
+  lambda: number,
+  v: GtaVariant,
+): T {
+  const n = B.length, N = xs.length, countDiv = v.divisor === "count";
+  let wsum = 0;
+  for (let m = 0; m < N; m++) wsum += w[m];
+  const dv = Math.abs(wsum) < 1e-8 ? 1 : wsum;
+  const flags = consensus
+    ? 1 | (consensus === "count" ? 2 : 0) | (v.election === "unweighted" ? 4 : 0) |
+      (countDiv || normalize ? 8 : 0) | (countDiv ? 16 : 0)
+    : normalize
+    ? 32
+    : 0;
+  const mix = K.k[`gta_mix_${flags}`];
+  K.setWeights(w);
+  for (let start = 0; start < n; start += KCHUNK) {
+    const len = Math.min(KCHUNK, n - start), b = K.input(B, start, len, 0);
+    for (let m = 0; m < N; m++) {
+      const p = plans[m], sd = K.sd(m);
+      if (p.zero) {
+        K.zeroSd(m, len);
+        continue;
+      }
+      const x = K.input(xs[m], start, len, m + 1);
+      if (p.cut) K.cut(sd, x, b, p.cut, cutState.get(p)!, len);
+      else if (p.stream) {
+        const st = streamState(p.stream, start);
+        K.k.sd_dare(sd, x, b, p.scale, st.s0, st.thr, st.all, len);
+      } else if (p.mask) K.k.sd_mask(sd, x, b, K.mask(p.mask, start, len), p.scale, len);
+      else K.k.sd_keep(sd, x, b, p.scale, len);
+    }
+    const f32 = out instanceof Float32Array ? 1 : 0;
+    mix(K.sd(0), K.SLOT_BYTES, N, K.WS, lambda, dv, b, K.outPtr(out, start), len, f32);
+    K.flushOut(out, start, len);
+  }
+  return out;
+}
+
+let streamBuf = new Uint8Array(0);
+
 /** The sparsified, scaled task vector `plan(x − B)` of entries [start, start + len) into `sd`. */
 function sparseChunk(
   sd: Float64Array,
@@ -335,7 +499,13 @@ function sparseChunk(
   start: number,
   len: number,
 ): void {
-  const { mask, scale, cut } = plan;
+  const { scale, cut } = plan;
+  let mask = plan.mask, at = start;
+  if (plan.stream) {
+    if (streamBuf.length < len) streamBuf = new Uint8Array(CHUNK);
+    mask = streamMaskInto(streamBuf.subarray(0, len), plan.stream, start);
+    at = 0;
+  }
   if (plan.zero) sd.fill(0, 0, len);
   else if (cut) {
     // the magnitude band, in index order: the tie counters carry over from chunk to chunk
@@ -361,8 +531,8 @@ function sparseChunk(
     if (scale === 1) { for (let j = 0; j < len; j++) sd[j] = x[start + j] - B[start + j]; }
     else for (let j = 0; j < len; j++) sd[j] = (x[start + j] - B[start + j]) * scale;
   } else if (scale === 1) {
-    for (let j = 0; j < len; j++) sd[j] = mask[start + j] ? x[start + j] - B[start + j] : 0;
+    for (let j = 0; j < len; j++) sd[j] = mask[at + j] ? x[start + j] - B[start + j] : 0;
   } else {
-    for (let j = 0; j < len; j++) sd[j] = mask[start + j] ? (x[start + j] - B[start + j]) * scale : 0;
+    for (let j = 0; j < len; j++) sd[j] = mask[at + j] ? (x[start + j] - B[start + j]) * scale : 0;
   }
 }

@@ -8,11 +8,15 @@ import { MoekitError } from "../core/errors.ts";
 import type { Tensor } from "../io/tensor.ts";
 import type { MergeMethod, MergeVariant, MethodInput } from "./methods.ts";
 import { PARAMS, type ParamSpec, semanticsParam, workRounder } from "./params.ts";
+import { allF32, KCHUNK, KMAX_MODELS, mergeKernel } from "./kernel_run.ts";
 
 const MERGEKIT: readonly MergeVariant[] = [{ name: "mergekit", reproduces: "mergekit" }];
 
 function entry(
-  e: Omit<MergeMethod, "variants" | "parameters" | "check"> & { readonly params: readonly ParamSpec[] },
+  e: Omit<MergeMethod, "variants" | "parameters" | "check" | "blockwise"> & {
+    readonly params: readonly ParamSpec[];
+    readonly blockwise?: MergeMethod["blockwise"];
+  },
 ): MergeMethod {
   return {
     name: e.name,
@@ -20,6 +24,7 @@ function entry(
     summary: e.summary,
     base: e.base,
     models: e.models,
+    blockwise: e.blockwise ?? false,
     parameters: [...e.params, semanticsParam(["mergekit"])],
     variants: MERGEKIT,
     check() {},
@@ -50,16 +55,39 @@ function slerpVectors(
   lerpIf: (c: number, s: number) => boolean,
   out: Floats = new Float64Array(v0.length),
 ): Floats {
-  const n0 = norm(v0), n1 = norm(v1);
+  const K = mergeKernel(), simd = K && allF32(v0, v1);
+  let n0: number, n1: number, dt: number;
+  if (simd) {
+    // the three sums on the kernel, each in index order as below
+    K.setSums(0, 0, 0);
+    for (let start = 0; start < v0.length; start += KCHUNK) {
+      const len = Math.min(KCHUNK, v0.length - start);
+      K.k.dot3(
+        K.ACC,
+        K.input(v0 as Float32Array, start, len, 0),
+        K.input(v1 as Float32Array, start, len, 1),
+        len,
+      );
+    }
+    const [s0, s1, s2] = K.sums(3);
+    [n0, n1, dt] = [Math.sqrt(s0), Math.sqrt(s1), s2];
+  } else [n0, n1, dt] = [norm(v0), norm(v1), dot(v0, v1)];
   const d0 = clampNorm > 0 ? Math.max(n0, clampNorm) : n0 > 1e-8 ? n0 : 1;
   const d1 = clampNorm > 0 ? Math.max(n1, clampNorm) : n1 > 1e-8 ? n1 : 1;
-  const cos = Math.min(1, Math.max(-1, dot(v0, v1) / (d0 * d1)));
+  const cos = Math.min(1, Math.max(-1, dt / (d0 * d1)));
   const theta = Math.acos(cos), s = Math.sin(theta);
-  if (lerpIf(cos, s)) {
-    for (let i = 0; i < out.length; i++) out[i] = (1 - t) * v0[i] + t * v1[i];
+  const lerp = lerpIf(cos, s);
+  const a = lerp ? 1 - t : Math.sin((1 - t) * theta) / s, b = lerp ? t : Math.sin(t * theta) / s;
+  if (simd) {
+    const f32 = out instanceof Float32Array ? 1 : 0;
+    for (let start = 0; start < out.length; start += KCHUNK) {
+      const len = Math.min(KCHUNK, out.length - start);
+      const x = K.input(v0 as Float32Array, start, len, 0), y = K.input(v1 as Float32Array, start, len, 1);
+      K.k.lerp2(K.outPtr(out, start), x, y, a, b, len, f32);
+      K.flushOut(out, start, len);
+    }
     return out;
   }
-  const a = Math.sin((1 - t) * theta) / s, b = Math.sin(t * theta) / s;
   for (let i = 0; i < out.length; i++) out[i] = a * v0[i] + b * v1[i];
   return out;
 }
@@ -71,6 +99,7 @@ export const linearMethod: MergeMethod = entry({
   summary: "weighted average of the models (no base)",
   base: "none",
   models: { min: 1 },
+  blockwise: "elementwise",
   params: [PARAMS.weight, { ...PARAMS.normalize, default: true }, PARAMS.work_dtype],
   run(input: MethodInput): Tensor {
     const R = workRounder(input.params.workDtype), n = input.models[0].data.length;
@@ -90,7 +119,29 @@ export const linearMethod: MergeMethod = entry({
         }; set normalize: false`,
       );
     }
-    const s = R ? R(sum) : sum, acc = new Float64Array(Math.min(n, 4096));
+    const s = R ? R(sum) : sum;
+    const models = input.models.map((m) => m.data), K = R ? null : mergeKernel();
+    if (K && w.length <= KMAX_MODELS && allF32(...models)) {
+      // the SIMD kernel: the same float64 sums in model order, a chunk at a time
+      K.setWeights(w);
+      for (let start = 0; start < n; start += KCHUNK) {
+        const len = Math.min(KCHUNK, n - start);
+        models.forEach((x, m) => K.setPtr(m, K.input(x as Float32Array, start, len, m + 1)));
+        K.k.lin(
+          K.PTRS,
+          K.WS,
+          w.length,
+          K.outPtr(out, start),
+          len,
+          s,
+          normalize ? 1 : 0,
+          out instanceof Float32Array ? 1 : 0,
+        );
+        K.flushOut(out, start, len);
+      }
+      return { shape: input.shape, data: out };
+    }
+    const acc = new Float64Array(Math.min(n, 4096));
     // a chunk at a time: Σ wᵢxᵢ accumulates in float64 in model order, then one division and one store
     for (let start = 0; start < n; start += acc.length) {
       const len = Math.min(acc.length, n - start);
@@ -121,7 +172,10 @@ export const slerpMethod: MergeMethod = entry({
   run(input: MethodInput): Tensor {
     // straight from the inputs (float64 arithmetic per entry; no copies), into a float32 result if asked
     const B = input.base!, n = B.length;
-    const out = input.output === "f32" ? new Float32Array(n) : new Float64Array(n);
+    // a float32 result may go into the base's buffer: each entry (each chunk) is read before it is written
+    const out = input.output === "f32"
+      ? (input.baseOwned && B instanceof Float32Array ? B : new Float32Array(n))
+      : new Float64Array(n);
     const data = slerpVectors(B, input.models[0].data, input.params.t!, 0, (c) => Math.abs(c) > 0.9995, out);
     return { shape: input.shape, data };
   },

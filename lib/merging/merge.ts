@@ -5,7 +5,8 @@
  * @module
  */
 
-import { MoekitError, ShapeError } from "../core/errors.ts";
+import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
+import { gtaBlockPlanner } from "./gta.ts";
 import { asTensor, sameShape, type Tensor, type TensorInput } from "../io/tensor.ts";
 import { checkModelCount, mergeMethod, validateMergeParams } from "./methods.ts";
 import type { MergeParams, ModelParams } from "./params.ts";
@@ -49,6 +50,31 @@ export interface MergeOptions {
    * checkpoint merges use it for such outputs. Default `"f64"`.
    */
   readonly output?: "f64" | "f32";
+  /**
+   * The tensors are one block (a run of consecutive entries, e.g. whole rows) of larger tensors, for
+   * merges under a memory cap. Only methods whose registry entry declares `blockwise` may take it;
+   * `"cuts"` methods also need each model's plan for this block, from a pre-pass over every block of the
+   * tensor (`mergeBlockPlanner`, internal). Merging every block and concatenating the results gives the
+   * bytes of a whole-tensor merge.
+   */
+  readonly block?: {
+    /** Flat index, in the whole tensor, of the block's first entry (seeds DARE draws by entry). */
+    readonly offset: number;
+    /** Per model in config order: the planner's plan for this block (`plans(offset)`). */
+    readonly plans?: readonly {
+      /** The magnitude band: thresholds t1/t0 and the tie quotas left at the block's first entry. */
+      readonly cut?: {
+        readonly t1: number;
+        readonly ties1: number;
+        readonly t0: number;
+        readonly ties0: number;
+      };
+      /** Factor applied to the kept entries. */
+      readonly scale: number;
+      /** Every entry dropped. */
+      readonly zero: boolean;
+    }[];
+  };
 }
 
 /**
@@ -71,6 +97,19 @@ export interface MergeOptions {
 export function merge(options: MergeOptions): Tensor {
   const method = mergeMethod(options.method);
   const at = options.name ? ` (tensor ${options.name})` : "";
+  const block = options.block;
+  if (block) {
+    if (!method.blockwise) {
+      throw new OptionError(
+        "block",
+        `a block at entry ${block.offset}`,
+        `${method.name} needs the whole tensor`,
+      );
+    }
+    if (!Number.isSafeInteger(block.offset) || block.offset < 0) {
+      throw new OptionError("block.offset", block.offset, "must be an integer ≥ 0");
+    }
+  }
   validateMergeParams(
     method,
     (options.params ?? {}) as Record<string, unknown>,
@@ -90,6 +129,13 @@ export function merge(options: MergeOptions): Tensor {
     const t = asTensor(m.tensor, `model ${index}${options.name ? ` ${options.name}` : ""}`);
     const rule = shapeRule(options.name, t.shape, ref.shape);
     const params = m.params ?? {};
+    if (block && rule !== "same") {
+      throw new ShapeError(
+        `model ${index}${options.name ? ` ${options.name}` : ""} block`,
+        ref.shape,
+        t.shape,
+      );
+    }
     if (rule === "same") models.push({ data: t.data, params, index, owned: options.consumeInputs ?? false });
     else if (rule === "submatrix" && base) {
       models.push({ data: leadingSubmatrix(t, ref.shape), params, index, owned: true });
@@ -113,6 +159,7 @@ export function merge(options: MergeOptions): Tensor {
     seed: options.seed ?? 0,
     output: options.output,
     baseOwned: options.consumeInputs,
+    block,
   });
   return options.output === "f32" && !(out.data instanceof Float32Array)
     ? { shape: out.shape, data: Float32Array.from(out.data) }
@@ -138,4 +185,51 @@ export function taskVector(model: TensorInput, base: TensorInput): Tensor {
   const out = new Float64Array(x.data.length);
   for (let i = 0; i < out.length; i++) out[i] = x.data[i] - b.data[i];
   return { shape: x.shape, data: out };
+}
+
+/**
+ * The pre-pass of a merge in blocks (see {@link MergeOptions.block}): for a method and its parameters
+ * over a tensor of `numel` entries, `passes` is how many times to feed it every block (in index order,
+ * the same blocks each time: `add(pass, { offset, base, models })`, models in config order, decoded as
+ * `merge` takes them), then `plans(offset)` is the `block.plans` of the block at `offset`. `passes` is 0
+ * for elementwise methods (no pre-pass; `plans` gives undefined). Null when the method or this
+ * configuration needs the whole tensor (SLERP, DELLA, the TIES paper threshold, a work dtype, …).
+ * Internal (not in the barrel): the checkpoint merge's memory cap uses it.
+ */
+export function mergeBlockPlanner(options: {
+  readonly method: string;
+  readonly params?: MergeParams;
+  readonly models: readonly { readonly params?: ModelParams }[];
+  readonly numel: number;
+  readonly name?: string;
+  readonly seed?: number;
+}): {
+  readonly passes: number;
+  add(
+    pass: number,
+    block: {
+      readonly offset: number;
+      readonly base?: Float32Array | Float64Array;
+      readonly models: readonly (Float32Array | Float64Array)[];
+    },
+  ): void;
+  plans(offset: number): NonNullable<MergeOptions["block"]>["plans"];
+} | null {
+  const method = mergeMethod(options.method);
+  const params = options.params ?? {}, models = options.models.map((m) => m.params ?? {});
+  validateMergeParams(method, params as Record<string, unknown>, models as Record<string, unknown>[]);
+  if (method.blockwise === "elementwise" && !(method.base === "required" && "sparsify" in method)) {
+    return { passes: 0, add() {}, plans: () => undefined };
+  }
+  if (!method.blockwise) return null;
+  const g = gtaBlockPlanner(method.name, params, models, options.numel, options.seed ?? 0, options.name);
+  if (!g) return null;
+  return {
+    passes: g.passes,
+    add(pass, block) {
+      if (!block.base) throw new MoekitError(`${method.name} needs the base's block`);
+      g.add(pass, block.base, block.models, block.offset);
+    },
+    plans: (offset) => g.plans(offset),
+  };
 }

@@ -12,6 +12,7 @@ import type { Tensor } from "../io/tensor.ts";
 import { gtaMethod } from "./gta.ts";
 import { linearMethod, modelStockMethod, nuslerpMethod, slerpMethod } from "./interpolate.ts";
 import { checkParamValue, type MergeParams, type ModelParams, type ParamSpec } from "./params.ts";
+import type { MergeOptions } from "./merge.ts";
 
 /**
  * A variant of a method: whose semantics it reproduces.
@@ -65,6 +66,8 @@ export interface MethodInput {
   readonly output?: "f64" | "f32";
   /** The base's data may be overwritten (a float32 result may be written into it). */
   readonly baseOwned?: boolean;
+  /** The data is one block of a larger tensor ({@link MergeOptions.block}). */
+  readonly block?: MergeOptions["block"];
 }
 
 /**
@@ -90,6 +93,13 @@ export interface MergeMethod {
   readonly base: "required" | "optional" | "none";
   /** How many models it merges (besides the base). */
   readonly models: { readonly min: number; readonly max?: number };
+  /**
+   * Whether a large tensor can be merged in blocks of entries ({@link MergeOptions.block}):
+   * `"elementwise"` (each entry on its own), `"cuts"` (per-tensor quantities — magnitude thresholds, a
+   * rescale factor — computed first by a streaming pass over the blocks), or `false` (needs the whole
+   * tensor: norms, angles, per-row ranks).
+   */
+  readonly blockwise: "elementwise" | "cuts" | false;
   /** Every parameter it takes (a `semantics` parameter lists the variants). */
   readonly parameters: readonly ParamSpec[];
   /** Its variants; the first is the default. */

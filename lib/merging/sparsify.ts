@@ -11,11 +11,13 @@ import { Rng } from "../core/random.ts";
 import { asTensor, rowsCols, type Tensor, type TensorInput } from "../io/tensor.ts";
 import {
   atLeastKthSmallestInto,
+  magnitudeCutAccumulator,
   magnitudeRangeCut,
   magnitudeRangeInto,
   magnitudeRanks,
   type RangeCut,
 } from "../core/selection.ts";
+import { allF32, mergeKernel } from "./kernel_run.ts";
 
 /**
  * A sparsification method: `"magnitude"`, `"magnitude_outliers"` (Breadcrumbs), `"random"` (DARE),
@@ -87,6 +89,12 @@ export interface SparsifyOptions {
   readonly name?: string;
   /** Model index (for the random stream). */
   readonly modelIndex?: number;
+  /**
+   * DARE/DELLA: the flat index of the first entry in the whole tensor when the input is a block of it
+   * (entry i draws word `offset + i` of the stream, so a block's mask equals that part of the whole
+   * tensor's mask; DELLA blocks start at a row). Default 0.
+   */
+  readonly offset?: number;
   /** Reproduce mergekit's Breadcrumbs quirk (`nTop = 0` zeroes the tensor). Default false. */
   readonly mergekitCompat?: boolean;
   /**
@@ -108,6 +116,8 @@ export interface SparsePlan {
   readonly mask: Uint8Array | null;
   /** Instead of a mask: a magnitude band, evaluated in index order by the caller. */
   readonly cut?: RangeCut;
+  /** Instead of a mask: DARE's counter-mode stream, drawn by the caller a chunk at a time. */
+  readonly stream?: MaskStream;
   /** Factor applied to the kept entries. */
   readonly scale: number;
   /** Every entry dropped. */
@@ -121,6 +131,35 @@ function checkMask(mask: Uint8Array | undefined, n: number, what: string): void 
   if (mask && mask.length !== n) {
     throw new MoekitError(`${what}: the keep mask has ${mask.length} entries, the tensor ${n}`);
   }
+}
+
+/**
+ * The band `[from, to)` of the total magnitude order that a whole-tensor magnitude sparsifier keeps
+ * (`"magnitude"` with the exact rule, `"magnitude_outliers"` over the whole tensor), or the plan when no
+ * entry is kept. One rule for whole-tensor and blockwise merges.
+ */
+function magnitudeBand(options: SparsifyOptions, n: number): { from: number; to: number } | SparsePlan {
+  const d = options.density, v = SPARSIFY_VARIANTS[options.semantics ?? "mergekit"];
+  if (options.method === "magnitude") {
+    const k = Math.trunc(d * n);
+    if (k <= 0 && n > 0) {
+      if (v.zeroKeep === "zeros") return ZERO;
+      throw new OptionError(
+        "density",
+        d,
+        `keeps trunc(${d}·${n}) = 0 entries of ${options.name ?? "the tensor"}; raise it above 1/${n}`,
+      );
+    }
+    return { from: 0, to: k };
+  }
+  const gamma = options.gamma ?? 0.01, target = Math.trunc(d * n);
+  let nTop = Math.trunc(gamma * n), nBot = n - target - nTop;
+  if (nBot < 0) {
+    nTop += nBot;
+    nBot = 0;
+  }
+  if (options.mergekitCompat && nTop === 0) return ZERO;
+  return { from: nTop, to: n - nBot };
 }
 
 /**
@@ -157,16 +196,9 @@ export function planSparsify(
     case "magnitude": {
       if (v.magnitude === "threshold") mask = atLeastKthSmallestInto(buf(), x, n - Math.trunc(d * n), sub);
       else {
-        const k = Math.trunc(d * n);
-        if (k <= 0 && n > 0) {
-          if (v.zeroKeep === "zeros") return ZERO;
-          throw new OptionError(
-            "density",
-            d,
-            `keeps trunc(${d}·${n}) = 0 entries of ${options.name ?? "the tensor"}; raise it above 1/${n}`,
-          );
-        }
-        const b = band(0, k);
+        const r = magnitudeBand(options, n);
+        if (!("from" in r)) return r;
+        const b = band(r.from, r.to);
         if (!(b instanceof Uint8Array)) return b;
         mask = b;
       }
@@ -193,20 +225,19 @@ export function planSparsify(
         }
         break;
       }
-      const target = Math.trunc(d * n);
-      let nTop = Math.trunc(gamma * n), nBot = n - target - nTop;
-      if (nBot < 0) {
-        nTop += nBot;
-        nBot = 0;
-      }
-      if (options.mergekitCompat && nTop === 0) return ZERO;
-      const b = band(nTop, n - nBot);
+      const r = magnitudeBand(options, n);
+      if (!("from" in r)) return r;
+      const b = band(r.from, r.to);
       if (!(b instanceof Uint8Array)) return b;
       mask = b;
       break;
     }
     case "random": {
       checkMask(options.mask, n, "DARE");
+      if (lazy && !options.mask && sub) {
+        const stream: MaskStream = { options, density: d };
+        return { mask: null, stream, scale: streamRescale(x, sub, stream, norm, round), zero: false };
+      }
       mask = options.mask ?? bernoulliInto(buf(), d, options);
       break;
     }
@@ -238,26 +269,25 @@ export function planSparsify(
   return { mask, scale: rescaleFactor(x, sub, mask, norm, d, round), zero: false };
 }
 
+/** Running sums of a rescale norm: over the whole vector and over its kept entries. */
+interface NormSums {
+  full: number;
+  kept: number;
+}
+
 /**
- * The factor that makes the masked vector's norm equal the full one's (mergekit `rescaled_masked_tensor`):
- * 1 when either norm is below 1e-7.
+ * Adds entries of `x − sub` (or `x`) to the sums of an `l1`/`l2`/`linf` norm, in index order: one loop per
+ * norm (no per-entry dispatch). Blocks added in order give the same sums as the whole vector.
  */
-function rescaleFactor(
+function addNormSums(
+  acc: NormSums,
   x: FloatArray,
   sub: FloatArray | undefined,
   mask: Uint8Array,
-  norm: RescaleNorm,
-  density: number,
-  round?: (v: number) => number,
-): number {
-  if (norm === "none") return 1;
-  if (norm === "inverse_density") return round ? round(1 / density) : 1 / density;
-  if (norm !== "l1" && norm !== "l2" && norm !== "linf") {
-    throw new OptionError("rescale_norm", norm, "use l1, l2, linf, inverse_density or none");
-  }
+  norm: "l1" | "l2" | "linf",
+): void {
   const n = x.length;
-  let full = 0, kept = 0;
-  // one loop per norm (no per-entry dispatch); sums in index order, as a step-by-step evaluation
+  let full = acc.full, kept = acc.kept;
   if (norm === "l1") {
     for (let i = 0; i < n; i++) {
       const a = Math.abs(sub ? x[i] - sub[i] : x[i]);
@@ -277,6 +307,13 @@ function rescaleFactor(
       if (mask[i] && a > kept) kept = a;
     }
   }
+  acc.full = full;
+  acc.kept = kept;
+}
+
+/** The rescale factor from the norm sums: full / kept, 1 when either norm is below 1e-7. */
+function normFactor(acc: NormSums, norm: "l1" | "l2" | "linf", round?: (v: number) => number): number {
+  let { full, kept } = acc;
   if (norm === "l2") {
     full = Math.sqrt(full);
     kept = Math.sqrt(kept);
@@ -287,6 +324,32 @@ function rescaleFactor(
   }
   if (full < 1e-7 || kept < 1e-7) return 1;
   return round ? round(full / kept) : full / kept;
+}
+
+function checkNorm(norm: RescaleNorm): void {
+  if (!["l1", "l2", "linf", "inverse_density", "none"].includes(norm)) {
+    throw new OptionError("rescale_norm", norm, "use l1, l2, linf, inverse_density or none");
+  }
+}
+
+/**
+ * The factor that makes the masked vector's norm equal the full one's (mergekit `rescaled_masked_tensor`):
+ * 1 when either norm is below 1e-7.
+ */
+function rescaleFactor(
+  x: FloatArray,
+  sub: FloatArray | undefined,
+  mask: Uint8Array,
+  norm: RescaleNorm,
+  density: number,
+  round?: (v: number) => number,
+): number {
+  if (norm === "none") return 1;
+  if (norm === "inverse_density") return round ? round(1 / density) : 1 / density;
+  checkNorm(norm);
+  const acc = { full: 0, kept: 0 };
+  addNormSums(acc, x, sub, mask, norm as "l1" | "l2" | "linf");
+  return normFactor(acc, norm as "l1" | "l2" | "linf", round);
 }
 
 /**
@@ -354,7 +417,7 @@ function dellaDraw(
   for (let r = 0; r < rows; r++) {
     for (let j = 0; j < cols; j++) row[j] = sub ? x[r * cols + j] - sub[r * cols + j] : x[r * cols + j];
     magnitudeRanks(row, 0, cols, ranks);
-    rng.counterWordsInto(w, r * cols); // the row's words: entries r·cols … of the stream
+    rng.counterWordsInto(w, (o.offset ?? 0) + r * cols); // the row's words: entries r·cols … of the stream
     for (let j = 0; j < cols; j++) {
       const p = density - epsilon + (2 * epsilon * (ranks[j] - 1)) / (cols - 1);
       mask[r * cols + j] = w[j] < p * 4294967296 ? 1 : 0;
@@ -379,6 +442,67 @@ export function dellaProbabilities(input: TensorInput, density: number, epsilon:
   return dellaProbs(t.data, undefined, t.shape, density, epsilon);
 }
 
+/** DARE's keep draws of a tensor (or block) as a stream: entry i keeps when word `offset + i` < density·2³². */
+export interface MaskStream {
+  readonly options: SparsifyOptions;
+  readonly density: number;
+}
+
+/**
+ * The stream's draws for entries `[start, start + mask.length)` of the tensor (or block) into `mask`.
+ */
+export function streamMaskInto(mask: Uint8Array, stream: MaskStream, start: number): Uint8Array {
+  return bernoulliInto(mask, stream.density, {
+    ...stream.options,
+    offset: (stream.options.offset ?? 0) + start,
+  });
+}
+
+/**
+ * The kernel's form of the stream at entry `start`: the state before that entry's word, the threshold
+ * `ceil(density·2³²)` as a u32 (`w < t` ⇔ `w < ceil(t)` for integer w) and whether every entry is kept.
+ */
+export function streamState(stream: MaskStream, start: number): { s0: number; thr: number; all: number } {
+  const key = maskStream(stream.options).seed >>> 0, off = (stream.options.offset ?? 0) + start;
+  const t = Math.ceil(Math.max(0, stream.density * 4294967296));
+  return {
+    s0: (key + Math.imul(off % 4294967296, 0x9e3779b9)) | 0,
+    thr: t >= 4294967296 ? 0 : t | 0,
+    all: t >= 4294967296 ? 1 : 0,
+  };
+}
+
+/** The rescale factor of a streamed DARE mask: norm sums a chunk at a time, in index order. */
+function streamRescale(
+  x: FloatArray,
+  sub: FloatArray,
+  stream: MaskStream,
+  norm: RescaleNorm,
+  round?: (v: number) => number,
+): number {
+  if (norm === "none" || norm === "inverse_density") {
+    return rescaleFactor(x, sub, new Uint8Array(0), norm, stream.density, round);
+  }
+  checkNorm(norm);
+  const nm = norm as "l1" | "l2" | "linf", n = x.length, acc = { full: 0, kept: 0 }, K = mergeKernel();
+  if (K && allF32(x, sub)) {
+    K.setSums(0, 0);
+    for (let start = 0; start < n; start += DRAW_CHUNK) {
+      const len = Math.min(DRAW_CHUNK, n - start), st = streamState(stream, start);
+      const xp = K.input(x as Float32Array, start, len, 1), bp = K.input(sub as Float32Array, start, len, 0);
+      K.k.dare_norms(K.ACC, xp, bp, st.s0, st.thr, st.all, len, nm === "l1" ? 1 : nm === "l2" ? 2 : 3);
+    }
+    [acc.full, acc.kept] = K.sums(2);
+  } else {
+    const m = new Uint8Array(DRAW_CHUNK);
+    for (let start = 0; start < n; start += DRAW_CHUNK) {
+      const len = Math.min(DRAW_CHUNK, n - start), mk = streamMaskInto(m.subarray(0, len), stream, start);
+      addNormSums(acc, x.subarray(start, start + len), sub.subarray(start, start + len), mk, nm);
+    }
+  }
+  return normFactor(acc, nm, round);
+}
+
 /** Words drawn per call (a reused buffer: 16 KiB). */
 const DRAW_CHUNK = 4096;
 let drawBuf: Uint32Array | undefined;
@@ -396,10 +520,109 @@ function bernoulliInto(mask: Uint8Array, d: number, o: SparsifyOptions): Uint8Ar
   const w = drawBuf ??= new Uint32Array(DRAW_CHUNK);
   for (let start = 0; start < n; start += DRAW_CHUNK) {
     const len = Math.min(DRAW_CHUNK, n - start);
-    rng.counterWordsInto(len === DRAW_CHUNK ? w : w.subarray(0, len), start);
+    rng.counterWordsInto(len === DRAW_CHUNK ? w : w.subarray(0, len), (o.offset ?? 0) + start);
     // keep = w < t without a branch (a random one mispredicts): (w − t)·2⁻³² lies in (−1, 1) and has the
     // sign of w − t (rounding never flips it), so its floor is −1 exactly when w < t
     for (let i = 0; i < len; i++) mask[start + i] = -Math.floor((w[i] - t) * 2.3283064365386963e-10);
   }
   return mask;
+}
+
+/**
+ * A sparsification's whole-tensor quantities for a merge in blocks: the magnitude band's thresholds (with
+ * each block's share of the tie quotas) or the rescale factor. No mask: DARE draws its block's mask from
+ * the stream at the block's offset.
+ */
+export interface BlockSparsePlan {
+  /** The magnitude band, tie quotas as they stand at the block's first entry. */
+  readonly cut?: RangeCut;
+  /** Factor applied to the kept entries. */
+  readonly scale: number;
+  /** Every entry dropped. */
+  readonly zero: boolean;
+}
+
+/**
+ * Plans one model's sparsification of a tensor of `n` entries merged in blocks: feed every block to
+ * `add(pass, …)` for each pass in `0 … passes − 1` (blocks in index order, the same blocks each pass),
+ * then `plan(offset)` gives the block at `offset` its {@link BlockSparsePlan}. Null when the sparsifier
+ * needs the whole tensor at once (the TIES paper threshold, per-row Breadcrumbs, DELLA, an explicit mask,
+ * a norm-matched magnitude rescale). Internal.
+ */
+export function sparsifyBlockPlanner(options: SparsifyOptions, n: number, round?: (v: number) => number): {
+  readonly passes: number;
+  add(pass: number, x: FloatArray, sub: FloatArray | undefined, offset: number): void;
+  plan(offset: number): BlockSparsePlan;
+} | null {
+  const d = options.density, fixed = (p: BlockSparsePlan) => ({ passes: 0, add() {}, plan: () => p });
+  if (!Number.isFinite(d)) throw new OptionError("density", d, "must be a finite number");
+  if (d >= 1) return fixed(KEEP_ALL);
+  const semantics = options.semantics ?? "mergekit", v = SPARSIFY_VARIANTS[semantics];
+  if (!v) throw new OptionError("semantics", semantics, `use ${Object.keys(SPARSIFY_VARIANTS).join(", ")}`);
+  const norm: RescaleNorm = options.rescale
+    ? options.rescaleNorm ?? (options.method === "random" ? v.randomNorm : "l1")
+    : "none";
+  checkNorm(norm);
+  if (options.method === "random") {
+    if (options.mask) return null;
+    if (norm === "none" || norm === "inverse_density") {
+      return fixed({ scale: norm === "none" ? 1 : round ? round(1 / d) : 1 / d, zero: false });
+    }
+    const sums = { full: 0, kept: 0 };
+    let buf = new Uint8Array(0);
+    return {
+      passes: 1,
+      add(_pass, x, sub, offset) {
+        if (buf.length < x.length) buf = new Uint8Array(x.length);
+        const mask = bernoulliInto(buf.subarray(0, x.length), d, { ...options, offset });
+        addNormSums(sums, x, sub, mask, norm as "l1" | "l2" | "linf");
+      },
+      plan: () => ({ scale: normFactor(sums, norm as "l1" | "l2" | "linf", round), zero: false }),
+    };
+  }
+  const wholeTensor = (options.method === "magnitude" && v.magnitude === "exact") ||
+    (options.method === "magnitude_outliers" && v.breadcrumbs === "tensor");
+  if (!wholeTensor || norm !== "none") return null;
+  if (options.method === "magnitude_outliers") {
+    const gamma = options.gamma ?? 0.01;
+    if (!(gamma >= 0 && gamma <= 1)) throw new OptionError("gamma", gamma, "must be in [0, 1]");
+  }
+  const band = magnitudeBand(options, n);
+  if (!("from" in band)) return fixed(band);
+  const acc = magnitudeCutAccumulator(n, band.from, band.to), order: number[] = [];
+  return {
+    passes: acc.passes,
+    add(pass, x, sub, offset) {
+      if (pass === 0) acc.add(x, sub);
+      else {
+        order.push(offset);
+        acc.refine(x, sub);
+      }
+    },
+    plan(offset) {
+      const b = order.indexOf(offset);
+      if (acc.passes > 0 && b < 0) {
+        throw new MoekitError(`no block starts at entry ${offset}; the planner saw ${order.join(", ")}`);
+      }
+      const cut = acc.cut(Math.max(0, b));
+      return cut === "none" ? ZERO : cut === "all" ? KEEP_ALL : { cut, scale: 1, zero: false };
+    },
+  };
+}
+
+/**
+ * The sparse plan of one block of a blockwise merge: the planner's {@link BlockSparsePlan}, and for DARE
+ * the block's keep mask drawn from the stream at `options.offset`.
+ */
+export function blockSparsePlan(
+  given: BlockSparsePlan,
+  n: number,
+  options: SparsifyOptions,
+  maskBuf?: Uint8Array,
+): SparsePlan {
+  if (given.zero || options.method !== "random" || options.density >= 1) {
+    return { mask: null, cut: given.cut, scale: given.scale, zero: given.zero };
+  }
+  const buf = maskBuf && maskBuf.length >= n ? maskBuf.subarray(0, n) : new Uint8Array(n);
+  return { mask: bernoulliInto(buf, options.density, options), scale: given.scale, zero: false };
 }

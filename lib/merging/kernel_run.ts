@@ -1,0 +1,353 @@
+/**
+ * The merge engine's WebAssembly SIMD kernel at run time: one instance per thread (the calling thread or
+ * a merge Worker), its memory laid out once — a fixed scratch area for the chunk buffers, then a pool
+ * into which `runJob` decodes a tensor's 16-bit inputs (reused from tensor to tensor, so the pages are
+ * faulted in once per run, not once per tensor). Float32 inputs that live elsewhere are copied into the
+ * scratch area a chunk at a time. When WebAssembly SIMD is missing the engine keeps its JavaScript loops
+ * (the same arithmetic; tests check that both agree). Internal.
+ * @module
+ */
+
+import { MERGE_WASM } from "./kernel_wasm.ts";
+import { registerMagnitudeKernel } from "../core/selection.ts";
+
+/** Entries per chunk. */
+export const KCHUNK = 4096;
+/** Most models the kernel merges at once (more: the JavaScript loops). */
+export const KMAX_MODELS = 64;
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  bf16_widen(dst: number, src: number, n: number): void;
+  f16_widen(dst: number, src: number, n: number): void;
+  lin(
+    ptrs: number,
+    ws: number,
+    N: number,
+    out: number,
+    len: number,
+    s: number,
+    div: number,
+    f32: number,
+  ): void;
+  sd_keep(sd: number, x: number, b: number, scale: number, len: number): void;
+  sd_mask(sd: number, x: number, b: number, mask: number, scale: number, len: number): void;
+  sd_dare(
+    sd: number,
+    x: number,
+    b: number,
+    scale: number,
+    s0: number,
+    thr: number,
+    all: number,
+    len: number,
+  ): void;
+  dare_norms(
+    acc: number,
+    x: number,
+    b: number,
+    s0: number,
+    thr: number,
+    all: number,
+    len: number,
+    norm: number,
+  ): void;
+  sd_cut(sd: number, x: number, b: number, t1: number, t0: number, ties: number, len: number): void;
+  /** `gta_mix_<flags>` for each flag set of `GTA_FLAGS`. */
+  [mix: `gta_mix_${number}`]: (
+    sd: number,
+    stride: number,
+    N: number,
+    ws: number,
+    lambda: number,
+    dv: number,
+    b: number,
+    out: number,
+    len: number,
+    f32: number,
+  ) => void;
+  dot3(acc: number, a: number, b: number, len: number): void;
+  mag_hist(hist: number, x: number, b: number, len: number, lo: number, hi: number, gat: number): number;
+  mag_band(x: number, b: number, len: number, lo: number, hi: number, gat: number, above: number): number;
+  lerp2(out: number, x: number, b: number, al: number, be: number, len: number, f32: number): void;
+}
+
+// the scratch layout (byte offsets): chunk slots are KCHUNK + 4 entries wide (vector reads past the end)
+const SLOT = KCHUNK + 16;
+const SD = 0; // float64 task vectors of a chunk, one slot per model
+const IN = SD + KMAX_MODELS * SLOT * 8; // float32 input copies: the base, then the models
+const OUT = IN + (KMAX_MODELS + 1) * SLOT * 4; // the output chunk (float64 wide)
+const MASK = OUT + SLOT * 8; // a byte mask chunk (SLOT is a multiple of 16)
+const PTRS = MASK + SLOT; // i32 pointers of the models' chunks
+const WS = PTRS + KMAX_MODELS * 4; // float64 weights
+const ACC = WS + KMAX_MODELS * 8; // float64 sums; i32 tie quotas at ACC + 32
+const HIST = ACC + 64; // u32[65536]: the magnitude histogram
+const GAT = HIST + 65536 * 4; // float64 magnitudes gathered by the histogram pass
+const POOL = Math.ceil((GAT + SLOT * 8) / 65536) * 65536; // the decode pool starts at a page boundary
+
+/** A thread's kernel instance and its memory. */
+export class MergeKernel {
+  readonly k: Exports;
+  #f32!: Float32Array;
+  #f64!: Float64Array;
+  #u8!: Uint8Array;
+  #i32!: Int32Array;
+  /** Bytes of the pool handed out in the current job. */
+  #poolUsed = 0;
+
+  constructor(k: Exports) {
+    this.k = k;
+    this.#ensure(POOL);
+  }
+
+  #ensure(bytes: number): void {
+    const mem = this.k.memory, have = mem.buffer.byteLength;
+    if (bytes > have) mem.grow(Math.ceil((bytes - have) / 65536));
+    if (!this.#f32 || this.#f32.buffer !== mem.buffer) {
+      this.#f32 = new Float32Array(mem.buffer);
+      this.#f64 = new Float64Array(mem.buffer);
+      this.#u8 = new Uint8Array(mem.buffer);
+      this.#i32 = new Int32Array(mem.buffer);
+    }
+  }
+
+  /**
+   * Reserves `bytes` of the pool for the current job (all reservations must be made before any view of
+   * the pool is taken: growing the memory detaches them). Returns the byte offset, or -1 when the memory
+   * cannot hold it (the caller then decodes into ordinary arrays).
+   */
+  reserve(bytes: number): number {
+    const at = POOL + this.#poolUsed, end = at + Math.ceil(bytes / 16) * 16;
+    if (end > 3.5 * 2 ** 30) return -1;
+    try {
+      this.#ensure(end);
+    } catch {
+      return -1;
+    }
+    this.#poolUsed = end - POOL;
+    return at;
+  }
+
+  #seen = new Set<number>();
+
+  /**
+   * Whether a job whose 16-bit inputs need `bytes` of pool should decode into it: yes when the pool
+   * already holds that much, or when a job of exactly this size came before (the pool grows for sizes
+   * that repeat — a model's layers — and not for a one-off largest tensor, whose pages would otherwise
+   * stay resident for the rest of the run).
+   */
+  poolFits(bytes: number): boolean {
+    if (POOL + bytes <= this.k.memory.buffer.byteLength) return true;
+    if (this.#seen.has(bytes)) return true;
+    this.#seen.add(bytes);
+    return false;
+  }
+
+  /** Ends a job: the pool may be handed out again. */
+  releasePool(): void {
+    this.#poolUsed = 0;
+  }
+
+  /** Decodes 16-bit floats (BF16/F16 bytes) into the pool at `at` (float32): copy, then widen in place. */
+  decode16(bytes: Uint8Array, dtype: "BF16" | "F16", at: number): Float32Array {
+    const n = bytes.byteLength / 2;
+    this.#ensure(at + 4 * n);
+    this.#u8.set(bytes, at + 2 * n);
+    (dtype === "BF16" ? this.k.bf16_widen : this.k.f16_widen)(at, at + 2 * n, n);
+    return new Float32Array(this.k.memory.buffer, at, n);
+  }
+
+  /** Whether `a` lives in this kernel's memory. */
+  owns(a: ArrayBufferView): boolean {
+    return a.buffer === this.k.memory.buffer;
+  }
+
+  /** The byte address of entry `start` of `a` for the kernel: in place, or copied into input slot `slot`. */
+  input(a: Float32Array, start: number, len: number, slot: number): number {
+    if (a.buffer === this.k.memory.buffer) return a.byteOffset + 4 * start;
+    const at = IN + slot * SLOT * 4;
+    this.#f32.set(a.subarray(start, start + len), at >> 2);
+    return at;
+  }
+
+  /** The byte address of model m's float64 task-vector slot. */
+  sd(m: number): number {
+    return SD + m * SLOT * 8;
+  }
+
+  /** Writes the model pointers and weights for `lin` / `gta_mix`. */
+  setWeights(w: ArrayLike<number>): void {
+    this.#f64.set(w, WS >> 3);
+  }
+
+  setPtr(m: number, ptr: number): void {
+    this.#i32[(PTRS >> 2) + m] = ptr;
+  }
+
+  /** Copies a byte-mask chunk into the scratch mask slot; returns its address. */
+  mask(mask: Uint8Array, start: number, len: number): number {
+    this.#u8.set(mask.subarray(start, start + len), MASK);
+    return MASK;
+  }
+
+  /** Fills model m's task-vector slot with zeros. */
+  zeroSd(m: number, len: number): void {
+    this.#f64.fill(0, this.sd(m) >> 3, (this.sd(m) >> 3) + len + 2);
+  }
+
+  /** The tie quotas of a band, through the scratch (sd_cut reads and updates them). */
+  cut(
+    sd: number,
+    x: number,
+    b: number,
+    c: { t1: number; t0: number },
+    st: { ties1: number; ties0: number },
+    len: number,
+  ) {
+    const q = (ACC + 32) >> 2;
+    this.#i32[q] = Math.min(st.ties1, 0x7fffffff);
+    this.#i32[q + 1] = Math.min(st.ties0, 0x7fffffff);
+    this.k.sd_cut(sd, x, b, c.t1, c.t0, ACC + 32, len);
+    st.ties1 = this.#i32[q];
+    st.ties0 = this.#i32[q + 1];
+  }
+
+  /** Sets the float64 sums at ACC; `sums()` reads them back. */
+  setSums(...v: number[]): void {
+    this.#f64.set(v, ACC >> 3);
+  }
+
+  sums(count: number): number[] {
+    return Array.from(this.#f64.subarray(ACC >> 3, (ACC >> 3) + count));
+  }
+
+  /** The output chunk's address: in place when `out` lives here, else the scratch output slot. */
+  outPtr(out: Float32Array | Float64Array, start: number): number {
+    return this.owns(out) ? out.byteOffset + out.BYTES_PER_ELEMENT * start : OUT;
+  }
+
+  /** Copies the scratch output chunk into `out` (no-op when the kernel wrote in place). */
+  flushOut(out: Float32Array | Float64Array, start: number, len: number): void {
+    if (this.owns(out)) return;
+    if (out instanceof Float32Array) out.set(this.#f32.subarray(OUT >> 2, (OUT >> 2) + len), start);
+    else out.set(this.#f64.subarray(OUT >> 3, (OUT >> 3) + len), start);
+  }
+
+  /** The histogram pass of magnitude selection over float32 data (see `MagnitudeCountKernel`). */
+  countMagnitudes(
+    values: Float32Array,
+    sub: Float32Array | undefined,
+    hist: Uint32Array,
+    lo: number,
+    hi: number,
+    keep: (a: Float64Array) => void,
+  ): void {
+    const n = values.length, h = HIST >> 2;
+    this.#i32.fill(0, h, h + 65536);
+    for (let start = 0; start < n; start += KCHUNK) {
+      const len = Math.min(KCHUNK, n - start);
+      const x = this.input(values, start, len, 1), b = sub ? this.input(sub, start, len, 0) : 0;
+      const g = this.k.mag_hist(HIST, x, b, len, lo, hi, GAT);
+      if (g > 0) keep(this.#f64.subarray(GAT >> 3, (GAT >> 3) + g));
+    }
+    const c = new Uint32Array(this.k.memory.buffer, HIST, 65536);
+    for (let i = 0; i < 65536; i++) hist[i] += c[i];
+  }
+
+  /** The guessed band of magnitude selection over float32 data (see `MagnitudeKernel.band`). */
+  bandMagnitudes(
+    values: Float32Array,
+    sub: Float32Array | undefined,
+    lo: number,
+    hi: number,
+    keep: (a: Float64Array) => void,
+  ): number {
+    const n = values.length;
+    this.setSums(0);
+    for (let start = 0; start < n; start += KCHUNK) {
+      const len = Math.min(KCHUNK, n - start);
+      const x = this.input(values, start, len, 1), b = sub ? this.input(sub, start, len, 0) : 0;
+      const g = this.k.mag_band(x, b, len, lo, hi, GAT, ACC);
+      if (g > 0) keep(this.#f64.subarray(GAT >> 3, (GAT >> 3) + g));
+    }
+    return this.sums(1)[0];
+  }
+
+  readonly ACC = ACC;
+  readonly PTRS = PTRS;
+  readonly WS = WS;
+  readonly SLOT_BYTES = SLOT * 8;
+}
+
+let instance: MergeKernel | null | undefined;
+let enabled = true;
+let pool = true;
+
+/**
+ * Whether `runJob` may decode 16-bit inputs into this thread's kernel memory (no fresh pages from the
+ * second tensor of a size on; `MergeKernel.poolFits` says when). Default on. Internal.
+ */
+export function decodePool(): boolean {
+  return pool && enabled;
+}
+
+/** Switches the decode pool of this thread on or off; returns the previous setting. Internal. */
+export function setDecodePool(on: boolean): boolean {
+  const was = pool;
+  pool = on;
+  return was;
+}
+
+/** The calling thread's kernel, or null where WebAssembly SIMD is missing (or the kernel is switched off). */
+export function mergeKernel(): MergeKernel | null {
+  if (!enabled) return null;
+  if (instance === undefined) {
+    try {
+      const bin = Uint8Array.from(atob(MERGE_WASM), (c) => c.charCodeAt(0));
+      const mod = new WebAssembly.Module(bin);
+      instance = new MergeKernel(new WebAssembly.Instance(mod, {}).exports as unknown as Exports);
+      const f32 = (v: ArrayLike<number>, b: ArrayLike<number> | undefined): v is Float32Array =>
+        v instanceof Float32Array && (b === undefined || b instanceof Float32Array);
+      registerMagnitudeKernel({
+        count(values, sub, hist, lo, hi, keep) {
+          const K = mergeKernel();
+          if (!K || !f32(values, sub)) return false;
+          K.countMagnitudes(values, sub as Float32Array | undefined, hist, lo, hi, keep);
+          return true;
+        },
+        band(values, sub, lo, hi, keep) {
+          const K = mergeKernel();
+          return K && f32(values, sub)
+            ? K.bandMagnitudes(values, sub as Float32Array | undefined, lo, hi, keep)
+            : -1;
+        },
+      });
+    } catch {
+      instance = null;
+    }
+  }
+  return instance;
+}
+
+/**
+ * Switches the kernel off (the JavaScript loops run) or on; returns the previous setting. For tests that
+ * check both paths agree. Internal.
+ */
+export function setMergeKernel(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
+}
+
+/**
+ * Drops this thread's kernel and its memory (the decode pool holds a tensor's inputs at their largest):
+ * the next merge instantiates a fresh one. Internal.
+ */
+export function releaseMergeKernel(): void {
+  instance = undefined;
+}
+
+/** Whether every array is a Float32Array (the kernel's input type). */
+export function allF32(...arrays: readonly (ArrayLike<number> | undefined)[]): boolean {
+  return arrays.every((a) => a === undefined || a instanceof Float32Array);
+}

@@ -1,0 +1,648 @@
+/**
+ * The readable source of moekit's WebAssembly merge kernel (128-bit SIMD), as WAT text. It computes the
+ * per-chunk hot loops of the merge engine in float64 lanes (`f64x2`, two entries per vector, no fused
+ * multiply-add), so every entry sees the same IEEE operations in the same order as the JavaScript engine
+ * and the results are bit-identical to it:
+ *
+ * - `bf16_widen`, `f16_widen`: decode 16-bit floats into float32 (in place when the bytes sit in the
+ *   upper half of the destination);
+ * - `lin`: `Σ wₘ·xₘ` over the models (then `÷ s`), the linear weighted sum;
+ * - `sd_keep`, `sd_mask`, `sd_dare`, `sd_cut`: one model's sparsified, scaled task vector `plan(x − b)`
+ *   of a chunk (keep all, a byte mask, the DARE counter-mode stream drawn in 4 i32 lanes, a magnitude band
+ *   with its tie quotas in index order);
+ * - `dare_norms`: the DARE stream's full and kept L1 / L2 / L∞ sums in index order (the rescale factor);
+ * - `gta_mix`: sign election, the agreeing sums and divisors, and `base + λ·mixed`;
+ * - `dot3`: the three float64 dot products of SLERP (‖a‖², ‖b‖², a·b), each summed in index order; and
+ *   `lerp2`: `α·a + β·b`.
+ *
+ * Pointers are byte offsets into the module's own memory; float32 inputs, float64 scratch. `lib/kernels/
+ * build.ts` turns this text into `kernel_wasm.ts` (base64); a test checks that the committed binary is
+ * exactly what this source builds to.
+ * @module
+ */
+
+/** The golden-ratio increment of the counter-mode mask stream (docs/merging.md §7). */
+const GOLDEN = 0x9e3779b9 | 0;
+
+/** `(x − b)` of entries `j` and `j + 1` as f64x2, from float32 pointers `$x`, `$b`, byte offset `$o4`. */
+const diff2 = `(f64x2.sub
+        (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4))))
+        (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4)))))`;
+/** The scalar `(x − b)` of entry `j`. */
+const diff1 = `(f64.sub
+        (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))
+        (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))`;
+
+/** The loop over pairs of entries `j = 0, 2, …` then the odd last one: `$o4 = 4j`, `$o8 = 8j`. */
+function pairLoop(pair: string, single: string, fromZero = true): string {
+  return `${fromZero ? "(local.set $j (i32.const 0))" : ""}
+    (block $pairs_done
+      (loop $pairs
+        (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        ${pair}
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
+        (br $pairs)))
+    (if (i32.lt_u (local.get $j) (local.get $len))
+      (then
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        ${single}))`;
+}
+
+/** The upper two float32 lanes of a vector, moved down (for promote_low). */
+const hi = (v: string) =>
+  `(i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get ${v}) (local.get ${v}))`;
+/** Two f64x2 demoted and joined into one f32x4. */
+const join = (a: string, b: string) =>
+  `(i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (f32x4.demote_f64x2_zero (local.get ${a})) (f32x4.demote_f64x2_zero (local.get ${b})))`;
+
+/** The mask stream's word for the state `$s` (i32x4 lanes or a scalar i32). */
+function mix32(s: string, vec: boolean): string {
+  if (vec) {
+    return `(local.set $z (i32x4.mul (v128.xor ${s} (i32x4.shr_u ${s} (i32.const 16))) (i32x4.splat (i32.const 0x85ebca6b))))
+        (local.set $z (i32x4.mul (v128.xor (local.get $z) (i32x4.shr_u (local.get $z) (i32.const 13))) (i32x4.splat (i32.const 0xc2b2ae35))))
+        (local.set $z (v128.xor (local.get $z) (i32x4.shr_u (local.get $z) (i32.const 16))))`;
+  }
+  return `(local.set $zs (i32.mul (i32.xor ${s} (i32.shr_u ${s} (i32.const 16))) (i32.const 0x85ebca6b)))
+        (local.set $zs (i32.mul (i32.xor (local.get $zs) (i32.shr_u (local.get $zs) (i32.const 13))) (i32.const 0xc2b2ae35)))
+        (local.set $zs (i32.xor (local.get $zs) (i32.shr_u (local.get $zs) (i32.const 16))))`;
+}
+
+/**
+ * The flag sets of \`gta_mix_<flags>\`: 1 consensus, 2 count consensus (else sum), 4 unweighted election,
+ * 8 divide the mix by the agreeing divisor, 16 count divisor (else Σ weights); without consensus, 32
+ * normalize (÷ dv). One specialised function per set (no per-entry branches on the flags).
+ */
+export const GTA_FLAGS: readonly number[] = [
+  ...[0, 2].flatMap((c) => [0, 4].flatMap((u) => [0, 8, 24].map((d) => 1 | c | u | d))),
+  0,
+  32,
+];
+
+/**
+ * The election and the mix of a chunk, 4 entries (two float64 pairs) at a time, from the N sparsified
+ * task vectors sd[m] (float64, $stride bytes apart) and the weights w (float64 at $ws): per pair the
+ * same operations, in model order, as the JavaScript engine. out[j] = b[j] + λ·mixed, float32 ($f32 ≠ 0)
+ * or float64. Entries past $len are computed from scratch (unused) and not stored.
+ */
+function gtaMix(flags: number): string {
+  const consensus = (flags & 1) !== 0, count = (flags & 2) !== 0, unweighted = (flags & 4) !== 0;
+  const divide = (flags & 8) !== 0, countDiv = (flags & 16) !== 0, normalize = (flags & 32) !== 0;
+  const zero = "(f64x2.splat (f64.const 0))";
+  const sign = (v: string) =>
+    `(v128.bitselect (f64x2.splat (f64.const 1)) (v128.bitselect (f64x2.splat (f64.const -1)) ${v} (f64x2.lt ${v} ${zero})) (f64x2.gt ${v} ${zero}))`;
+  const lane = (k: 0 | 1) => {
+    const off = k * 16;
+    const sd = `(v128.load offset=${off} (local.get $p))`;
+    const vote = unweighted
+      ? `(local.set $v${k} ${sd})`
+      : `(local.set $v${k} (f64x2.mul (local.get $w) ${sd}))`;
+    return { sd, vote };
+  };
+  const store = (k: 0 | 1) => {
+    const o4 = `(i32.add (local.get $o4) (i32.const ${8 * k}))`,
+      o8 = `(i32.add (local.get $o8) (i32.const ${16 * k}))`;
+    const r = `(f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) ${o4})))
+            (f64x2.mul (local.get $lam) (local.get $mix${k})))`;
+    // entries j + 2k, j + 2k + 1: both, one, or none below $len
+    return `(local.set $r ${r})
+        (if (i32.lt_u (i32.add (local.get $j) (i32.const ${2 * k + 1})) (local.get $len))
+          (then
+            (if (local.get $f32)
+              (then (v128.store64_lane 0 (i32.add (local.get $out) ${o4}) (f32x4.demote_f64x2_zero (local.get $r))))
+              (else (v128.store (i32.add (local.get $out) ${o8}) (local.get $r)))))
+          (else (if (i32.lt_u (i32.add (local.get $j) (i32.const ${2 * k})) (local.get $len))
+            (then
+              (if (local.get $f32)
+                (then (f32.store (i32.add (local.get $out) ${o4}) (f32.demote_f64 (f64x2.extract_lane 0 (local.get $r)))))
+                (else (f64.store (i32.add (local.get $out) ${o8}) (f64x2.extract_lane 0 (local.get $r)))))))))`;
+  };
+  const modelLoop = (name: string, body: string) =>
+    `(local.set $m (i32.const 0))
+        (local.set $p (i32.add (local.get $sd) (local.get $o8)))
+        (block $${name}_d (loop $${name}
+          (br_if $${name}_d (i32.ge_u (local.get $m) (local.get $N)))
+          (local.set $w (f64x2.splat (f64.load (i32.add (local.get $ws) (i32.shl (local.get $m) (i32.const 3))))))
+          ${body}
+          (local.set $p (i32.add (local.get $p) (local.get $stride)))
+          (local.set $m (i32.add (local.get $m) (i32.const 1)))
+          (br $${name})))`;
+  let body: string;
+  if (consensus) {
+    const tally = ([0, 1] as const).map((k) => {
+      const { vote } = lane(k);
+      return `${vote}
+          (local.set $t${k} (f64x2.add (local.get $t${k}) ${
+        count ? sign(`(local.get $v${k})`) : `(local.get $v${k})`
+      }))`;
+    }).join("\n          ");
+    const agree = ([0, 1] as const).map((k) => {
+      const { sd } = lane(k);
+      return `(local.set $v${k} ${sd})
+          (local.set $wd (f64x2.mul (local.get $w) (local.get $v${k})))
+          (local.set $ag (v128.bitselect
+            (f64x2.lt ${unweighted ? `(local.get $v${k})` : "(local.get $wd)"} ${zero})
+            (f64x2.gt ${unweighted ? `(local.get $v${k})` : "(local.get $wd)"} ${zero})
+            (local.get $t${k})))
+          (local.set $mix${k} (f64x2.add (local.get $mix${k}) (v128.and (local.get $ag) (local.get $wd))))
+          (local.set $div${k} (f64x2.add (local.get $div${k}) (v128.and (local.get $ag) ${
+        countDiv ? "(f64x2.splat (f64.const 1))" : "(local.get $w)"
+      })))`;
+    }).join("\n          ");
+    const divs = divide
+      ? ([0, 1] as const).map((k) =>
+        `(local.set $mix${k} (f64x2.div (local.get $mix${k}) (v128.bitselect (f64x2.splat (f64.const 1)) (local.get $div${k})
+          (f64x2.eq (local.get $div${k}) ${zero}))))`
+      ).join("\n        ")
+      : "";
+    body = `(local.set $t0 ${zero})
+        (local.set $t1 ${zero})
+        ${modelLoop("tally", tally)}
+        (local.set $t0 (f64x2.lt (local.get $t0) ${zero}))
+        (local.set $t1 (f64x2.lt (local.get $t1) ${zero}))
+        (local.set $div0 ${zero})
+        (local.set $div1 ${zero})
+        ${modelLoop("agree", agree)}
+        ${divs}`;
+  } else {
+    const sum = ([0, 1] as const).map((k) =>
+      `(local.set $mix${k} (f64x2.add (local.get $mix${k}) (f64x2.mul (local.get $w) ${lane(k).sd})))`
+    ).join("\n          ");
+    body = `${modelLoop("sum", sum)}
+        ${
+      normalize
+        ? `(local.set $mix0 (f64x2.div (local.get $mix0) (f64x2.splat (local.get $dv))))
+        (local.set $mix1 (f64x2.div (local.get $mix1) (f64x2.splat (local.get $dv))))`
+        : ""
+    }`;
+  }
+  return `  (func (export "gta_mix_${flags}") (param $sd i32) (param $stride i32) (param $N i32) (param $ws i32)
+    (param $lambda f64) (param $dv f64) (param $b i32) (param $out i32) (param $len i32) (param $f32 i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $m i32) (local $p i32) (local $w v128) (local $wd v128)
+    (local $ag v128) (local $r v128) (local $lam v128) (local $v0 v128) (local $v1 v128) (local $t0 v128)
+    (local $t1 v128) (local $mix0 v128) (local $mix1 v128) (local $div0 v128) (local $div1 v128)
+    (local.set $lam (f64x2.splat (local.get $lambda)))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        (local.set $mix0 ${zero})
+        (local.set $mix1 ${zero})
+        ${body}
+        ${store(0)}
+        ${store(1)}
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $l))))
+`;
+}
+
+/** The WAT text of the merge kernel. */
+export function mergeKernelWat(): string {
+  return `(module
+  ;; moekit merge kernel (plain 128-bit SIMD, float64 lanes); generated by lib/merging/kernel_wat.ts
+  (memory (export "memory") 1 65536)
+
+  ;; dst[i] = float32 of the bfloat16 src[i], 8 at a time; src may be dst + 2n (widening in place)
+  (func (export "bf16_widen") (param $dst i32) (param $src i32) (param $n i32)
+    (local $i i32) (local $v v128)
+    (block $done
+      (loop $l
+        (br_if $done (i32.gt_u (i32.add (local.get $i) (i32.const 8)) (local.get $n)))
+        (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))))
+        (v128.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $v)) (i32.const 16)))
+        (v128.store offset=16 (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $v)) (i32.const 16)))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $l)))
+    (block $tail_done
+      (loop $t
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (i32.shl (i32.load16_u (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))) (i32.const 16)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $t))))
+
+  ;; float32 bits of float16 lanes h (i32x4, high halves zero): |h|<<13 as f32 times 2^112 (exact, also
+  ;; for subnormals), exponent 31 → ±inf, then the sign; every NaN → 0x7fc00000 (as decodeFloats gives)
+  (func $f16x4 (param $h v128) (result v128)
+    (local $m v128)
+    (local.set $m (i32x4.shl (v128.and (local.get $h) (i32x4.splat (i32.const 0x7fff))) (i32.const 13)))
+    (v128.bitselect
+      (i32x4.splat (i32.const 0x7fc00000))
+      (v128.or
+        (i32x4.shl (v128.and (local.get $h) (i32x4.splat (i32.const 0x8000))) (i32.const 16))
+        (v128.bitselect
+          (i32x4.splat (i32.const 0x7f800000))
+          (f32x4.mul (local.get $m) (f32x4.splat (f32.const 0x1p112)))
+          (i32x4.ge_u (local.get $m) (i32x4.splat (i32.const 0x0f800000)))))
+      (i32x4.gt_u (local.get $m) (i32x4.splat (i32.const 0x0f800000)))))
+
+  (func (export "f16_widen") (param $dst i32) (param $src i32) (param $n i32)
+    (local $i i32) (local $v v128)
+    (block $done
+      (loop $l
+        (br_if $done (i32.gt_u (i32.add (local.get $i) (i32.const 8)) (local.get $n)))
+        (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))))
+        (v128.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (call $f16x4 (i32x4.extend_low_i16x8_u (local.get $v))))
+        (v128.store offset=16 (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (call $f16x4 (i32x4.extend_high_i16x8_u (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $l)))
+    (block $tail_done
+      (loop $t
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+          (i32x4.extract_lane 0 (call $f16x4 (i32x4.splat
+            (i32.load16_u (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $t))))
+
+  ;; out[j] = (Σₘ wₘ·xₘ[j]) (÷ s when $div), m = 0 … N−1 in order; xₘ float32 at i32 pointers $ptrs[m],
+  ;; wₘ float64 at $ws; out float32 ($f32 ≠ 0) or float64
+  (func (export "lin") (param $ptrs i32) (param $ws i32) (param $N i32) (param $out i32) (param $len i32)
+    (param $s f64) (param $div i32) (param $f32 i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $m i32) (local $a v128) (local $as f64)
+    (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $wv v128) (local $v v128) (local $v2 v128)
+    (local $p i32)
+    ;; 8 entries at a time: four independent float64 pairs per model step
+    (block $o_done
+      (loop $o
+        (br_if $o_done (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        (local.set $a (f64x2.splat (f64.const 0)))
+        (local.set $a1 (local.get $a))
+        (local.set $a2 (local.get $a))
+        (local.set $a3 (local.get $a))
+        (local.set $m (i32.const 0))
+        (block $md8 (loop $ml8
+          (br_if $md8 (i32.ge_u (local.get $m) (local.get $N)))
+          (local.set $wv (f64x2.splat (f64.load (i32.add (local.get $ws) (i32.shl (local.get $m) (i32.const 3))))))
+          (local.set $p (i32.add (i32.load (i32.add (local.get $ptrs) (i32.shl (local.get $m) (i32.const 2)))) (local.get $o4)))
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $v2 (v128.load offset=16 (local.get $p)))
+          (local.set $a (f64x2.add (local.get $a) (f64x2.mul (local.get $wv) (f64x2.promote_low_f32x4 (local.get $v)))))
+          (local.set $a1 (f64x2.add (local.get $a1) (f64x2.mul (local.get $wv) (f64x2.promote_low_f32x4 ${
+    hi("$v")
+  }))))
+          (local.set $a2 (f64x2.add (local.get $a2) (f64x2.mul (local.get $wv) (f64x2.promote_low_f32x4 (local.get $v2)))))
+          (local.set $a3 (f64x2.add (local.get $a3) (f64x2.mul (local.get $wv) (f64x2.promote_low_f32x4 ${
+    hi("$v2")
+  }))))
+          (local.set $m (i32.add (local.get $m) (i32.const 1)))
+          (br $ml8)))
+        (if (local.get $div)
+          (then
+            (local.set $wv (f64x2.splat (local.get $s)))
+            (local.set $a (f64x2.div (local.get $a) (local.get $wv)))
+            (local.set $a1 (f64x2.div (local.get $a1) (local.get $wv)))
+            (local.set $a2 (f64x2.div (local.get $a2) (local.get $wv)))
+            (local.set $a3 (f64x2.div (local.get $a3) (local.get $wv)))))
+        (if (local.get $f32)
+          (then
+            (local.set $p (i32.add (local.get $out) (local.get $o4)))
+            (v128.store (local.get $p) ${join("$a", "$a1")})
+            (v128.store offset=16 (local.get $p) ${join("$a2", "$a3")}))
+          (else
+            (local.set $p (i32.add (local.get $out) (local.get $o8)))
+            (v128.store (local.get $p) (local.get $a))
+            (v128.store offset=16 (local.get $p) (local.get $a1))
+            (v128.store offset=32 (local.get $p) (local.get $a2))
+            (v128.store offset=48 (local.get $p) (local.get $a3))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $o)))
+    ${
+    pairLoop(
+      `(local.set $a (f64x2.splat (f64.const 0)))
+        (local.set $m (i32.const 0))
+        (block $md (loop $ml
+          (br_if $md (i32.ge_u (local.get $m) (local.get $N)))
+          (local.set $a (f64x2.add (local.get $a) (f64x2.mul
+            (f64x2.splat (f64.load (i32.add (local.get $ws) (i32.shl (local.get $m) (i32.const 3)))))
+            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add
+              (i32.load (i32.add (local.get $ptrs) (i32.shl (local.get $m) (i32.const 2)))) (local.get $o4)))))))
+          (local.set $m (i32.add (local.get $m) (i32.const 1)))
+          (br $ml)))
+        (if (local.get $div) (then (local.set $a (f64x2.div (local.get $a) (f64x2.splat (local.get $s))))))
+        (if (local.get $f32)
+          (then (v128.store64_lane 0 (i32.add (local.get $out) (local.get $o4)) (f32x4.demote_f64x2_zero (local.get $a))))
+          (else (v128.store (i32.add (local.get $out) (local.get $o8)) (local.get $a))))`,
+      `(local.set $as (f64.const 0))
+        (local.set $m (i32.const 0))
+        (block $md1 (loop $ml1
+          (br_if $md1 (i32.ge_u (local.get $m) (local.get $N)))
+          (local.set $as (f64.add (local.get $as) (f64.mul
+            (f64.load (i32.add (local.get $ws) (i32.shl (local.get $m) (i32.const 3))))
+            (f64.promote_f32 (f32.load (i32.add
+              (i32.load (i32.add (local.get $ptrs) (i32.shl (local.get $m) (i32.const 2)))) (local.get $o4)))))))
+          (local.set $m (i32.add (local.get $m) (i32.const 1)))
+          (br $ml1)))
+        (if (local.get $div) (then (local.set $as (f64.div (local.get $as) (local.get $s)))))
+        (if (local.get $f32)
+          (then (f32.store (i32.add (local.get $out) (local.get $o4)) (f32.demote_f64 (local.get $as))))
+          (else (f64.store (i32.add (local.get $out) (local.get $o8)) (local.get $as))))`,
+      false,
+    )
+  }
+  )
+
+  ;; sd[j] = (x[j] − b[j])·scale (float64)
+  (func (export "sd_keep") (param $sd i32) (param $x i32) (param $b i32) (param $scale f64) (param $len i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32)
+    ${
+    pairLoop(
+      `(v128.store (i32.add (local.get $sd) (local.get $o8)) (f64x2.mul ${diff2} (f64x2.splat (local.get $scale))))`,
+      `(f64.store (i32.add (local.get $sd) (local.get $o8)) (f64.mul ${diff1} (local.get $scale)))`,
+    )
+  }
+  )
+
+  ;; sd[j] = mask[j] ? (x[j] − b[j])·scale : 0 (mask: bytes, 0 = drop)
+  (func (export "sd_mask") (param $sd i32) (param $x i32) (param $b i32) (param $mask i32) (param $scale f64)
+    (param $len i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $k v128)
+    ${
+    pairLoop(
+      `(local.set $k (i64x2.ne (i64x2.extend_low_i32x4_u (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u
+          (v128.load16_splat (i32.add (local.get $mask) (local.get $j))))))
+          (v128.const i64x2 0 0)))
+        (v128.store (i32.add (local.get $sd) (local.get $o8))
+          (v128.and (local.get $k) (f64x2.mul ${diff2} (f64x2.splat (local.get $scale)))))`,
+      `(f64.store (i32.add (local.get $sd) (local.get $o8))
+          (select (f64.mul ${diff1} (local.get $scale)) (f64.const 0)
+            (i32.load8_u (i32.add (local.get $mask) (local.get $j)))))`,
+    )
+  }
+  )
+
+  ;; DARE: sd[j] = keep(j) ? (x[j] − b[j])·scale : 0 with keep(j) = word(s0 + (j+1)·golden) < thr (unsigned)
+  ;; or $all; word = the murmur3 finaliser of the state (the counter-mode stream of docs/merging.md §7)
+  (func (export "sd_dare") (param $sd i32) (param $x i32) (param $b i32) (param $scale f64) (param $s0 i32)
+    (param $thr i32) (param $all i32) (param $len i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $st v128) (local $z v128) (local $k v128)
+    (local $zs i32) (local $ss i32) (local $sc v128)
+    (local.set $sc (f64x2.splat (local.get $scale)))
+    ;; lanes j, j+1, j+2, j+3: states s0 + (j+1)·golden …
+    (local.set $st (i32x4.add (i32x4.splat (local.get $s0))
+      (v128.const i32x4 ${GOLDEN} ${(2 * GOLDEN) | 0} ${(3 * GOLDEN) | 0} ${(4 * GOLDEN) | 0})))
+    (local.set $j (i32.const 0))
+    (block $quads_done
+      (loop $quads
+        (br_if $quads_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        ${mix32("(local.get $st)", true)}
+        (local.set $k (v128.or (i32x4.lt_u (local.get $z) (i32x4.splat (local.get $thr)))
+          (i32x4.splat (i32.sub (i32.const 0) (local.get $all)))))
+        (v128.store (i32.add (local.get $sd) (local.get $o8))
+          (v128.and (i64x2.extend_low_i32x4_s (local.get $k)) (f64x2.mul ${diff2} (local.get $sc))))
+        (local.set $o4 (i32.add (local.get $o4) (i32.const 8)))
+        (v128.store offset=16 (i32.add (local.get $sd) (local.get $o8))
+          (v128.and (i64x2.extend_high_i32x4_s (local.get $k)) (f64x2.mul ${diff2} (local.get $sc))))
+        (local.set $st (i32x4.add (local.get $st) (i32x4.splat (i32.const ${(4 * GOLDEN) | 0}))))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $quads)))
+    (local.set $ss (i32x4.extract_lane 0 (local.get $st)))
+    (block $tail_done
+      (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        ${mix32("(local.get $ss)", false)}
+        (f64.store (i32.add (local.get $sd) (local.get $o8))
+          (select (f64.mul ${diff1} (local.get $scale)) (f64.const 0)
+            (i32.or (i32.lt_u (local.get $zs) (local.get $thr)) (local.get $all))))
+        (local.set $ss (i32.add (local.get $ss) (i32.const ${GOLDEN})))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $tail))))
+
+  ;; The DARE stream's norm sums over a chunk, in index order (scalar adds: the order of a step-by-step
+  ;; sum): acc[0] += |x − b| (or its square, or max) over all entries, acc[1] over the kept ones;
+  ;; $norm 1 = l1, 2 = l2, 3 = linf
+  (func (export "dare_norms") (param $acc i32) (param $x i32) (param $b i32) (param $s0 i32) (param $thr i32)
+    (param $all i32) (param $len i32) (param $norm i32)
+    (local $j i32) (local $o4 i32) (local $zs i32) (local $ss i32) (local $a f64) (local $full f64)
+    (local $kept f64)
+    (local.set $full (f64.load (local.get $acc)))
+    (local.set $kept (f64.load offset=8 (local.get $acc)))
+    (local.set $ss (i32.add (local.get $s0) (i32.const ${GOLDEN})))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        ${mix32("(local.get $ss)", false)}
+        (local.set $a (f64.abs ${diff1}))
+        (if (i32.eq (local.get $norm) (i32.const 2)) (then (local.set $a (f64.mul (local.get $a) (local.get $a)))))
+        (if (i32.eq (local.get $norm) (i32.const 3))
+          (then
+            (if (f64.gt (local.get $a) (local.get $full)) (then (local.set $full (local.get $a))))
+            (if (i32.or (i32.lt_u (local.get $zs) (local.get $thr)) (local.get $all))
+              (then (if (f64.gt (local.get $a) (local.get $kept)) (then (local.set $kept (local.get $a)))))))
+          (else
+            (local.set $full (f64.add (local.get $full) (local.get $a)))
+            (if (i32.or (i32.lt_u (local.get $zs) (local.get $thr)) (local.get $all))
+              (then (local.set $kept (f64.add (local.get $kept) (local.get $a)))))))
+        (local.set $ss (i32.add (local.get $ss) (i32.const ${GOLDEN})))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $l)))
+    (f64.store (local.get $acc) (local.get $full))
+    (f64.store offset=8 (local.get $acc) (local.get $kept)))
+
+  ;; A magnitude band: sd[j] = x − b when |x − b| is in the top "t1" and not in the top "t0": |d| > t, or
+  ;; |d| = t while that quota of ties (i32 at $ties: ties1, then ties0) lasts, in index order. Pairs
+  ;; without a tie go through the vector path; a pair with one runs the scalar rule.
+  (func (export "sd_cut") (param $sd i32) (param $x i32) (param $b i32) (param $t1 f64) (param $t0 f64)
+    (param $ties i32) (param $len i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $d v128) (local $a v128) (local $v1 v128)
+    (local $v0 v128) (local $e i32) (local $n1 i32) (local $n0 i32)
+    (local.set $n1 (i32.load (local.get $ties)))
+    (local.set $n0 (i32.load offset=4 (local.get $ties)))
+    (local.set $v1 (f64x2.splat (local.get $t1)))
+    (local.set $v0 (f64x2.splat (local.get $t0)))
+    (local.set $j (i32.const 0))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        (if (i32.lt_u (i32.add (local.get $j) (i32.const 1)) (local.get $len))
+          (then
+            (local.set $d ${diff2})
+            (local.set $a (f64x2.abs (local.get $d)))
+            (if (v128.any_true (v128.or (f64x2.eq (local.get $a) (local.get $v1)) (f64x2.eq (local.get $a) (local.get $v0))))
+              (then (local.set $e (i32.add (local.get $j) (i32.const 2))))
+              (else
+                (v128.store (i32.add (local.get $sd) (local.get $o8))
+                  (v128.and (local.get $d) (v128.andnot (f64x2.gt (local.get $a) (local.get $v1))
+                    (f64x2.gt (local.get $a) (local.get $v0)))))
+                (local.set $j (i32.add (local.get $j) (i32.const 2)))
+                (br $l))))
+          (else (local.set $e (i32.add (local.get $j) (i32.const 1)))))
+        ;; scalar rule for entries j … e − 1
+        (block $sd_done
+          (loop $sl
+            (br_if $sd_done (i32.ge_u (local.get $j) (local.get $e)))
+            (call $cut1 (local.get $sd) (local.get $x) (local.get $b) (local.get $j) (local.get $t1) (local.get $t0)
+              (local.get $n1) (local.get $n0))
+            (local.set $n0 (global.get $g0))
+            (local.set $n1 (global.get $g1))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $sl)))
+        (br $l)))
+    (i32.store (local.get $ties) (local.get $n1))
+    (i32.store offset=4 (local.get $ties) (local.get $n0)))
+
+  (global $g1 (mut i32) (i32.const 0))
+  (global $g0 (mut i32) (i32.const 0))
+  ;; one entry of the band rule; the tie quotas left go to $g1, $g0
+  (func $cut1 (param $sd i32) (param $x i32) (param $b i32) (param $j i32) (param $t1 f64) (param $t0 f64)
+    (param $n1 i32) (param $n0 i32)
+    (local $o4 i32) (local $d f64) (local $a f64) (local $keep i32) (local $drop i32)
+    (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+    (local.set $d ${diff1})
+    (local.set $a (f64.abs (local.get $d)))
+    (local.set $keep (f64.gt (local.get $a) (local.get $t1)))
+    (if (i32.and (i32.eqz (local.get $keep))
+          (i32.and (f64.eq (local.get $a) (local.get $t1)) (i32.gt_s (local.get $n1) (i32.const 0))))
+      (then
+        (local.set $keep (i32.const 1))
+        (local.set $n1 (i32.sub (local.get $n1) (i32.const 1)))))
+    (local.set $drop (f64.gt (local.get $a) (local.get $t0)))
+    (if (i32.and (i32.eqz (local.get $drop))
+          (i32.and (f64.eq (local.get $a) (local.get $t0)) (i32.gt_s (local.get $n0) (i32.const 0))))
+      (then
+        (local.set $drop (i32.const 1))
+        (local.set $n0 (i32.sub (local.get $n0) (i32.const 1)))))
+    (f64.store (i32.add (local.get $sd) (i32.shl (local.get $j) (i32.const 3)))
+      (select (local.get $d) (f64.const 0) (i32.and (local.get $keep) (i32.eqz (local.get $drop)))))
+    (global.set $g1 (local.get $n1))
+    (global.set $g0 (local.get $n0)))
+
+${GTA_FLAGS.map(gtaMix).join("\n")}
+  ;; The histogram pass of magnitude selection: for each entry, a = |x − b| (float64; $b = 0: |x|),
+  ;; hist[top 16 bits of a]++ (u32 counts), and a is appended at $gat when its key lies in [lo, hi].
+  ;; Returns how many were appended.
+  (func (export "mag_hist") (param $hist i32) (param $x i32) (param $b i32) (param $len i32) (param $lo i32)
+    (param $hi i32) (param $gat i32) (result i32)
+    (local $j i32) (local $a f64) (local $key i32) (local $g i32) (local $h i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $a (f64.promote_f32 (f32.load (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2))))))
+        (if (local.get $b)
+          (then (local.set $a (f64.sub (local.get $a)
+            (f64.promote_f32 (f32.load (i32.add (local.get $b) (i32.shl (local.get $j) (i32.const 2)))))))))
+        (local.set $a (f64.abs (local.get $a)))
+        (local.set $key (i32.wrap_i64 (i64.shr_u (i64.reinterpret_f64 (local.get $a)) (i64.const 48))))
+        (local.set $h (i32.add (local.get $hist) (i32.shl (local.get $key) (i32.const 2))))
+        (i32.store (local.get $h) (i32.add (i32.load (local.get $h)) (i32.const 1)))
+        (if (i32.le_u (i32.sub (local.get $key) (local.get $lo)) (i32.sub (local.get $hi) (local.get $lo)))
+          (then
+            (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (local.get $a))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $l)))
+    (local.get $g))
+
+  ;; The guessed band of magnitude selection: a = |x − b| (float64; $b = 0: |x|) of each entry is appended
+  ;; at $gat when lo ≤ a < hi, in index order; the entries with a ≥ hi (or NaN) are counted into the f64
+  ;; at $above. Two entries per step. Returns how many were appended.
+  (func (export "mag_band") (param $x i32) (param $b i32) (param $len i32) (param $lo f64) (param $hi f64)
+    (param $gat i32) (param $above i32) (result i32)
+    (local $j i32) (local $o4 i32) (local $g i32) (local $a v128) (local $in v128) (local $cnt v128)
+    (local $vlo v128) (local $vhi v128) (local $s f64)
+    (local.set $vlo (f64x2.splat (local.get $lo)))
+    (local.set $vhi (f64x2.splat (local.get $hi)))
+    (block $pairs_done
+      (loop $pairs
+        (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
+        (local.set $a (f64x2.abs (local.get $a)))
+        (local.set $in (f64x2.lt (local.get $a) (local.get $vhi)))
+        ;; above: not below hi (NaN included); the all-ones lane is −1 as an i64
+        (local.set $cnt (i64x2.sub (local.get $cnt) (v128.not (local.get $in))))
+        (local.set $in (v128.and (local.get $in) (f64x2.ge (local.get $a) (local.get $vlo))))
+        (if (v128.any_true (local.get $in))
+          (then
+            (if (i32.wrap_i64 (i64x2.extract_lane 0 (local.get $in)))
+              (then
+                (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane 0 (local.get $a)))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))))
+            (if (i32.wrap_i64 (i64x2.extract_lane 1 (local.get $in)))
+              (then
+                (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane 1 (local.get $a)))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
+        (br $pairs)))
+    (local.set $s (f64.convert_i64_u (i64.add (i64x2.extract_lane 0 (local.get $cnt)) (i64x2.extract_lane 1 (local.get $cnt)))))
+    (if (i32.lt_u (local.get $j) (local.get $len))
+      (then
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
+        (local.set $a (f64x2.abs (local.get $a)))
+        (if (f64.lt (f64x2.extract_lane 0 (local.get $a)) (local.get $hi))
+          (then
+            (if (f64.ge (f64x2.extract_lane 0 (local.get $a)) (local.get $lo))
+              (then
+                (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane 0 (local.get $a)))
+                (local.set $g (i32.add (local.get $g) (i32.const 1))))))
+          (else (local.set $s (f64.add (local.get $s) (f64.const 1)))))))
+    (f64.store (local.get $above) (f64.add (f64.load (local.get $above)) (local.get $s)))
+    (local.get $g))
+
+  ;; SLERP's sums over float32 a, b in index order (scalar adds): acc[0] += a·a, acc[1] += b·b, acc[2] += a·b
+  (func (export "dot3") (param $acc i32) (param $a i32) (param $bp i32) (param $len i32)
+    (local $j i32) (local $x f64) (local $y f64) (local $s0 f64) (local $s1 f64) (local $s2 f64)
+    (local.set $s0 (f64.load (local.get $acc)))
+    (local.set $s1 (f64.load offset=8 (local.get $acc)))
+    (local.set $s2 (f64.load offset=16 (local.get $acc)))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $x (f64.promote_f32 (f32.load (i32.add (local.get $a) (i32.shl (local.get $j) (i32.const 2))))))
+        (local.set $y (f64.promote_f32 (f32.load (i32.add (local.get $bp) (i32.shl (local.get $j) (i32.const 2))))))
+        (local.set $s0 (f64.add (local.get $s0) (f64.mul (local.get $x) (local.get $x))))
+        (local.set $s1 (f64.add (local.get $s1) (f64.mul (local.get $y) (local.get $y))))
+        (local.set $s2 (f64.add (local.get $s2) (f64.mul (local.get $x) (local.get $y))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $l)))
+    (f64.store (local.get $acc) (local.get $s0))
+    (f64.store offset=8 (local.get $acc) (local.get $s1))
+    (f64.store offset=16 (local.get $acc) (local.get $s2)))
+
+  ;; out[j] = α·a[j] + β·b[j] (float32 inputs, float64 arithmetic), float32 ($f32 ≠ 0) or float64 out
+  (func (export "lerp2") (param $out i32) (param $x i32) (param $b i32) (param $al f64) (param $be f64)
+    (param $len i32) (param $f32 i32)
+    (local $j i32) (local $o4 i32) (local $o8 i32) (local $r v128) (local $rs f64)
+    ${
+    pairLoop(
+      `(local.set $r (f64x2.add
+          (f64x2.mul (f64x2.splat (local.get $al)) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
+          (f64x2.mul (f64x2.splat (local.get $be)) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4)))))))
+        (if (local.get $f32)
+          (then (v128.store64_lane 0 (i32.add (local.get $out) (local.get $o4)) (f32x4.demote_f64x2_zero (local.get $r))))
+          (else (v128.store (i32.add (local.get $out) (local.get $o8)) (local.get $r))))`,
+      `(local.set $rs (f64.add
+          (f64.mul (local.get $al) (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4)))))
+          (f64.mul (local.get $be) (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))
+        (if (local.get $f32)
+          (then (f32.store (i32.add (local.get $out) (local.get $o4)) (f32.demote_f64 (local.get $rs))))
+          (else (f64.store (i32.add (local.get $out) (local.get $o8)) (local.get $rs))))`,
+    )
+  }
+  )
+)
+`;
+}

@@ -1,0 +1,317 @@
+// The merge engine's WebAssembly SIMD kernel (lib/merging/kernel_*.ts) against its JavaScript loops: the
+// same bits for every method and variant, float32 and float64 results, odd lengths, tensors large enough
+// for the sampled selection path; its 16-bit decoders against decodeFloats; the committed binary against
+// its source; and merges in blocks (merge's `block` option with mergeBlockPlanner) against whole-tensor
+// merges.
+import assert from "node:assert/strict";
+import { merge, mergeBlockPlanner, type MergeOptions } from "../lib/merging/merge.ts";
+import { KCHUNK, mergeKernel, setDecodePool, setMergeKernel } from "../lib/merging/kernel_run.ts";
+import { mergeKernelWat } from "../lib/merging/kernel_wat.ts";
+import { assembleWat, mergeWasmModuleText } from "../lib/kernels/build.ts";
+import { decodeFloats, encodeFloats } from "../lib/io/dtype.ts";
+import { runJob } from "../lib/merging/merge_run.ts";
+import { magnitudeCutAccumulator, magnitudeRangeCut, magnitudeRanks } from "../lib/core/selection.ts";
+import { OptionError, ShapeError } from "../lib/core/errors.ts";
+
+/** A small LCG in [-0.5, 0.5). */
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5;
+}
+
+/** bf16-valued float32 data (many equal magnitudes: ties at the cuts), base + 3 models. */
+function data(rows: number, cols: number, seed = 1) {
+  const r = lcg(seed), n = rows * cols;
+  const bf = (f: Float32Array) => decodeFloats(encodeFloats(f, "BF16"), "BF16") as Float32Array;
+  const base = bf(Float32Array.from({ length: n }, () => r() * 0.1));
+  const models = [0, 1, 2].map(() => bf(Float32Array.from(base, (b) => b + r() * 0.01)));
+  return { shape: [rows, cols], base, models };
+}
+
+const CASES: [string, Record<string, unknown>, Record<string, unknown>][] = [
+  ["linear", { weight: 0.7 }, {}],
+  ["linear", { weight: 0.7 }, { normalize: false }],
+  ["task_arithmetic", { weight: 0.6 }, { lambda: 0.9 }],
+  ["task_arithmetic", { weight: 0.6 }, { normalize: true }],
+  ["ties", { weight: 0.8, density: 0.3 }, {}],
+  ["ties", { weight: 0.8, density: 0.3 }, { consensus: "count" }],
+  ["ties", { weight: 0.8, density: 0.3 }, { semantics: "peft" }],
+  ["ties", { weight: 0.8, density: 0.3 }, { semantics: "paper" }],
+  ["magnitude_prune", { weight: 1, density: 0.2 }, {}],
+  ["breadcrumbs", { weight: 1, density: 0.3, gamma: 0.02 }, {}],
+  ["breadcrumbs_ties", { weight: 1, density: 0.4, gamma: 0.05 }, {}],
+  ["dare_linear", { weight: 0.5, density: 0.3 }, {}],
+  ["dare_linear", { weight: 0.5, density: 0.3 }, { rescaleNorm: "l2" }],
+  ["dare_linear", { weight: 0.5, density: 0.3 }, { semantics: "peft" }],
+  ["dare_ties", { weight: 1, density: 0.3 }, {}],
+  ["dare_ties", { weight: 1, density: 0.3 }, { rescaleNorm: "linf", normalize: true }],
+  ["della", { weight: 1, density: 0.3, epsilon: 0.1 }, {}],
+  ["slerp", {}, { t: 0.3 }],
+];
+
+/** Runs `merge` with the kernel on and off; returns both results. */
+function both(o: MergeOptions): [ArrayLike<number>, ArrayLike<number>] {
+  const was = setMergeKernel(false);
+  try {
+    const js = merge(o).data;
+    setMergeKernel(true);
+    return [js, merge(o).data];
+  } finally {
+    setMergeKernel(was);
+  }
+}
+
+function sameBits(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
+  assert.equal(a.length, b.length, what);
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) {
+      assert.fail(`${what}: entry ${i} is ${b[i]}, the JavaScript loops give ${a[i]}`);
+    }
+  }
+}
+
+Deno.test("merge kernel: WebAssembly SIMD is available here", () => {
+  assert.ok(mergeKernel(), "this runtime has WebAssembly SIMD");
+});
+
+Deno.test("merge kernel: the committed binary is exactly what kernel_wat.ts builds to", async () => {
+  const committed = await Deno.readTextFile(new URL("../lib/merging/kernel_wasm.ts", import.meta.url));
+  assert.equal(
+    mergeWasmModuleText(await assembleWat("merge.wat", mergeKernelWat())),
+    committed,
+    "run `deno task build:wasm` after editing kernel_wat.ts",
+  );
+});
+
+for (const [rows, cols] of [[3, 7], [40, KCHUNK + 3], [1, 9]]) {
+  Deno.test(`merge kernel = JavaScript loops, bit for bit: every method, ${rows}×${cols}`, () => {
+    const d = data(rows, cols, rows + cols);
+    for (const [method, mp, gp] of CASES) {
+      if (method === "della" && cols < 2) continue;
+      const models =
+        (method === "linear" ? [d.base, ...d.models] : method === "slerp" ? [d.models[0]] : d.models)
+          .map((m) => ({ tensor: { shape: d.shape, data: m }, params: mp }));
+      for (const output of ["f32", "f64"] as const) {
+        const o: MergeOptions = {
+          method,
+          base: method === "linear" ? undefined : { shape: d.shape, data: d.base },
+          models,
+          params: gp,
+          name: "layers.0.w",
+          seed: 11,
+          output,
+        };
+        const [js, k] = both(o);
+        sameBits(js, k, `${method} ${JSON.stringify(gp)} ${output}`);
+      }
+    }
+  });
+}
+
+Deno.test("merge kernel: SLERP's angle branch (far vectors) and a zero density (all dropped)", () => {
+  const r = lcg(5), n = 1001;
+  const a = Float32Array.from({ length: n }, () => r()), b = Float32Array.from({ length: n }, () => r());
+  const [js, k] = both({
+    method: "slerp",
+    base: { shape: [n], data: a },
+    models: [{ tensor: { shape: [n], data: b } }],
+    params: { t: 0.25 },
+  });
+  sameBits(js, k, "slerp");
+  // the angle branch really ran: not the straight lerp
+  assert.notEqual(js[3], 0.75 * a[3] + 0.25 * b[3]);
+  const [j2, k2] = both({
+    method: "dare_ties",
+    base: { shape: [n], data: a },
+    models: [{ tensor: { shape: [n], data: b }, params: { weight: 1, density: 0 } }],
+  });
+  sameBits(j2, k2, "dare density 0");
+  assert.deepEqual(Array.from(k2), Array.from(a)); // every entry dropped: the base
+});
+
+Deno.test("merge kernel: 16-bit decoders give decodeFloats' bits for every pattern", () => {
+  const K = mergeKernel()!;
+  const raw = new Uint8Array(2 * 65536 + 6);
+  for (let i = 0; i < 65536; i++) {
+    raw[2 * i] = i & 0xff;
+    raw[2 * i + 1] = i >>> 8;
+  }
+  for (const dt of ["BF16", "F16"] as const) {
+    const want = new Uint32Array((decodeFloats(raw, dt) as Float32Array).buffer);
+    const at = K.reserve(4 * (65536 + 3));
+    const got = new Uint32Array(K.decode16(raw, dt, at).slice().buffer);
+    K.releasePool();
+    assert.deepEqual(got, want, dt);
+  }
+});
+
+Deno.test("runJob: 16-bit inputs decoded into the kernel's pool give the bytes of the plain path", () => {
+  const d = data(5, 2051, 3);
+  for (const dtype of ["BF16", "F16"] as const) {
+    const enc = (f: Float32Array) => ({ shape: d.shape, dtype, bytes: encodeFloats(f, dtype) });
+    for (const method of ["ties", "linear", "dare_ties"]) {
+      const job = () => ({
+        options: { method, name: "m.w", seed: 2, output: "f32" as const, consumeInputs: true },
+        base: method === "linear" ? undefined : enc(d.base),
+        models: d.models.map((m) => ({ tensor: enc(m), params: { weight: 1, density: 0.4 } }))
+          .map((m) => method === "linear" ? { ...m, params: { weight: 1 } } : m),
+      });
+      const was = setMergeKernel(false), wasPool = setDecodePool(true);
+      const plain = runJob(job()).data;
+      setMergeKernel(true);
+      runJob(job()); // the first job of a size decodes into its own buffers; the pool grows for the second
+      const K = mergeKernel()!, need = job().models.length + (method === "linear" ? 0 : 1);
+      assert.ok(K.poolFits(need * (4 * d.base.length + 16)), "the pool takes a size seen before");
+      const pooled = runJob(job()).data;
+      setDecodePool(false);
+      const unpooled = runJob(job()).data;
+      setMergeKernel(was);
+      setDecodePool(wasPool);
+      sameBits(plain, unpooled, `${method} ${dtype} without the pool`);
+      sameBits(plain, pooled, `${method} ${dtype}`);
+      // the result is not a view into the kernel's pool
+      assert.notEqual((pooled as Float32Array).buffer, mergeKernel()!.k.memory.buffer);
+    }
+  }
+});
+
+Deno.test("magnitudeCutAccumulator over blocks = magnitudeRangeCut over the whole", () => {
+  const r = lcg(9), n = 5000;
+  const x = Float64Array.from({ length: n }, () => Math.round(r() * 64) / 64); // many ties
+  for (const [from, to] of [[0, 1500], [40, 4000], [0, n], [3000, 2000], [100, n]]) {
+    const acc = magnitudeCutAccumulator(n, from, to), cuts = [0, 700, 701, 2500, n];
+    for (let p = 0; p < acc.passes; p++) {
+      for (let b = 0; b + 1 < cuts.length; b++) {
+        const v = x.subarray(cuts[b], cuts[b + 1]);
+        if (p === 0) acc.add(v);
+        else acc.refine(v);
+      }
+    }
+    assert.deepEqual(acc.cut(), magnitudeRangeCut(x, from, to), `[${from}, ${to})`);
+  }
+});
+
+Deno.test("merge in blocks: concatenated blocks = the whole-tensor merge, blocks merged in any order", () => {
+  const R = 64, C = 50, n = R * C;
+  const q = lcg(7), base = Float32Array.from({ length: n }, () => Math.round(q() * 64) / 64);
+  const ms = [0, 1, 2].map(() => Float32Array.from(base, (b) => b + Math.round(q() * 0.3 * 64) / 64));
+  const rowsPer = [5, 17, 1, 30, 11], blocks: [number, number][] = [];
+  for (let r = 0, i = 0; r < R; i++) {
+    const k = Math.min(rowsPer[i % 5], R - r);
+    blocks.push([r * C, (r + k) * C]);
+    r += k;
+  }
+  for (const [method, mp, gp] of CASES) {
+    if (["della", "slerp"].includes(method) || gp.semantics === "paper") continue;
+    const models = (method === "linear" ? [base, ...ms] : ms).map((m) => ({
+      tensor: { shape: [R, C], data: m },
+      params: mp,
+    }));
+    const whole = merge({
+      method,
+      base: { shape: [R, C], data: base },
+      models,
+      params: gp,
+      name: "x",
+      seed: 3,
+    });
+    const pl = mergeBlockPlanner({ method, params: gp, models, numel: n, name: "x", seed: 3 });
+    assert.ok(pl, `${method} ${JSON.stringify(gp)} is blockwise`);
+    const slice = (a: Float32Array, [s, e]: [number, number]) => a.subarray(s, e);
+    for (let p = 0; p < pl.passes; p++) {
+      for (const b of blocks) {
+        pl.add(p, {
+          offset: b[0],
+          base: slice(base, b),
+          models: (method === "linear" ? [base, ...ms] : ms).map((m) => slice(m, b)),
+        });
+      }
+    }
+    const out = new Float64Array(n);
+    for (const b of blocks.toReversed()) {
+      const shape = [(b[1] - b[0]) / C, C];
+      const r = merge({
+        method,
+        base: { shape, data: slice(base, b) },
+        models: models.map((m) => ({ tensor: { shape, data: slice(m.tensor.data, b) }, params: mp })),
+        params: gp,
+        name: "x",
+        seed: 3,
+        block: { offset: b[0], plans: pl.plans(b[0]) },
+      });
+      out.set(r.data, b[0]);
+    }
+    sameBits(whole.data, out, `${method} ${JSON.stringify(gp)} in blocks`);
+  }
+});
+
+Deno.test("merge in blocks: what needs the whole tensor says so", () => {
+  const t = { shape: [2, 3], data: new Float32Array(6) };
+  const models = [{ tensor: t, params: { weight: 1, density: 0.5, epsilon: 0.1 } }];
+  assert.equal(mergeBlockPlanner({ method: "della", models, numel: 6 }), null);
+  assert.equal(mergeBlockPlanner({ method: "slerp", models: [{}], params: { t: 0.5 }, numel: 6 }), null);
+  assert.equal(
+    mergeBlockPlanner({
+      method: "ties",
+      models: [{ params: { weight: 1, density: 0.5 } }],
+      params: { semantics: "paper" },
+      numel: 6,
+    }),
+    null,
+  );
+  assert.equal(
+    mergeBlockPlanner({
+      method: "ties",
+      models: [{ params: { weight: 1, density: 0.5 } }],
+      params: { workDtype: "bf16" },
+      numel: 6,
+    }),
+    null,
+  );
+  assert.equal(
+    mergeBlockPlanner({ method: "linear", models: [{ params: { weight: 1 } }], numel: 6 })?.passes,
+    0,
+  );
+  assert.throws(
+    () =>
+      merge({ method: "slerp", base: t, models: [{ tensor: t }], params: { t: 0.5 }, block: { offset: 0 } }),
+    OptionError,
+  );
+  assert.throws(
+    () =>
+      merge({
+        method: "ties",
+        base: t,
+        models: [{ tensor: t, params: { weight: 1, density: 0.5 } }],
+        block: { offset: 6 },
+      }),
+    (e) => e instanceof OptionError && /plan/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      merge({
+        method: "task_arithmetic",
+        name: "model.embed_tokens.weight",
+        base: t,
+        models: [{ tensor: { shape: [3, 3], data: new Float32Array(9) }, params: { weight: 1 } }],
+        block: { offset: 0 },
+      }),
+    ShapeError,
+  );
+});
+
+Deno.test("magnitudeRanks (DELLA): rows with long runs of equal magnitudes rank as the total order says", () => {
+  const r = lcg(13), u = () => r() + 0.5;
+  for (const n of [1, 2, 7, 30, 100]) {
+    for (let t = 0; t < 50; t++) {
+      const v = Array.from({ length: n }, () => u() < 0.5 ? 0 : Math.round((u() - 0.5) * 6));
+      // rank 1 = smallest |x|; equal magnitudes: the lower index ranks higher
+      const order = v.map((_, i) => i).sort((a, b) => Math.abs(v[a]) - Math.abs(v[b]) || b - a);
+      const want = new Array<number>(n);
+      order.forEach((j, p) => (want[j] = p + 1));
+      const out = new Int32Array(n);
+      magnitudeRanks(v, 0, n, out);
+      assert.deepEqual(Array.from(out), want, JSON.stringify(v));
+    }
+  }
+});
