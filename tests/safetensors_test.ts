@@ -10,8 +10,10 @@ import {
   openCheckpoint,
   openSafetensors,
   SafetensorsError,
+  type TensorChunks,
   writeCheckpoint,
   writeSafetensors,
+  writeSafetensorsStream,
 } from "../lib/io/mod.ts";
 import { withTempDir } from "./harness.ts";
 
@@ -560,4 +562,147 @@ Deno.test("checkpoints: shards planned by bytes, index written last, reopened by
       /appears twice/,
     );
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["ck"]);
+  }));
+
+Deno.test("ranged reads: any byte range of a tensor, bounds checked before anything is read", () =>
+  inTemp(async (dir) => {
+    const vals = Float32Array.from({ length: 30 }, (_, i) => i - 7.5);
+    await writeCheckpoint(
+      `${dir}/ck`,
+      [
+        { name: "a", dtype: "F32", shape: [2] },
+        { name: "w", dtype: "BF16", shape: [5, 6] },
+      ],
+      (name) => (name === "a" ? [1, 2] : vals),
+      { shardBytes: 8 },
+    );
+    const ck = await openCheckpoint(`${dir}/ck`);
+    try {
+      const whole = await ck.readBytes("w");
+      // rows 1..3 of [5, 6] bf16: bytes 12..36 of the tensor, whichever shard holds it
+      assert.deepEqual(await ck.readRange("w", 12, 36), whole.subarray(12, 36));
+      assert.deepEqual(
+        Array.from(decodeFloats(await ck.readRange("w", 12, 36), "BF16")),
+        Array.from(vals.subarray(6, 18)),
+      );
+      assert.deepEqual(await ck.readRange("w", 60, 60), new Uint8Array(0));
+      assert.deepEqual(await ck.readRange("a", 4, 8), encodeFloats([2], "F32"));
+      // reads at once stay each its own range
+      const got = await Promise.all([0, 12, 24, 36, 48].map((b) => ck.readRange("w", b, b + 12)));
+      assert.deepEqual(
+        got.map((g) => Array.from(g)),
+        [0, 12, 24, 36, 48].map((b) => Array.from(whole.subarray(b, b + 12))),
+      );
+      for (const [start, end] of [[-1, 4], [4, 2], [0, 61], [0.5, 4], [0, Infinity]]) {
+        await assert.rejects(() => ck.readRange("w", start, end), (e) => {
+          assert.ok(e instanceof SafetensorsError, String(e));
+          assert.equal(e.rule, "range");
+          assert.match(
+            e.message,
+            /tensor "w": byte range .* is not inside its 60 bytes; use integers with 0 ≤ start ≤ end ≤ 60/,
+          );
+          return true;
+        });
+      }
+      await assert.rejects(() => ck.readRange("nope", 0, 1), CheckpointError);
+      // into a reused buffer: a view of its start, no fresh memory
+      const buf = new Uint8Array(40);
+      const got24 = await ck.readRange("w", 24, 48, buf);
+      assert.equal(got24.buffer, buf.buffer);
+      assert.deepEqual(got24, whole.subarray(24, 48));
+      assert.deepEqual(await ck.readRange("w", 0, 40, buf), whole.subarray(0, 40));
+      await assert.rejects(
+        () => ck.readRange("w", 0, 41, buf),
+        (e) =>
+          e instanceof SafetensorsError && e.rule === "range" &&
+          /do not fit the 40-byte buffer given/.test(e.message),
+      );
+      const f = await openSafetensors(`${dir}/ck/model-00002-of-00002.safetensors`);
+      assert.deepEqual(await f.readRange("w", 2, 4), whole.subarray(2, 4));
+      f.close();
+      await assert.rejects(
+        () => f.readRange("w", 0, 2),
+        (e) => e instanceof SafetensorsError && e.rule === "closed",
+      );
+    } finally {
+      ck.close();
+    }
+  }));
+
+Deno.test("tensors written in pieces are the same bytes as whole tensors; a wrong total writes nothing", () =>
+  inTemp(async (dir) => {
+    const vals = Float32Array.from({ length: 35 }, (_, i) => Math.sin(i) * 1000);
+    const ids = new Uint8Array(24).map((_, i) => i);
+    const specs = [
+      { name: "b", dtype: "BF16" as const, shape: [5, 7] },
+      { name: "h", dtype: "F16" as const, shape: [35] },
+      { name: "f", dtype: "F32" as const, shape: [7, 5] },
+      { name: "d", dtype: "F64" as const, shape: [35] },
+      { name: "ids", dtype: "I64" as const, shape: [3] },
+    ];
+    const whole = (name: string) => (name === "ids" ? ids : name === "d" ? Float64Array.from(vals) : vals);
+    /** Pieces of 1, 3, 0, 8, … entries (bytes for ids), sync or async. */
+    const pieces = (name: string): TensorChunks => {
+      const all = whole(name), cuts = name === "ids" ? [0, 5, 5, 16, 24] : [0, 1, 4, 4, 12, 30, 35];
+      const parts = cuts.slice(1).map((c, i) => all.subarray(cuts[i], c));
+      return name === "f" ? { chunks: parts } : {
+        chunks: (async function* () {
+          yield* parts;
+        })(),
+      };
+    };
+    await writeSafetensorsStream(`${dir}/whole.safetensors`, specs, whole);
+    await writeSafetensorsStream(`${dir}/pieces.safetensors`, specs, pieces);
+    assert.deepEqual(
+      await Deno.readFile(`${dir}/pieces.safetensors`),
+      await Deno.readFile(`${dir}/whole.safetensors`),
+    );
+    // a plain array, and a float tensor larger than the writer's encoding slice (2^20 entries)
+    const big = Float32Array.from({ length: (1 << 20) + 3 }, (_, i) => i / 7);
+    await writeSafetensorsStream(`${dir}/big.safetensors`, [{
+      name: "x",
+      dtype: "BF16",
+      shape: [big.length],
+    }], () => big);
+    const got = await openSafetensors(`${dir}/big.safetensors`);
+    assert.deepEqual(await got.readBytes("x"), encodeFloats(big, "BF16"));
+    got.close();
+    // too few or too many entries in the pieces: an error, and no output
+    for (
+      const [n, pattern] of [[34, /has 68 bytes in its pieces, its shape \[5,7\] × BF16 needs 70/], [
+        36,
+        /has at least 72 bytes/,
+      ]] as const
+    ) {
+      let after = 0;
+      await assert.rejects(
+        () =>
+          writeCheckpoint(
+            `${dir}/out`,
+            specs.slice(0, 2),
+            (name) =>
+              name === "b"
+                ? { chunks: [vals.subarray(0, 30), Float32Array.from({ length: n - 30 }, () => 1)] }
+                : (after++, vals),
+          ),
+        pattern,
+      );
+      assert.equal(after, 0);
+      // a producer that fails after its first piece: the same
+      await assert.rejects(
+        () =>
+          writeCheckpoint(`${dir}/out`, specs.slice(0, 1), () => ({
+            chunks: (async function* () {
+              yield vals.subarray(0, 10);
+              throw new Error("the block's merge failed");
+            })(),
+          })),
+        /the block's merge failed/,
+      );
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+        "big.safetensors",
+        "pieces.safetensors",
+        "whole.safetensors",
+      ]);
+    }
   }));

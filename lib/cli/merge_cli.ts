@@ -18,7 +18,13 @@ import {
   planOutputFiles,
   runCheckpointMerge,
 } from "../merging/checkpoint_merge.ts";
-import { finalizeCheckpointMerge, parsePart, partsFolder, planPart } from "../merging/merge_run.ts";
+import {
+  finalizeCheckpointMerge,
+  parsePart,
+  partsFolder,
+  planBlocks,
+  planPart,
+} from "../merging/merge_run.ts";
 
 const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
        deno run -A mod.ts merge <config.yaml> <out-dir> --shard i/n [options]
@@ -29,6 +35,9 @@ const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
   --overwrite           replace an existing non-empty <out-dir> as a whole (else it is refused)
   --out-shard-size S    bytes per output shard: 5B (default), 500M, 64K or a plain number
   --seed N              seed of DARE/DELLA masks (default 0)
+  --max-block-size S    cap the memory of merging one tensor at about S bytes (256M, 1G, …): a larger
+                        tensor is read, merged and written in blocks of rows, when the method allows it
+                        (same output bytes; see docs/merging-at-scale.md)
   --shard i/n           merge only part i (0 ≤ i < n) of the output's shard files, balanced by bytes, into
                         <out-dir>.parts/ (every part with the same config and flags, anywhere)
   --finalize <out-dir>  check that every part is present and complete, then write <out-dir> from them
@@ -38,17 +47,17 @@ const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
                         mergekit flags, accepted and ignored (moekit reads safetensors lazily on the CPU;
                         its masks are seeded by --seed)`;
 
-/** Parses `5B`, `500M`, `64K` or a number as bytes. */
-export function parseSize(s: string): number {
+/** Parses `5B`, `500M`, `64K` or a number as bytes (`flag` names the option in errors). */
+export function parseSize(s: string, flag = "--out-shard-size"): number {
   const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*([KMGB]?)$/i.exec(s.trim());
   if (!m) {
     throw new MoekitError(
-      `--out-shard-size ${JSON.stringify(s)}: use a byte count like 5B, 500M, 64K or 1000000`,
+      `${flag} ${JSON.stringify(s)}: use a byte count like 5B, 500M, 64K or 1000000`,
     );
   }
   const mult = { "": 1, K: 1e3, M: 1e6, G: 1e9, B: 1e9 }[m[2].toUpperCase() as "" | "K" | "M" | "G" | "B"];
   const v = Math.floor(Number(m[1]) * mult);
-  if (!(v > 0)) throw new MoekitError(`--out-shard-size ${JSON.stringify(s)} must be > 0`);
+  if (!(v > 0)) throw new MoekitError(`${flag} ${JSON.stringify(s)} must be > 0`);
   return v;
 }
 
@@ -100,6 +109,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
         "lazy-unpickle": { type: "boolean" },
         "random-seed": { type: "string" },
         "out-shard-size": { type: "string" },
+        "max-block-size": { type: "string" },
         seed: { type: "string" },
         shard: { type: "string" },
         finalize: { type: "string" },
@@ -138,6 +148,9 @@ export async function runMergeCli(args: string[]): Promise<number> {
   let running = false; // errors before the run (config, inputs, output folder) are usage errors: exit 2
   try {
     const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
+    const maxBlockBytes = v["max-block-size"] === undefined
+      ? undefined
+      : parseSize(v["max-block-size"], "--max-block-size");
     const seed = v.seed === undefined ? 0 : Number(v.seed);
     if (!Number.isInteger(seed)) throw new MoekitError(`--seed ${v.seed}: must be an integer`);
     const part = v.shard === undefined ? undefined : parsePart(v.shard);
@@ -151,6 +164,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
     side.notes.forEach((n) => console.error(`moekit: ${n}`));
     if (outDir !== undefined) await checkOutputFolder(outDir, { overwrite: v.overwrite, inputs });
     const share = part && await planPart(plan, part, { shardBytes, seed }); // e.g. fewer files than parts
+    const { blocked } = planBlocks(plan, maxBlockBytes, "--max-block-size"); // e.g. a cap below one row
     if (v["dry-run"]) {
       console.log(
         `plan: ${plan.method}, ${plan.tensors.length} tensors, ${
@@ -171,10 +185,17 @@ export async function runMergeCli(args: string[]): Promise<number> {
         const src = t.passthrough
           ? "copied from the base"
           : t.sources.map((s) => `${s.model}:${s.tensor} ${JSON.stringify(s.params)}`).join("; ");
+        const b = blocked.get(t.name), nb = b && Math.ceil(b.rows / b.rowsPerBlock);
         console.log(
           `${t.name} [${t.shape.join(",")}] ${t.dtype} t=${+t.t.toFixed(4)} ${
             JSON.stringify(t.params)
-          } ← ${src}`,
+          } ← ${src}${
+            b
+              ? ` (in ${nb} block${nb! > 1 ? "s" : ""} of ${b.rowsPerBlock} rows${
+                b.passes ? `, after ${b.passes} read pass${b.passes > 1 ? "es" : ""}` : ""
+              })`
+              : ""
+          }`,
         );
       }
       return 0;
@@ -192,6 +213,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
         overwrite: v.overwrite,
         inputs: [configPath],
         part,
+        maxBlockBytes,
         onProgress: (p) => {
           progress?.(p);
           if (interrupted) throw new MoekitError("interrupted: no output was committed");
@@ -229,9 +251,9 @@ export async function runMergeCli(args: string[]): Promise<number> {
 async function finalizeCli(
   outArg: string,
   positionals: string[],
-  v: { overwrite?: boolean; shard?: string; "dry-run"?: boolean },
+  v: { overwrite?: boolean; shard?: string; "dry-run"?: boolean; "max-block-size"?: string },
 ): Promise<number> {
-  if (positionals.length || v.shard !== undefined || v["dry-run"]) {
+  if (positionals.length || v.shard !== undefined || v["dry-run"] || v["max-block-size"] !== undefined) {
     console.error(`error: --finalize takes only the output folder (and --overwrite)\n${USAGE}`);
     return 2;
   }

@@ -14,6 +14,7 @@ import { type OutputOptions, stageOutput, testHold } from "./output.ts";
 import {
   openSafetensors,
   type SafetensorsFile,
+  type TensorData,
   type TensorInfo,
   type TensorSpec,
   writeSafetensorsFile,
@@ -42,6 +43,14 @@ export interface Checkpoint {
   read(name: string): Promise<Tensor>;
   /** Reads a tensor's raw bytes. */
   readBytes(name: string): Promise<Uint8Array>;
+  /**
+   * Reads bytes `[start, end)` of a tensor's data (offsets from the tensor's first byte): a block of rows
+   * `[r0, r1)` of a row-major tensor with `c` entries per row of `s` bytes is `[r0·c·s, r1·c·s)`. With
+   * `into` (at least `end − start` bytes) the bytes go into its start and a view of them is returned (a
+   * buffer reused across reads). A range outside the tensor, or an `into` too short, is a
+   * `SafetensorsError` (rule `range`) raised before anything is read.
+   */
+  readRange(name: string, start: number, end: number, into?: Uint8Array): Promise<Uint8Array>;
   /** Total bytes of tensor data. */
   readonly totalBytes: number;
   /** Closes all shards. */
@@ -150,6 +159,7 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
       info: (name) => where.get(name)?.tensors.get(name),
       read: async (name) => await shardOf(name).read(name),
       readBytes: async (name) => await shardOf(name).readBytes(name),
+      readRange: async (name, start, end, into) => await shardOf(name).readRange(name, start, end, into),
       close: () => shards.forEach((s) => s.close()),
     };
   } catch (e) {
@@ -233,9 +243,10 @@ export interface WriteCheckpointOptions extends OutputOptions {
  * Writes a checkpoint folder tensor by tensor. Before anything is produced, the output is checked: not
  * an input (`options.inputs`), not an existing file, and an existing non-empty folder only with
  * `overwrite: true`. Shards are planned from the sizes (in `specs` order, a new shard when the next
- * tensor would exceed `shardBytes`), `produce(name)` is awaited once per tensor in that order, and
- * everything is written into a private temporary folder beside the output, which is renamed into place
- * when complete (replacing an old folder as a whole). On any error nothing changes at `dir`.
+ * tensor would exceed `shardBytes`), `produce(name)` is awaited once per tensor in that order (it may
+ * return the tensor whole or in pieces, a `TensorChunks`), and everything is written into a private
+ * temporary folder beside the output, which is renamed into place when complete (replacing an old folder
+ * as a whole). On any error nothing changes at `dir`.
  * Returns the shard file names.
  *
  * @example
@@ -255,7 +266,7 @@ export interface WriteCheckpointOptions extends OutputOptions {
 export async function writeCheckpoint(
   dir: string,
   specs: readonly TensorSpec[],
-  produce: (name: string) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>,
+  produce: (name: string) => TensorData | Promise<TensorData>,
   options: WriteCheckpointOptions = {},
 ): Promise<string[]> {
   const limit = options.shardBytes ?? 5e9;

@@ -22,6 +22,8 @@ export {
   openSafetensors,
   parseSafetensorsHeader,
   type SafetensorsFile,
+  type TensorChunks,
+  type TensorData,
   type TensorInfo,
   type TensorProducer,
   type TensorSpec,

@@ -274,6 +274,15 @@ export interface SafetensorsFile {
   read(name: string): Promise<Tensor>;
   /** Reads a tensor's raw bytes (any dtype). */
   readBytes(name: string): Promise<Uint8Array>;
+  /**
+   * Reads bytes `[start, end)` of a tensor's data (offsets from the tensor's first byte), for example a
+   * block of rows of a row-major tensor: rows `[r0, r1)` of a tensor with `c` entries per row of `s`
+   * bytes are `[r0·c·s, r1·c·s)`. With `into` (at least `end − start` bytes long) the bytes are read into
+   * its start and a view of them is returned: one buffer reused for many reads (no fresh memory per
+   * read). A range outside `0 ≤ start ≤ end ≤` the tensor's size (or not integers), or an `into` too
+   * short, is a `SafetensorsError` with rule `range`, raised before anything is read.
+   */
+  readRange(name: string, start: number, end: number, into?: Uint8Array): Promise<Uint8Array>;
   /** Closes the file; later reads throw a `SafetensorsError`. */
   close(): void;
 }
@@ -326,11 +335,41 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
         return Promise.reject(e);
       }
     };
+    const readRange = (name: string, start: number, end: number, into?: Uint8Array) => {
+      try {
+        const t = info(name), size = t.end - t.begin;
+        if (
+          !Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end > size
+        ) {
+          throw new SafetensorsError(
+            path,
+            "range",
+            `tensor ${
+              JSON.stringify(cut(name))
+            }: byte range [${start}, ${end}) is not inside its ${size} bytes; ` +
+              `use integers with 0 ≤ start ≤ end ≤ ${size}`,
+          );
+        }
+        if (into && into.length < end - start) {
+          throw new SafetensorsError(
+            path,
+            "range",
+            `tensor ${
+              JSON.stringify(cut(name))
+            }: bytes [${start}, ${end}) do not fit the ${into.length}-byte buffer given`,
+          );
+        }
+        return reader(dataStart + t.begin + start, end - start, into);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
     return {
       path,
       tensors,
       metadata,
       readBytes,
+      readRange,
       async read(name) {
         const t = info(name);
         if (!FLOAT_DTYPES.includes(t.dtype)) {
@@ -359,9 +398,9 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
  */
 function positionalReader(file: Deno.FsFile, path: string) {
   let tail: Promise<unknown> = Promise.resolve();
-  const read = async (offset: number, length: number): Promise<Uint8Array> => {
+  const read = async (offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> => {
     if (reader.closed) throw new SafetensorsError(path, "closed", "the file was closed");
-    const out = new Uint8Array(length);
+    const out = into ? into.subarray(0, length) : new Uint8Array(length);
     try {
       await file.seek(offset, Deno.SeekMode.Start);
       let got = 0;
@@ -389,8 +428,8 @@ function positionalReader(file: Deno.FsFile, path: string) {
     }
     return out;
   };
-  const reader = Object.assign((offset: number, length: number): Promise<Uint8Array> => {
-    const run = tail.then(() => read(offset, length));
+  const reader = Object.assign((offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> => {
+    const run = tail.then(() => read(offset, length, into));
     tail = run.catch(() => {});
     return run;
   }, { closed: false });
@@ -452,16 +491,108 @@ export function referenceOrder<T extends { name: string; dtype: Dtype }>(specs: 
   );
 }
 
-/** A producer of one tensor's values or bytes. */
-export type TensorProducer = (
-  name: string,
-  index: number,
-) => ArrayLike<number> | Uint8Array | Promise<ArrayLike<number> | Uint8Array>;
+/**
+ * A tensor produced in consecutive pieces, so that neither it nor its encoded bytes are ever held whole
+ * (a merge of a large tensor in blocks of rows): each piece holds the next entries in row-major order —
+ * values for a float dtype (encoded piece by piece, to the same bytes as the whole tensor), raw
+ * little-endian bytes for other dtypes. Pieces may have any sizes; together they must make exactly the
+ * tensor's `Π shape × dtype size` bytes, else the write fails (and a checkpoint write leaves no output).
+ * The next piece is asked for only after the previous one is written.
+ *
+ * @example
+ * ```ts
+ * import { openSafetensors, type TensorChunks, writeSafetensorsStream } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * async function* rows(): AsyncGenerator<Float32Array> {
+ *   for (let r = 0; r < 3; r++) yield new Float32Array([r, r]); // one row of [3, 2] at a time
+ * }
+ * const w: TensorChunks = { chunks: rows() };
+ * await writeSafetensorsStream(`${dir}/w.safetensors`, [{ name: "w", dtype: "BF16", shape: [3, 2] }], () => w);
+ * const f = await openSafetensors(`${dir}/w.safetensors`);
+ * assert.deepEqual(Array.from((await f.read("w")).data), [0, 0, 1, 1, 2, 2]);
+ * f.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export interface TensorChunks {
+  /** The pieces, in order. */
+  readonly chunks:
+    | AsyncIterable<ArrayLike<number> | Uint8Array>
+    | Iterable<ArrayLike<number> | Uint8Array>;
+}
+
+/**
+ * One tensor's data for a writer: all its values (or raw bytes, for a dtype that is not a float) at once,
+ * or {@link TensorChunks}.
+ *
+ * @example
+ * ```ts
+ * import { type TensorData } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const whole: TensorData = [1, 2, 3, 4];
+ * const pieces: TensorData = { chunks: [[1, 2], [3, 4]] };
+ * assert.ok("chunks" in pieces && !("chunks" in whole));
+ * ```
+ */
+export type TensorData = ArrayLike<number> | Uint8Array | TensorChunks;
+
+/**
+ * A producer of one tensor's values or bytes, whole or in pieces: called with the tensor's name and its
+ * position in the file.
+ *
+ * @example
+ * ```ts
+ * import { openSafetensors, type TensorProducer, writeSafetensorsStream } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * const produce: TensorProducer = (_name, index) => (index === 0 ? [1, 2] : { chunks: [[3], [4]] });
+ * const specs = ["a", "b"].map((name) => ({ name, dtype: "F32" as const, shape: [2] }));
+ * await writeSafetensorsStream(`${dir}/x.safetensors`, specs, produce);
+ * const f = await openSafetensors(`${dir}/x.safetensors`);
+ * assert.deepEqual(Array.from((await f.read("b")).data), [3, 4]);
+ * f.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export type TensorProducer = (name: string, index: number) => TensorData | Promise<TensorData>;
+
+/** Whether a producer returned pieces ({@link TensorChunks}) rather than the whole tensor. */
+function isChunks(d: TensorData): d is TensorChunks {
+  return typeof d === "object" && d !== null && !ArrayBuffer.isView(d) && "chunks" in d;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Entries encoded at a time when a whole float tensor is written: the encoded copy stays this small. */
+const ENCODE_CHUNK = 1 << 20;
+
+/**
+ * The bytes of values (or raw bytes) of `dtype`: float values are encoded (a float32 array written as
+ * F32, or a float64 one as F64, is written from its own memory: no copy), other dtypes' bytes as given.
+ */
+function pieceBytes(data: ArrayLike<number> | Uint8Array, dtype: Dtype): Uint8Array {
+  if (!FLOAT_DTYPES.includes(dtype)) {
+    if (data instanceof Uint8Array) return data;
+  } else if (
+    LITTLE_ENDIAN &&
+    ((dtype === "F32" && data instanceof Float32Array) || (dtype === "F64" && data instanceof Float64Array))
+  ) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return encodeFloats(data, dtype);
+}
+
+/** Entries `[a, b)` of values, without a copy where the values are a typed array. */
+function slice(values: ArrayLike<number>, a: number, b: number): ArrayLike<number> {
+  if (ArrayBuffer.isView(values) && !(values instanceof DataView)) {
+    return (values as unknown as Float64Array).subarray(a, b);
+  }
+  return Array.prototype.slice.call(values, a, b) as number[];
+}
 
 /**
  * Writes one safetensors file at `path`, which must not exist (created exclusively): header, then each
- * tensor as `produce` returns it, then a flush to disk. Internal to `lib/io` (callers write into a
- * private temporary folder).
+ * tensor as `produce` returns it — whole (float values encoded a slice at a time, so the encoded copy
+ * stays small) or in pieces ({@link TensorChunks}) — then a flush to disk. Internal to `lib/io` (callers
+ * write into a private temporary folder).
  */
 export async function writeSafetensorsFile(
   path: string,
@@ -495,24 +626,39 @@ export async function writeSafetensorsFile(
     await writeAll(file, header);
     for (const [i, s] of specs.entries()) {
       const data = await produce(s.name, i);
-      const bytes = data instanceof Uint8Array && !FLOAT_DTYPES.includes(s.dtype)
-        ? data
-        : encodeFloats(data, s.dtype);
-      const want = offsets[i][1] - offsets[i][0];
-      if (bytes.length !== want) {
-        throw new MoekitError(
+      const want = offsets[i][1] - offsets[i][0], size = DTYPE_BYTES[s.dtype];
+      const wrong = (got: string) =>
+        new MoekitError(
           `writeSafetensors: tensor ${
             cut(s.name)
-          } has ${bytes.length} bytes, its shape [${s.shape}] × ${s.dtype} needs ${want}`,
+          } has ${got}, its shape [${s.shape}] × ${s.dtype} needs ${want}`,
         );
+      // every byte of the tensor goes through `put`, which stops a producer that gives too many bytes
+      // before they are written, and calls the fault-injection hook after exactly half of them
+      const half = options.midTensor && want >= 2 ? want >> 1 : -1;
+      let written = 0;
+      const put = async (bytes: Uint8Array) => {
+        if (written + bytes.length > want) throw wrong(`at least ${written + bytes.length} bytes`);
+        if (half >= 0 && written < half && written + bytes.length >= half) {
+          await writeAll(file, bytes.subarray(0, half - written));
+          await options.midTensor!(i);
+          await writeAll(file, bytes.subarray(half - written));
+        } else await writeAll(file, bytes);
+        written += bytes.length;
+      };
+      if (isChunks(data)) {
+        for await (const piece of data.chunks) await put(pieceBytes(piece, s.dtype));
+        if (written !== want) throw wrong(`${written} bytes in its pieces`);
+      } else if (!FLOAT_DTYPES.includes(s.dtype) && data instanceof Uint8Array) {
+        if (data.length !== want) throw wrong(`${data.length} bytes`);
+        await put(data);
+      } else {
+        if (data.length * size !== want) throw wrong(`${data.length * size} bytes`);
+        for (let a = 0; a < data.length; a += ENCODE_CHUNK) {
+          await put(pieceBytes(slice(data, a, Math.min(data.length, a + ENCODE_CHUNK)), s.dtype));
+        }
       }
-      if (options.midTensor && bytes.length >= 2) {
-        const half = bytes.length >> 1;
-        await writeAll(file, bytes.subarray(0, half));
-        await options.midTensor(i);
-        await writeAll(file, bytes.subarray(half));
-      } else await writeAll(file, bytes);
-      options.onTensor?.(s.name, bytes.length);
+      options.onTensor?.(s.name, want);
     }
     await file.syncData();
   } finally {

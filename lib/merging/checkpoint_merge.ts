@@ -489,10 +489,18 @@ export async function runCheckpointMerge(
     readonly overwrite?: boolean;
     /** More paths the output must not be (for example the config file). */
     readonly inputs?: readonly string[];
-    /** Where notes go (cleanup of stale temporary folders). Default stderr. */
+    /** Where notes go (cleanup of stale temporary folders, tensors merged whole). Default stderr. */
     readonly log?: (line: string) => void;
     /** Overlap reads, compute (on a Worker) and writes. Default true; false: one tensor at a time here. */
     readonly overlap?: boolean;
+    /**
+     * Caps the memory of merging one tensor: a tensor whose working set — its decoded inputs and its
+     * result in float32, `(N + 2) × 4` bytes per entry with a base and N models — exceeds this many bytes
+     * is read, merged and written in blocks of rows that fit, when the method allows it (else merged
+     * whole, with a note on `log`). The output is the same bytes. A cap below one row of such a tensor
+     * is an `OptionError`. Default: no cap.
+     */
+    readonly maxBlockBytes?: number;
     /** Write only this part of the output into `<outDir>.parts/` (see {@link finalizeCheckpointMerge}). */
     readonly part?: { readonly index: number; readonly count: number };
   } = {},

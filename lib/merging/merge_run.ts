@@ -9,12 +9,13 @@
 import { resolve } from "node:path";
 import { MoekitError, NonFiniteError, OptionError, ShapeError } from "../core/errors.ts";
 import { type ExtraFile, shardLayout } from "../io/checkpoint.ts";
-import { decodeFloatsInPlace, type Dtype } from "../io/dtype.ts";
+import { decodeFloats, decodeFloatsInPlace, decodeFloatsInto, type Dtype, DTYPE_BYTES } from "../io/dtype.ts";
 import { CheckpointError, clip } from "../io/errors.ts";
 import { checkOutputFolder, stageOutput } from "../io/output.ts";
-import { openSafetensors, writeSafetensorsFile } from "../io/safetensors.ts";
+import { openSafetensors, type TensorData, writeSafetensorsFile } from "../io/safetensors.ts";
 import type { MergePlan, MergeProgress, PlannedTensor } from "./checkpoint_merge.ts";
-import { merge, type MergeOptions } from "./merge.ts";
+import { merge, mergeBlockPlanner, type MergeOptions } from "./merge.ts";
+import { decodePool, mergeKernel } from "./kernel_run.ts";
 
 /** One output shard file: its name, its tensors in file order, and their data bytes. */
 export interface OutputFile {
@@ -157,20 +158,51 @@ export function runJob(
   onWarning?: (message: string) => void,
 ): { shape: readonly number[]; data: ArrayLike<number> } {
   const inputs = new Set<ArrayBuffer>();
+  // bf16/f16 inputs decode into the merge kernel's memory (its pages are reused from tensor to tensor)
+  // when the pool takes this size (see MergeKernel.poolFits); otherwise into their own buffers
+  const K = mergeKernel(), raw = [job.base, ...job.models.map((m) => m.tensor)];
+  const is16 = (t?: RawTensor): t is RawTensor => t?.dtype === "BF16" || t?.dtype === "F16";
+  const need = raw.reduce((a, t) => a + (is16(t) ? 2 * t.bytes.byteLength + 16 : 0), 0);
+  let slots: number[] | null = K && decodePool() && need > 0 && K.poolFits(need) ? [] : null;
+  for (const t of raw) {
+    if (!slots || !is16(t)) continue;
+    const at = K!.reserve(2 * t.bytes.byteLength);
+    if (at < 0) slots = null;
+    else slots.push(at);
+  }
+  if (!slots) K?.releasePool();
+  let slot = 0;
   const decode = (t: RawTensor) => {
-    // bf16/f16: decoded into the raw buffer grown to float32 (the raw bytes are freed at once)
-    const data = decodeFloatsInPlace(t.bytes, t.dtype);
+    let data: Float32Array | Float64Array;
+    if (slots && is16(t)) {
+      data = K!.decode16(t.bytes, t.dtype as "BF16" | "F16", slots[slot++]);
+      // the raw bytes are copied: a buffer of their own is freed at once (detaching releases it)
+      const b = t.bytes.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+      if (b instanceof ArrayBuffer && t.bytes.byteOffset === 0 && t.bytes.byteLength === b.byteLength) {
+        b.transfer?.(0);
+      }
+    } else {
+      // otherwise bf16/f16 decode into a float32 array of their own (the raw bytes are freed at once)
+      data = decodeFloatsInPlace(t.bytes, t.dtype);
+    }
     for (const b of [t.bytes.buffer, data.buffer]) {
-      if (b instanceof ArrayBuffer && !b.detached) inputs.add(b);
+      if (b instanceof ArrayBuffer && !b.detached && !K?.owns(new Uint8Array(b, 0, 0))) inputs.add(b);
     }
     return { shape: t.shape, data };
   };
-  const out = merge({
-    ...job.options,
-    base: job.base && decode(job.base),
-    models: job.models.map((m) => ({ tensor: decode(m.tensor), params: m.params })),
-    ...(onWarning ? { onWarning } : {}),
-  });
+  let out;
+  try {
+    out = merge({
+      ...job.options,
+      base: job.base && decode(job.base),
+      models: job.models.map((m) => ({ tensor: decode(m.tensor), params: m.params })),
+      ...(onWarning ? { onWarning } : {}),
+      // the result must not land in the pool
+      ...(slots ? { consumeInputs: false } : {}),
+    });
+  } finally {
+    if (slots) K!.releasePool();
+  }
   inputs.delete(out.data.buffer as ArrayBuffer);
   // the inputs are ours and merged: free their memory now (detaching releases it at once), not at the
   // next garbage collection of whichever thread holds them last
@@ -180,8 +212,12 @@ export function runJob(
 
 /** The tensor stream of a run: `take` in write order, `written` after each write, `close` at the end. */
 export interface MergeStream {
-  /** The output data of a tensor (merged floats, or raw bytes of a copied tensor). */
-  take(name: string): Promise<ArrayLike<number> | Uint8Array>;
+  /**
+   * The output data of a tensor: merged floats, raw bytes of a copied tensor, or — for a tensor merged in
+   * blocks of rows — its blocks as pieces (`TensorChunks`), each read and merged when the writer
+   * asks for it.
+   */
+  take(name: string): Promise<TensorData>;
   /** Marks a tensor as written (its memory is free): lets the next reads start. */
   written(name: string): void;
   /** Input bytes read so far. */
@@ -190,51 +226,284 @@ export interface MergeStream {
   close(): void;
 }
 
+/** A tensor merged in blocks of rows under a memory cap. Internal. */
+export interface TensorBlocks {
+  /** Rows (the first dimension; 1 for a scalar). */
+  readonly rows: number;
+  /** Entries per row (the product of the other dimensions). */
+  readonly rowElems: number;
+  /** Rows per block (the last block may have fewer). */
+  readonly rowsPerBlock: number;
+  /**
+   * Read passes over the blocks before the merge pass: 0 for element-wise methods, 1 for DARE's rescale
+   * norms, 2 for magnitude cuts (a histogram, then the boundary bucket).
+   */
+  readonly passes: number;
+}
+
+/** Bytes of working set per entry of a tensor: its decoded inputs and its result, in float32. */
+const bytesPerEntry = (t: PlannedTensor) => 4 * ((t.base ? 1 : 0) + t.sources.length + 1);
+
+/** The plan's method's planner of blocks for tensor `t` (null: it needs the whole tensor). */
+const blockPlanner = (plan: MergePlan, t: PlannedTensor, seed?: number) =>
+  mergeBlockPlanner({
+    method: plan.method,
+    params: t.params,
+    models: t.sources.map((s) => ({ params: s.params })),
+    numel: numel(t),
+    name: t.name,
+    seed,
+  });
+
+/**
+ * Which tensors of a plan a memory cap splits into blocks of rows, and how. A tensor's working set is
+ * its decoded inputs and its result in float32 — `(inputs + 1) × 4` bytes per entry; a tensor whose
+ * working set exceeds `maxBlockBytes` is merged in blocks of as many rows as fit, when its method allows
+ * it (`blocked`), or whole (`whole`, for a note). A cap below one row of such a tensor is an
+ * `OptionError` (named `option`) that names the tensor and the smallest cap that works. Internal.
+ */
+export function planBlocks(
+  plan: MergePlan,
+  maxBlockBytes: number | undefined,
+  option = "maxBlockBytes",
+): { blocked: Map<string, TensorBlocks>; whole: PlannedTensor[] } {
+  const blocked = new Map<string, TensorBlocks>(), whole: PlannedTensor[] = [];
+  if (maxBlockBytes === undefined) return { blocked, whole };
+  if (!(maxBlockBytes > 0) || !Number.isFinite(maxBlockBytes)) {
+    throw new OptionError(option, maxBlockBytes, "the block size cap must be a number of bytes > 0");
+  }
+  const known = blockLayouts.get(plan)?.get(maxBlockBytes);
+  if (known) return known;
+  let worst: { t: PlannedTensor; need: number } | undefined;
+  for (const t of plan.tensors) {
+    const n = numel(t), per = bytesPerEntry(t);
+    if (t.passthrough || n === 0 || n * per <= maxBlockBytes) continue;
+    const planner = blockPlanner(plan, t);
+    if (!planner) {
+      whole.push(t);
+      continue;
+    }
+    const rows = t.shape.length ? t.shape[0] : 1, rowElems = n / rows;
+    const rowsPerBlock = Math.min(rows, Math.floor(maxBlockBytes / (rowElems * per)));
+    if (rowsPerBlock < 1) {
+      if (!worst || rowElems * per > worst.need) worst = { t, need: rowElems * per };
+      continue;
+    }
+    blocked.set(t.name, { rows, rowElems, rowsPerBlock, passes: planner.passes });
+  }
+  if (!worst) {
+    if (!blockLayouts.has(plan)) blockLayouts.set(plan, new Map());
+    blockLayouts.get(plan)!.set(maxBlockBytes, { blocked, whole });
+  }
+  if (worst) {
+    const { t, need } = worst;
+    throw new OptionError(
+      option,
+      maxBlockBytes,
+      `a block is at least one row: tensor ${clip(t.name, 80)} [${
+        t.shape.join(",")
+      }] needs ${need} bytes per ` +
+        `row (${need / bytesPerEntry(t)} entries × ${bytesPerEntry(t)} bytes: its ${
+          bytesPerEntry(t) / 4 - 1
+        } inputs and the result in float32); use a cap of at least ${need} bytes`,
+    );
+  }
+  return { blocked, whole };
+}
+
+/** Block layouts already planned (the CLI plans them to check the cap, the run again). */
+const blockLayouts = new WeakMap<
+  MergePlan,
+  Map<number, { blocked: Map<string, TensorBlocks>; whole: PlannedTensor[] }>
+>();
+
+/** Frees a buffer of ours at once (detaching it releases its memory), not at the next collection. */
+function free(data: unknown): void {
+  if (!ArrayBuffer.isView(data)) return;
+  const b = data.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
+  // only a buffer that is all this array's own (not a view into shared or WebAssembly memory)
+  if (
+    !(b instanceof ArrayBuffer) || b.detached || data.byteOffset !== 0 || data.byteLength !== b.byteLength
+  ) return;
+  try {
+    b.transfer?.(0);
+  } catch {
+    // not transferable: left to the garbage collector
+  }
+}
+
+/** One unit of work of the stream: a whole tensor, or one block of rows of a tensor. */
+interface Unit {
+  readonly tensor: number;
+  /** Rows [r0, r1) of a blocked tensor; undefined: the whole tensor. */
+  readonly rows?: readonly [number, number];
+  /** Entries it holds in flight. */
+  readonly elems: number;
+  job?: Promise<TensorData>;
+  released?: boolean;
+}
+
 /**
  * Streams the merged tensors of `list` (a plan's tensors in write order) with reads, compute and writes
  * overlapped: the compute runs on one Worker, so the calling thread reads tensor i + 1 and writes tensor
- * i − 1 while tensor i merges. A tensor starts (its inputs are read) only when the tensors in flight —
- * started and not yet written — together hold no more elements than the largest tensor of the list, or
- * when nothing else is in flight: the peak memory stays that of merging the largest tensor alone.
- * With `overlap: false` (or where no Worker can start) everything runs on the calling thread, one tensor
- * at a time; the results are the same bytes either way.
+ * i − 1 while tensor i merges. Work goes in units — a tensor, or one block of rows of a tensor that
+ * `maxBlockBytes` splits ({@link planBlocks}) — and a unit starts (its inputs are read) only when the
+ * units in flight — started and not yet written — together hold no more entries than the largest unit,
+ * or when nothing else is in flight: the peak memory stays that of merging the largest unit alone. A
+ * blocked tensor is read, merged and written block by block (the writer takes it as pieces). With
+ * `overlap: false` (or where no Worker can start) everything runs on the calling thread, one unit at a
+ * time; the results are the same bytes either way, and with or without blocks.
  */
 export function mergeStream(
   plan: MergePlan,
   list: readonly PlannedTensor[],
-  options: { readonly seed?: number; readonly overlap?: boolean } = {},
+  options: {
+    readonly seed?: number;
+    readonly overlap?: boolean;
+    readonly maxBlockBytes?: number;
+    readonly log?: (line: string) => void;
+  } = {},
 ): MergeStream {
-  const at = new Map(list.map((t, i) => [t.name, i]));
-  const largest = Math.max(0, ...list.map(numel));
-  const jobs: (Promise<ArrayLike<number> | Uint8Array> | undefined)[] = [];
+  const { blocked, whole } = planBlocks(plan, options.maxBlockBytes);
+  if (whole.length) {
+    const big = whole.reduce((a, t) => (numel(t) * bytesPerEntry(t) > numel(a) * bytesPerEntry(a) ? t : a));
+    (options.log ?? ((l: string) => console.error(l)))(
+      `moekit: ${plan.method} cannot merge a tensor in blocks of rows: ${whole.length} tensor${
+        whole.length > 1 ? "s" : ""
+      } above the block cap of ${options.maxBlockBytes} bytes ${
+        whole.length > 1 ? "are" : "is"
+      } merged whole ` +
+        `(the largest, ${clip(big.name, 80)}, works on ${numel(big) * bytesPerEntry(big)} bytes)`,
+    );
+  }
+  const units: Unit[] = [], first = new Map<string, number>();
+  for (const [i, t] of list.entries()) {
+    first.set(t.name, units.length);
+    const b = blocked.get(t.name);
+    if (!b) units.push({ tensor: i, elems: numel(t) });
+    else {
+      for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
+        const r1 = Math.min(b.rows, r0 + b.rowsPerBlock);
+        units.push({ tensor: i, rows: [r0, r1], elems: (r1 - r0) * b.rowElems });
+      }
+    }
+  }
+  const largest = Math.max(0, ...units.map((u) => u.elems));
   const refModel = plan.config.baseModel ?? plan.config.models[0]?.model ??
     plan.config.slices?.[0]?.sources[0]?.model;
   const ck = (m: string) => plan.checkpoints.get(m)!;
-  let next = 0, oldest = 0, inFlight = 0, bytesRead = 0, closed = false;
+  let next = 0, inFlight = 0, bytesRead = 0, closed = false;
   const useWorker = options.overlap !== false && typeof Worker !== "undefined" &&
     new URL(import.meta.url).protocol === "file:";
   let worker: ComputeWorker | undefined;
 
-  const run = async (e: PlannedTensor): Promise<ArrayLike<number> | Uint8Array> => {
+  /** Entries per row of a source tensor (1 for a scalar). */
+  const rowOf = (t: { shape: readonly number[] }) => (t.shape.length ? numel(t) / t.shape[0] : 1);
+  /**
+   * Rows [r0, r1) of a source (all of it without `rows`), as raw bytes of the output tensor's shape; with
+   * `into` (a read pass: not counted in `bytesRead`), read into that buffer and returned as a view of it.
+   */
+  const raw = async (
+    e: PlannedTensor,
+    s: { model: string; tensor: string },
+    rows?: readonly [number, number],
+    into?: Uint8Array,
+  ): Promise<RawTensor> => {
+    const c = ck(s.model), info = c.info(s.tensor)!;
+    if (!rows) {
+      const bytes = await c.readBytes(s.tensor);
+      bytesRead += bytes.length;
+      return { shape: info.shape, dtype: info.dtype, bytes };
+    }
+    const [r0, r1] = rows, size = DTYPE_BYTES[info.dtype], out = rowOf(e), own = rowOf(info);
+    const shape = e.shape.length ? [r1 - r0, ...e.shape.slice(1)] : [];
+    const bytes = await c.readRange(s.tensor, r0 * own * size, r1 * own * size, into);
+    if (!into) bytesRead += bytes.length; // the progress counts the merge pass
+    if (own === out) return { shape, dtype: info.dtype, bytes };
+    // a model with extra rows or columns (an embedding) gives the leading columns of the same rows:
+    // compacted in place (each row moves to a lower offset), or into a new buffer of the block's size
+    const lead = into ? bytes : new Uint8Array((r1 - r0) * out * size);
+    for (let r = 0; r < r1 - r0; r++) {
+      if (into) lead.copyWithin(r * out * size, r * own * size, (r * own + out) * size);
+      else lead.set(bytes.subarray(r * own * size, (r * own + out) * size), r * out * size);
+    }
+    return { shape, dtype: info.dtype, bytes: lead.subarray(0, (r1 - r0) * out * size) };
+  };
+
+  /**
+   * The plans of a blocked tensor's blocks (by entry offset), from its method's block planner fed with
+   * the read passes over the blocks (on this thread, a block at a time: magnitude cuts, DARE's rescale
+   * norms) — made once per tensor, by its first block.
+   */
+  const planners = new Map<number, Promise<Map<number, NonNullable<MergeOptions["block"]>["plans"]>>>();
+  const prepare = async (tensor: number) => {
+    const e = list[tensor], b = blocked.get(e.name)!;
+    const pl = blockPlanner(plan, e, options.seed);
+    if (!pl) throw new MoekitError(`tensor ${clip(e.name, 80)}: ${plan.method} cannot merge it in blocks`);
+    // one raw buffer per input (and one float32 buffer per bf16/f16 input), reused from block to block
+    // and pass to pass: no fresh memory to fault in per read
+    const srcs = [...(e.base ? [e.base] : []), ...e.sources], n = b.rowsPerBlock * b.rowElems;
+    const infos = srcs.map((x) => ck(x.model).info(x.tensor)!);
+    const is16 = (d: Dtype) => d === "BF16" || d === "F16";
+    const bufs = pl.passes
+      ? infos.map((i) => new Uint8Array(b.rowsPerBlock * rowOf(i) * DTYPE_BYTES[i.dtype]))
+      : [];
+    const f32 = pl.passes ? infos.map((i) => (is16(i.dtype) ? new Float32Array(n) : undefined)) : [];
+    for (let pass = 0; pass < pl.passes; pass++) {
+      for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
+        const rows = [r0, Math.min(b.rows, r0 + b.rowsPerBlock)] as const, len = (rows[1] - r0) * b.rowElems;
+        const ts = await Promise.all(srcs.map((x, k) => raw(e, x, rows, bufs[k])));
+        if (closed) throw new MoekitError("the merge was stopped");
+        const data = ts.map((t, k) =>
+          is16(t.dtype)
+            ? decodeFloatsInto(t.bytes, t.dtype, f32[k]!.subarray(0, len))
+            : decodeFloats(t.bytes, t.dtype)
+        );
+        // the planner keeps counts and copies of boundary entries, not the block
+        pl.add(pass, {
+          offset: r0 * b.rowElems,
+          base: e.base ? data[0] : undefined,
+          models: data.slice(e.base ? 1 : 0),
+        });
+      }
+    }
+    [...bufs, ...f32].forEach(free); // before the merge pass reads its first block
+    // every block's plan now (a few numbers per model), so that the planner's memory — histograms, the
+    // boundary entries — is free before the merge pass
+    const plans = new Map<number, NonNullable<MergeOptions["block"]>["plans"]>();
+    for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) plans.set(r0 * b.rowElems, pl.plans(r0 * b.rowElems));
+    return plans;
+  };
+
+  /** Reads and merges one unit. */
+  const run = async (u: Unit): Promise<TensorData> => {
+    const e = list[u.tensor];
     if (e.passthrough) {
       const src = e.base ?? { model: refModel!, tensor: e.name };
       const bytes = await ck(src.model).readBytes(src.tensor);
       bytesRead += bytes.length;
       return bytes;
     }
+    // a block of a tensor: its plan first (the read passes of its first block), before its own reads
+    let block: MergeOptions["block"];
+    if (u.rows) {
+      const b = blocked.get(e.name)!, offset = u.rows[0] * b.rowElems;
+      if (!planners.has(u.tensor)) planners.set(u.tensor, prepare(u.tensor));
+      block = { offset, plans: (await planners.get(u.tensor)!).get(offset) };
+      if (u.rows[1] === b.rows) planners.delete(u.tensor); // the last block
+    }
     // raw bytes here; decoded where the merge runs (the Worker, or below on this thread)
-    const raw = async (s: { model: string; tensor: string }): Promise<RawTensor> => {
-      const info = ck(s.model).info(s.tensor)!, bytes = await ck(s.model).readBytes(s.tensor);
-      bytesRead += bytes.length;
-      return { shape: info.shape, dtype: info.dtype, bytes };
-    };
-    const [base, ...ts] = await Promise.all([e.base ? raw(e.base) : undefined, ...e.sources.map(raw)]);
+    const [base, ...ts] = await Promise.all([
+      e.base ? raw(e, e.base, u.rows) : undefined,
+      ...e.sources.map((s) => raw(e, s, u.rows)),
+    ]);
     const models = ts.map((tensor, i) => ({ tensor: tensor!, params: e.sources[i].params }));
     const opts: ComputeJob["options"] = {
       method: plan.method,
       params: e.params,
       name: e.name,
       seed: options.seed,
+      ...(block ? { block } : {}),
       // the inputs are ours (decoded for this merge): the kernels may overwrite them
       consumeInputs: true,
       // bf16 and f32 outputs encode through float32: a Float32Array result gives the same bytes
@@ -248,32 +517,51 @@ export function mergeStream(
     return runJob({ options: opts, base, models }).data;
   };
   const start = (j: number) => {
-    inFlight += numel(list[j]);
-    const p = run(list[j]);
-    p.catch(() => {}); // surfaces when (if) the tensor is taken
-    jobs[j] = p;
+    const u = units[j];
+    inFlight += u.elems;
+    u.job = run(u);
+    u.job.catch(() => {}); // surfaces when (if) the unit is taken
   };
   const fill = () => {
-    while (!closed && next < list.length && (next === oldest || inFlight + numel(list[next]) <= largest)) {
+    while (!closed && next < units.length && (inFlight === 0 || inFlight + units[next].elems <= largest)) {
       start(next++);
     }
   };
+  const release = (u: Unit) => {
+    if (u.released) return;
+    u.released = true;
+    inFlight -= u.elems;
+    fill();
+  };
+  /** The result of unit j, started now if it has not been (out of the writer's order: start it anyway). */
+  const result = (j: number) => {
+    fill();
+    while (next <= j) start(next++);
+    const u = units[j], p = u.job!;
+    u.job = undefined;
+    return p;
+  };
+  async function* blocks(j0: number, tensor: number): AsyncGenerator<ArrayLike<number>> {
+    for (let j = j0; j < units.length && units[j].tensor === tensor; j++) {
+      const data = await result(j) as ArrayLike<number>;
+      yield data; // resumed when the writer has written it
+      free(data); // the block's result is ours and written
+      release(units[j]);
+    }
+  }
   return {
-    async take(name) {
-      const j = at.get(name);
-      if (j === undefined) throw new MoekitError(`tensor ${clip(name, 80)} is not in this merge`);
-      fill();
-      while (next <= j) start(next++); // out of order (not the writer's way): start it anyway
-      const p = jobs[j]!;
-      jobs[j] = undefined;
-      return await p;
+    take(name) {
+      const j = first.get(name);
+      if (j === undefined) {
+        return Promise.reject(new MoekitError(`tensor ${clip(name, 80)} is not in this merge`));
+      }
+      if (units[j].rows) return Promise.resolve({ chunks: blocks(j, units[j].tensor) });
+      return result(j);
     },
     written(name) {
-      const j = at.get(name);
+      const j = first.get(name);
       if (j === undefined) return;
-      inFlight -= numel(list[j]);
-      oldest = Math.max(oldest, j + 1);
-      fill();
+      for (let k = j; k < units.length && units[k].tensor === units[j].tensor; k++) release(units[k]);
     },
     get bytesRead() {
       return bytesRead;
@@ -417,6 +705,7 @@ export async function writeMergePart(
     readonly shardBytes?: number;
     readonly seed?: number;
     readonly overlap?: boolean;
+    readonly maxBlockBytes?: number;
     readonly overwrite?: boolean;
     readonly inputs: readonly string[];
     readonly sideFiles: readonly ExtraFile[];
@@ -427,6 +716,7 @@ export async function writeMergePart(
 ): Promise<{ files: string[]; seconds: number; bytesRead: number }> {
   const start = performance.now();
   const { files, mine, configHash, planHash } = await planPart(plan, part, options);
+  planBlocks(plan, options.maxBlockBytes); // a cap below one row: refused before anything is written
   await checkOutputFolder(outDir, { overwrite: options.overwrite, inputs: options.inputs });
   const dir = `${partsFolder(outDir)}/part-${pad5(part.index)}-of-${pad5(part.count)}`;
   const staged = await stageOutput(dir, { overwrite: true, inputs: options.inputs, log: options.log });
