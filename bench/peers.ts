@@ -9,6 +9,7 @@
  *   deno task bench:peers --run-peers              # run the peers first, in the same sitting
  *   deno task bench:peers --threads 1,2 mixtral olmoe
  *   deno task bench:peers --backend wasm           # moekit's backend: auto (default), wasm, native, js
+ *   deno task bench:peers --backend native,wasm    # several backends, one sitting
  *   MOEKIT_BENCH_QUICK=1 deno task bench:peers     # smoke test: tiny synthetic shapes, no peers needed
  *
  * `--run-peers` runs the kit once per thread count with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to
@@ -63,16 +64,20 @@ if (!threads.every((t) => Number.isInteger(t) && t >= 1)) {
   Deno.exit(2);
 }
 
-const backend = args.values.backend!;
-if (!["auto", "wasm", "native", "js"].includes(backend)) {
-  console.error(`error: --backend must be auto, wasm, native or js, got "${backend}"`);
+const backends = args.values.backend!.split(",");
+if (!backends.every((b) => ["auto", "wasm", "native", "js"].includes(b))) {
+  console.error(
+    `error: --backend must be auto, wasm, native or js (or a comma-separated list), got "${args.values.backend}"`,
+  );
   Deno.exit(2);
 }
-const used = backend === "auto" ? kernelInfo().backend : backend;
-if (!kernelInfo().backends.some((b) => b.name === used && b.available)) {
-  const why = kernelInfo().backends.find((b) => b.name === used)?.reason ?? "unknown backend";
-  console.error(`error: backend "${used}" is not available: ${why}`);
-  Deno.exit(2);
+const usedList = [...new Set(backends.map((b) => b === "auto" ? kernelInfo().backend : b))];
+for (const used of usedList) {
+  if (!kernelInfo().backends.some((b) => b.name === used && b.available)) {
+    const why = kernelInfo().backends.find((b) => b.name === used)?.reason ?? "unknown backend";
+    console.error(`error: backend "${used}" is not available: ${why}`);
+    Deno.exit(2);
+  }
 }
 
 const sittingStart = Date.now();
@@ -216,7 +221,7 @@ const fmt = (v: number | undefined) =>
     ? `${(v / 1e3).toFixed(v >= 1e5 ? 0 : 1)}k`
     : v.toFixed(0);
 console.log(
-  `moekit backend ${used}${used === "wasm" ? ` (${info.simd} SIMD)` : ""}; peers: ${
+  `moekit backends ${usedList.map((u) => u === "wasm" ? `wasm (${info.simd} SIMD)` : u).join(", ")}; peers: ${
     peerFile || "none found"
   }`,
 );
@@ -225,17 +230,21 @@ for (const s of shapes) {
   const input = inputs(s), x = allocTokens(s.T, s.d);
   x.data.set(input.x);
   const w = matrix.from(input.w, s.E, s.d), ref = input.ref;
-  const router = topKRouter({ weight: w, k: s.k, backend: used });
-  const ours: Record<number, number> = {};
+  const ours: Record<string, Record<number, number>> = {};
   let agree = 1, foreign = 0;
-  for (const n of threads) {
-    // Workers for the WebAssembly kernel; the BLAS library's own threads for native
-    await useThreads(used === "native" ? 1 : n);
-    if (used === "native") setNativeThreads(n);
-    const r = timeIt(() => void router.route(x));
-    ours[n] = s.T / r.median;
-    foreign = Math.max(foreign, r.foreign);
-    agree = Math.min(agree, agreement(router.route(x).indices, ref, s.T, s.k));
+  for (const used of usedList) {
+    for (const n of threads) {
+      const router = topKRouter({ weight: w, k: s.k, backend: used });
+      ours[used] ??= {};
+      // moekit's Workers (for native: each runs its own 1-thread GEMM on its tiles); the library's threads
+      // for whatever native runs on the calling thread alone
+      await useThreads(n);
+      if (used === "native") setNativeThreads(n);
+      const r = timeIt(() => void router.route(x));
+      ours[used][n] = s.T / r.median;
+      foreign = Math.max(foreign, r.foreign);
+      agree = Math.min(agree, agreement(router.route(x).indices, ref, s.T, s.k));
+    }
   }
   await useThreads(1);
   freeTokens(x);
@@ -246,10 +255,28 @@ for (const s of shapes) {
     console.log(
       `${s.name.padEnd(13)} ${who.padEnd(14)} ${cell(a).padStart(20)} ${cell(b).padStart(22)}${extra}`,
     );
-  line("moekit", ours[1], ours[2], `   ${(100 * agree).toFixed(2)}%   ${foreign.toFixed(2)}`);
+  for (const used of usedList) {
+    const who = usedList.length > 1 ? `moekit-${used}` : "moekit";
+    line(who, ours[used][1], ours[used][2], `   ${(100 * agree).toFixed(2)}%   ${foreign.toFixed(2)}`);
+  }
   for (const p of ["torch", "torch-passive", "ort", "numpy", "tfjs-wasm-wT"]) {
     const a = peers.get(`${s.name}|${p}|1`), b = peers.get(`${s.name}|${p}|2`);
     if (a !== undefined || b !== undefined) line(p, a, b);
+  }
+  // the issue's yardstick: the faster of PyTorch (either wait policy) and onnxruntime, same thread count
+  const best = (n: number) =>
+    Math.max(...["torch", "torch-passive", "ort"].map((p) => peers.get(`${s.name}|${p}|${n}`) ?? 0)) ||
+    undefined;
+  for (const used of threads.some((n) => best(n)) ? usedList : []) {
+    const r = threads.map((n) => {
+      const b = best(n), v = ours[used][n];
+      return `${n}T ${b && v ? (v / b).toFixed(2) : "-"}x`;
+    });
+    console.log(
+      `${s.name.padEnd(13)} ${(usedList.length > 1 ? used : "moekit").padEnd(14)} ÷ best peer: ${
+        r.join("  ")
+      }`,
+    );
   }
   const peerRows: Record<string, Record<number, number>> = {};
   for (const [key, v] of peers) {
@@ -262,7 +289,7 @@ for (const s of shapes) {
     d: s.d,
     E: s.E,
     k: s.k,
-    moekit: ours,
+    moekit: usedList.length > 1 ? ours : ours[usedList[0]],
     agreement: agree,
     foreign,
     peers: peerRows,
@@ -279,4 +306,6 @@ for (const s of shapes) {
     Deno.exit(1);
   }
 }
-if (args.values.json) console.log(JSON.stringify({ kernel: info, backend: used, peerFiles, rows }));
+if (args.values.json) {
+  console.log(JSON.stringify({ kernel: info, backend: usedList.join(","), peerFiles, rows }));
+}

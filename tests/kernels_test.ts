@@ -230,3 +230,60 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
   assert.equal(threadCount(), 1);
   await assert.rejects(() => useThreads(0), OptionError);
 });
+
+const nativeUp = kernelInfo().backends.some((b) => b.name === "native" && b.available);
+
+Deno.test(
+  `fused softmax top-k epilogue: same experts as the js selector, weights within 1e-6, on wasm${
+    nativeUp ? " and native" : " (native skipped: not available here)"
+  }, 1 and 2 threads, ties included`,
+  async () => {
+    // [T, d, E, k, normTopkProb]: k = 1 (argmax path), k ≤ 4 and ≤ 8 (threshold prefilter), k > 8 (none),
+    // E not a multiple of 4, E = k, E = 1; T ≥ 2048 reaches the native Workers' 512-token tiles
+    const cases: [number, number, number, number, boolean][] = [
+      [2100, 8, 64, 8, true],
+      [2100, 12, 8, 2, false],
+      [700, 24, 130, 1, true],
+      [333, 10, 7, 3, true],
+      [300, 9, 5, 5, false],
+      [260, 16, 37, 9, true],
+      [100, 8, 1, 1, true],
+    ];
+    const backends = nativeUp ? ["wasm", "native"] : ["wasm"];
+    const inputs = cases.map(([T, d, E]) => {
+      const x = matrix.randn(T, d, { seed: T + E }),
+        w = matrix.randn(E, d, { seed: d, std: 1 / Math.sqrt(d) });
+      for (let t = 0; t < T; t += 7) x.data.fill(0, t * d, (t + 1) * d); // all logits equal: lowest indices win
+      for (let t = 3; t < T; t += 11) x.data.fill(1, t * d, (t + 1) * d);
+      if (E > 4) w.data.set(w.data.subarray(0, d), 4 * d); // experts 0 and 4 tie on every token
+      return { x, w };
+    });
+    const ref = cases.map(([, , , k, norm], i) =>
+      topKRouter({ weight: inputs[i].w, k, normTopkProb: norm, backend: "js" }).route(inputs[i].x)
+    );
+    try {
+      for (const threads of [1, 2]) {
+        await useThreads(threads);
+        for (const backend of backends) {
+          cases.forEach(([T, , E, k, norm], i) => {
+            const r = topKRouter({ weight: inputs[i].w, k, normTopkProb: norm, backend }).route(inputs[i].x);
+            const what = `${backend} ${threads}T T=${T} E=${E} k=${k}`;
+            assert.deepEqual(r.indices, ref[i].indices, what);
+            assert.equal(r.weights.length, ref[i].weights.length, what);
+            assertClose(r.weights, ref[i].weights, 1e-6);
+            assertClose(r.scores, ref[i].scores, 1e-6);
+          });
+          const bad = matrix.clone(inputs[0].x);
+          bad.data[2050 * 8 + 3] = NaN;
+          assert.throws(
+            () => topKRouter({ weight: inputs[0].w, k: 8, backend }).route(bad),
+            (e) => e instanceof NonFiniteError && e.row === 2050 && e.col === 3,
+            `${backend} ${threads}T`,
+          );
+        }
+      }
+    } finally {
+      await useThreads(1);
+    }
+  },
+);

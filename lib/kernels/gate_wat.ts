@@ -9,6 +9,9 @@
  * 39–40; 3×3×u4 45–49; 4×3 26 (spills). Edge kernels (R×1, 1×C, 1×1) cover the T and E remainders; a
  * plain 4-float loop and a scalar loop cover the d remainders.
  *
+ * The epilogue functions: `softmax_sums` and `sigmoid_map` (vector exp), and `topk_rows`, the SIMD top-k
+ * of the fused softmax top-k path (see `topKFunctions`).
+ *
  * `lib/kernels/build.ts` turns this text into `gate_wasm.ts` (base64 of the binaries); a test checks that
  * the committed binaries are exactly what this source builds to.
  * @module
@@ -27,7 +30,9 @@ export function gateKernelWat(
 ): string {
   const fma = (a: string, b: string, acc: string) =>
     relaxed ? `(f32x4.relaxed_madd ${a} ${b} ${acc})` : `(f32x4.add ${acc} (f32x4.mul ${a} ${b}))`;
-  const shapes = [[R, C], [R, 1], [1, C], [1, 1]];
+  const shapes = [[R, C], [R, 1], [1, C], [1, 1]].filter(([r, c], i, all) =>
+    all.findIndex(([r2, c2]) => r2 === r && c2 === c) === i
+  );
   // the expert loop for `groups` consecutive R-row blocks (or 1-row blocks): each C-expert weight slice
   // is used by all of them while it is hot in L1/L2, so W streams from L3 once per R·G tokens, not per R
   const expertLoop = (rows: number, groups: number, label: string) => {
@@ -329,5 +334,262 @@ function epilogueFunctions(): string {
     f(1)
   } (local.get $ey))))
       (local.set $p (i32.add (local.get $p) (i32.const 16)))
-      (br $each))))`;
+      (br $each))))
+${topKFunctions()}`;
+}
+
+/**
+ * Top-k selection over logits rows: `topk_rows(l, rows, E, k, idx, tmp)` writes per row the k best
+ * experts to `idx` (i32, by logit descending, equal logits by ascending index — exactly routing's
+ * `topKIndices`). The logits must be finite (the caller checks the softmax sums first); `tmp` is max(k, 16) floats
+ * of scratch. The softmax weights are computed from them in JS, in float64 as routing's selector does.
+ *
+ * - k = 1: the row max (one vector max per 4 logits), then the first index holding it.
+ * - 2 ≤ k ≤ 8, two passes. (1) Each of the four SIMD lanes keeps its m = ⌈k/4⌉ largest logits (max/min,
+ *   no branches). The smallest of those 4m values, τ, is reached by at least k logits, so every winner is
+ *   ≥ τ. (2) The row is scanned again, four logits per compare. Only lanes ≥ τ and above the current k-th
+ *   best (13 of 64 on OLMoE-like rows) are inserted, in index order, into the best 8 so far. Those are kept
+ *   sorted in two vectors and updated by compares and selects, with no branch. The result is the same as
+ *   inserting every logit.
+ * - k > 8: the plain sorted insertion of every logit above the current k-th best.
+ */
+function topKFunctions(): string {
+  const at = (base: string, i: string) => `(i32.add (local.get ${base}) (i32.shl ${i} (i32.const 2)))`;
+  // per-lane test: while filling, v ≥ τ; once full, v above the k-th best
+  const consider = (i: string) =>
+    `(if (if (result i32) (i32.lt_u (local.get $filled) (local.get $k))
+                (then (f32.ge (local.get $v) (local.get $tau))) (else (f32.gt (local.get $v) (local.get $kth))))
+              (then
+                (local.set $filled (call $topk_insert (local.get $ob) (local.get $tmp) ${i} (local.get $v) (local.get $k) (local.get $filled)))
+                (if (i32.eq (local.get $filled) (local.get $k))
+                  (then (local.set $kth (f32.load ${
+      at("$tmp", "(i32.sub (local.get $k) (i32.const 1))")
+    }))))))`;
+  const loopTo = (label: string, j: string, end: string, step: number, body: string) =>
+    `(local.set ${j} (i32.const 0))
+      (block $${label}_done (loop $${label}
+        (br_if $${label}_done (i32.ge_u (local.get ${j}) ${end}))
+        ${body}
+        (local.set ${j} (i32.add (local.get ${j}) (i32.const ${step})))
+        (br $${label})))`;
+  // inserts logit (expression) at index $j into the sorted vectors A|B (logits) and IA|IB (indices): lanes
+  // holding a logit ≥ it stay, the first lane below it takes it, the lanes after take their left neighbour
+  const lanes = (a: number[]) => a.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]).join(" ");
+  const vinsert = (value: string) =>
+    `(local.set $vs (f32x4.splat ${value}))
+            (local.set $is (i32x4.splat (local.get $j)))
+            (local.set $mA (f32x4.ge (local.get $A) (local.get $vs)))
+            (local.set $mB (f32x4.ge (local.get $B) (local.get $vs)))
+            (local.set $pA (i8x16.shuffle ${
+      lanes([4, 0, 1, 2])
+    } (local.get $mA) (v128.const i32x4 -1 -1 -1 -1)))
+            (local.set $pB (i8x16.shuffle ${lanes([3, 4, 5, 6])} (local.get $mA) (local.get $mB)))
+            (local.set $B (v128.bitselect (local.get $B) (v128.bitselect (local.get $vs)
+              (i8x16.shuffle ${
+      lanes([3, 4, 5, 6])
+    } (local.get $A) (local.get $B)) (local.get $pB)) (local.get $mB)))
+            (local.set $IB (v128.bitselect (local.get $IB) (v128.bitselect (local.get $is)
+              (i8x16.shuffle ${
+      lanes([3, 4, 5, 6])
+    } (local.get $IA) (local.get $IB)) (local.get $pB)) (local.get $mB)))
+            (local.set $A (v128.bitselect (local.get $A) (v128.bitselect (local.get $vs)
+              (i8x16.shuffle ${
+      lanes([0, 0, 1, 2])
+    } (local.get $A) (local.get $A)) (local.get $pA)) (local.get $mA)))
+            (local.set $IA (v128.bitselect (local.get $IA) (v128.bitselect (local.get $is)
+              (i8x16.shuffle ${
+      lanes([0, 0, 1, 2])
+    } (local.get $IA) (local.get $IA)) (local.get $pA)) (local.get $mA)))`;
+  // the k-th best logit so far (−∞ until k are in): lane k − 1 of A|B, read back through memory
+  const kthOf = `(block (result f32)
+            (v128.store (local.get $tmp) (local.get $A))
+            (v128.store offset=16 (local.get $tmp) (local.get $B))
+            (f32.load ${at("$tmp", "(i32.sub (local.get $k) (i32.const 1))")}))`;
+  const hmin = (v: string) =>
+    `(f32.min (f32.min (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) (f32.min (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v})))`;
+  return `  ;; inserts logit v (index i) into the sorted list idx[0 .. filled), values vals[0 .. filled); returns the new count
+  (func $topk_insert (param $ob i32) (param $vb i32) (param $i i32) (param $v f32) (param $k i32) (param $filled i32) (result i32)
+    (local $q i32) (local $pv f32)
+    (if (i32.eq (local.get $filled) (local.get $k))
+      (then (local.set $filled (i32.sub (local.get $filled) (i32.const 1)))))
+    (local.set $q (local.get $filled))
+    (block $done (loop $shift
+      (br_if $done (i32.eqz (local.get $q)))
+      (local.set $pv (f32.load ${at("$vb", "(i32.sub (local.get $q) (i32.const 1))")}))
+      (br_if $done (i32.eqz (f32.gt (local.get $v) (local.get $pv))))
+      (f32.store ${at("$vb", "(local.get $q)")} (local.get $pv))
+      (i32.store ${at("$ob", "(local.get $q)")} (i32.load ${
+    at("$ob", "(i32.sub (local.get $q) (i32.const 1))")
+  }))
+      (local.set $q (i32.sub (local.get $q) (i32.const 1)))
+      (br $shift)))
+    (f32.store ${at("$vb", "(local.get $q)")} (local.get $v))
+    (i32.store ${at("$ob", "(local.get $q)")} (local.get $i))
+    (i32.add (local.get $filled) (i32.const 1)))
+  ;; per row r < rows: idx[r*k ..] = the k best of l[r, :] (byte offsets; tmp holds max(k, 16) floats)
+  (func (export "topk_rows") (param $l i32) (param $rows i32) (param $E i32) (param $k i32) (param $idx i32) (param $tmp i32)
+    (local $r i32) (local $i i32) (local $j i32) (local $end4 i32) (local $filled i32) (local $kth f32) (local $v f32)
+    (local $tau f32) (local $a0 v128) (local $a1 v128) (local $lo v128)
+    (local $lrow i32) (local $ob i32) (local $o i32) (local $vec v128) (local $m f32) (local $bits i32)
+    (local $A v128) (local $B v128) (local $IA v128) (local $IB v128) (local $tv v128) (local $kv v128)
+    (local $vs v128) (local $is v128) (local $mA v128) (local $mB v128) (local $pA v128) (local $pB v128)
+    (local.set $end4 (i32.and (local.get $E) (i32.const -4)))
+    (block $rows_done (loop $rows_loop
+      (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $lrow (i32.add (local.get $l) (i32.shl (i32.mul (local.get $r) (local.get $E)) (i32.const 2))))
+      (local.set $o (i32.shl (i32.mul (local.get $r) (local.get $k)) (i32.const 2)))
+      (local.set $ob (i32.add (local.get $idx) (local.get $o)))
+      (local.set $filled (i32.const 0))
+      (local.set $kth (f32.const -inf))
+      (local.set $tau (f32.const -inf))
+      (local.set $a0 (f32x4.splat (f32.const -inf)))
+      (local.set $a1 (f32x4.splat (f32.const -inf)))
+      (if (i32.eq (local.get $k) (i32.const 1))
+        (then
+          ;; k = 1: the row max, then the first index holding it
+          ${
+    loopTo(
+      "pre0",
+      "$i",
+      "(local.get $end4)",
+      4,
+      `(local.set $a0 (f32x4.pmax (local.get $a0) (v128.load ${at("$lrow", "(local.get $i)")})))`,
+    )
+  }
+          (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $a0)) (f32x4.extract_lane 1 (local.get $a0)))
+            (f32.max (f32x4.extract_lane 2 (local.get $a0)) (f32x4.extract_lane 3 (local.get $a0)))))
+          (block $mt_done (loop $mt
+            (br_if $mt_done (i32.ge_u (local.get $i) (local.get $E)))
+            (local.set $m (f32.max (local.get $m) (f32.load ${at("$lrow", "(local.get $i)")})))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $mt)))
+          (local.set $vec (f32x4.splat (local.get $m)))
+          (local.set $i (i32.const 0))
+          (block $found
+            (block $f4_done (loop $f4
+              (br_if $f4_done (i32.ge_u (local.get $i) (local.get $end4)))
+              (local.set $j (i32x4.bitmask (f32x4.eq (v128.load ${
+    at("$lrow", "(local.get $i)")
+  }) (local.get $vec))))
+              (if (local.get $j) (then
+                (local.set $i (i32.add (local.get $i) (i32.ctz (local.get $j))))
+                (br $found)))
+              (local.set $i (i32.add (local.get $i) (i32.const 4)))
+              (br $f4)))
+            (block $f1_done (loop $f1
+              (br_if $f1_done (i32.ge_u (local.get $i) (local.get $E)))
+              (br_if $found (f32.eq (f32.load ${at("$lrow", "(local.get $i)")}) (local.get $m)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $f1))))
+          (i32.store (local.get $ob) (local.get $i))
+          (f32.store (local.get $tmp) (local.get $m))
+          (local.set $filled (i32.const 1))
+          ;; nothing above the max: the selection passes below find no candidate
+          (local.set $kth (local.get $m)))
+        (else (if (i32.le_u (local.get $k) (i32.const 4))
+        (then
+          ${
+    loopTo(
+      "pre1",
+      "$i",
+      "(local.get $end4)",
+      4,
+      `(local.set $a0 (f32x4.pmax (local.get $a0) (v128.load ${at("$lrow", "(local.get $i)")})))`,
+    )
+  }
+          (local.set $tau ${hmin("(local.get $a0)")}))
+        (else (if (i32.le_u (local.get $k) (i32.const 8))
+          (then
+            ${
+    loopTo(
+      "pre2",
+      "$i",
+      "(local.get $end4)",
+      4,
+      `(local.set $vec (v128.load ${at("$lrow", "(local.get $i)")}))
+            (local.set $lo (f32x4.pmin (local.get $a0) (local.get $vec)))
+            (local.set $a0 (f32x4.pmax (local.get $a0) (local.get $vec)))
+            (local.set $a1 (f32x4.pmax (local.get $a1) (local.get $lo)))`,
+    )
+  }
+            (local.set $tau ${hmin("(local.get $a1)")})))))))
+      ;; 2 ≤ k ≤ 8: the best 8 so far, sorted, in two vectors of logits (A, B) and indices (IA, IB); each
+      ;; candidate is inserted with compares and selects, no branch (ties stay in index order)
+      (if (i32.and (i32.gt_u (local.get $k) (i32.const 1)) (i32.le_u (local.get $k) (i32.const 8))) (then
+        (local.set $A (f32x4.splat (f32.const -inf)))
+        (local.set $B (f32x4.splat (f32.const -inf)))
+        (local.set $IA (i32x4.splat (i32.const 0)))
+        (local.set $IB (i32x4.splat (i32.const 0)))
+        (local.set $tv (f32x4.splat (local.get $tau)))
+        (local.set $kv (f32x4.splat (f32.const -inf)))
+        ${
+    loopTo(
+      "vsel",
+      "$i",
+      "(local.get $end4)",
+      4,
+      `(local.set $bits (i32x4.bitmask (v128.and (f32x4.ge (local.tee $vec (v128.load ${
+        at("$lrow", "(local.get $i)")
+      })) (local.get $tv))
+          (f32x4.gt (local.get $vec) (local.get $kv)))))
+        (if (local.get $bits) (then
+          (block $bits_done (loop $each_bit
+            (br_if $bits_done (i32.eqz (local.get $bits)))
+            (local.set $j (i32.add (local.get $i) (i32.ctz (local.get $bits))))
+            (local.set $bits (i32.and (local.get $bits) (i32.sub (local.get $bits) (i32.const 1))))
+            ${vinsert(`(f32.load ${at("$lrow", "(local.get $j)")})`)}
+            (br $each_bit)))
+          (local.set $kv (f32x4.splat ${kthOf}))))`,
+    )
+  }
+        (block $vt_done (loop $vt
+          (br_if $vt_done (i32.ge_u (local.get $i) (local.get $E)))
+          (local.set $v (f32.load ${at("$lrow", "(local.get $i)")}))
+          (if (i32.and (f32.ge (local.get $v) (local.get $tau)) (f32.gt (local.get $v) (f32x4.extract_lane 0 (local.get $kv))))
+            (then
+              (local.set $j (local.get $i))
+              ${vinsert("(local.get $v)")}
+              (local.set $kv (f32x4.splat ${kthOf}))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $vt)))
+        (v128.store offset=32 (local.get $tmp) (local.get $IA))
+        (v128.store offset=48 (local.get $tmp) (local.get $IB))
+        ${
+    loopTo(
+      "vout",
+      "$j",
+      "(local.get $k)",
+      1,
+      `(i32.store ${at("$ob", "(local.get $j)")} (i32.load offset=32 ${at("$tmp", "(local.get $j)")}))`,
+    )
+  }))
+      (if (i32.gt_u (local.get $k) (i32.const 8)) (then
+      ${
+    loopTo(
+      "sel4",
+      "$i",
+      "(local.get $end4)",
+      4,
+      `(local.set $vec (v128.load ${at("$lrow", "(local.get $i)")}))
+        (if (v128.any_true (if (result v128) (i32.lt_u (local.get $filled) (local.get $k))
+              (then (f32x4.ge (local.get $vec) (f32x4.splat (local.get $tau))))
+              (else (f32x4.gt (local.get $vec) (f32x4.splat (local.get $kth))))))
+          (then
+            ${
+        range(4).map((lane) =>
+          `(local.set $v (f32x4.extract_lane ${lane} (local.get $vec)))
+            ${consider(`(i32.add (local.get $i) (i32.const ${lane}))`)}`
+        ).join("\n            ")
+      }))`,
+    )
+  }
+      (block $sel1_done (loop $sel1
+        (br_if $sel1_done (i32.ge_u (local.get $i) (local.get $E)))
+        (local.set $v (f32.load ${at("$lrow", "(local.get $i)")}))
+        ${consider("(local.get $i)")}
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $sel1)))
+      ))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rows_loop))))`;
 }

@@ -15,6 +15,7 @@ export interface GateKernel {
   gemm_nt(x: number, w: number, out: number, T: number, d: number, E: number): void;
   softmax_sums(logits: number, rows: number, E: number, out: number): void;
   sigmoid_map(logits: number, n: number, out: number): void;
+  topk_rows(logits: number, rows: number, E: number, k: number, idx: number, tmp: number): void;
 }
 
 function decode(b64: string): Uint8Array<ArrayBuffer> {

@@ -3,13 +3,26 @@
  * route call wakes them through `Atomics.notify` on a shared control array (no messages per call), and
  * all n threads take tiles of tokens from a shared atomic counter until none is left. Workers rebuild
  * the selector from its serialisable spec through routing's selector registry (loaded by URL, so this
- * folder imports nothing from routing but the backend interface's types).
+ * folder imports from routing only the backend interface), or, for softmax top-k, run the kernel's fused
+ * epilogue instead (`fusedTopK`). Tiles are multiplied on the WebAssembly kernel, or for the native
+ * backend with a 1-thread `cblas_sgemm` per thread.
  * @module
  */
 
 import { MoekitError, NonFiniteError, OptionError } from "../core/errors.ts";
-import type { ParallelJob, SelectionBuffers } from "../routing/backend.ts";
-import { allocBytes, freeBytes, heapF32, inKernelMemory, requireRuntime } from "./runtime.ts";
+import { checkLogitsFinite, type ParallelJob, type SelectionBuffers } from "../routing/backend.ts";
+import { type Mat, matrix } from "../core/matrix.ts";
+import { topKWeights, type WasmGemm } from "./gemm.ts";
+import {
+  allocBytes,
+  freeBytes,
+  type GateKernel,
+  heapF32,
+  inKernelMemory,
+  requireRuntime,
+} from "./runtime.ts";
+import { Rng } from "../core/random.ts";
+import { nativeSgemm } from "./native.ts";
 
 /** Control words per worker: [0] job sequence (−1 = stop), [1] done sequence, [2] status, [3] job bytes. */
 const CTL = 16, JOB_BYTES = 1 << 16;
@@ -109,23 +122,112 @@ export interface ThreadJob {
   training: boolean;
   seed: number;
   bias?: number[];
+  /** Multiply tiles with the native library's `cblas_sgemm` (1 thread per caller; `w` is then Wᵀ [d,E]). */
+  native?: boolean;
+  /** Select with the kernel's fused softmax top-k epilogue (see {@link fusedTopK}), straight into the outputs. */
+  fused?: { k: number; norm: boolean };
+  /** Scratch for the fused epilogue: the tile's selected experts (tile·k ints), then max(k, 16) floats. */
+  tmp: number;
+}
+
+/** The part of a selector a thread calls (structurally routing's `Selector`). */
+export interface TileSelector {
+  select(
+    logits: Mat,
+    tokenOffset: number,
+    out: { indices: Int32Array; weights: Float32Array; scores: Float32Array },
+    ctx: Record<string, unknown>,
+  ): unknown;
+}
+
+/**
+ * Runs the tiles of a job, each taken from the shared counter until none is left: on a Worker, or on the
+ * calling thread for native and fused jobs. Selections land in the job's shared output arrays.
+ */
+export function runTileJob(
+  job: ThreadJob,
+  memory: WebAssembly.Memory,
+  ctl: Int32Array,
+  kernel: GateKernel,
+  selector: TileSelector | undefined,
+): void {
+  const heap = new Float32Array(memory.buffer), { E, d, k, tile, rows: T } = job;
+  const out = {
+    indices: new Int32Array(memory.buffer, job.indices, T * k),
+    weights: new Float32Array(memory.buffer, job.weights, T * k),
+    scores: new Float32Array(memory.buffer, job.scores, T * k),
+  };
+  const epilogue = job.selector.epilogue, random = job.selector.random;
+  const callRng = new Rng(job.seed), tiles = Math.ceil(T / tile);
+  for (let t = Atomics.add(ctl, job.counter, 1); t < tiles; t = Atomics.add(ctl, job.counter, 1)) {
+    const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
+    const logits: Mat = { rows: n, cols: E, data: heap.subarray(job.scratch / 4, job.scratch / 4 + n * E) };
+    const xTile = () => ({ rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) });
+    if (job.native) {
+      const wt = heap.subarray(job.w / 4, job.w / 4 + E * d); // Wᵀ [d,E]
+      nativeSgemm(false, false, n, E, d, 1, xTile().data, d, wt, E, 0, logits.data, E);
+    } else kernel.gemm_nt(xt, job.w, job.scratch, n, d, E);
+    if (job.fused) {
+      // a non-finite logit makes its row's softmax sum NaN or ∞: check the tile only then (and throw)
+      kernel.softmax_sums(job.scratch, n, E, job.epi);
+      for (let i = job.epi / 4; i < job.epi / 4 + n; i++) {
+        if (!(heap[i] > 0 && heap[i] < Infinity)) {
+          checkLogitsFinite(logits, xTile(), t0);
+          throw new MoekitError(`softmax sum of token ${t0 + i - job.epi / 4} is ${heap[i]}`);
+        }
+      }
+      kernel.topk_rows(job.scratch, n, E, k, job.tmp, job.tmp + n * k * 4);
+      const idx = new Int32Array(memory.buffer, job.tmp, n * k),
+        sums = heap.subarray(job.epi / 4, job.epi / 4 + n);
+      topKWeights(logits.data, E, k, job.fused.norm, sums, idx, out, t0);
+      continue;
+    }
+    if (job.bias) {
+      for (let i = 0; i < n; i++) for (let e = 0; e < E; e++) logits.data[i * E + e] += job.bias[e];
+    }
+    checkLogitsFinite(logits, xTile(), t0);
+    const ctx: Record<string, unknown> = {
+      training: job.training,
+      rng: random ? callRng.derive("tile", t0) : callRng,
+      tokens: T,
+    };
+    if (epilogue === "softmaxSums") {
+      kernel.softmax_sums(job.scratch, n, E, job.epi);
+      ctx.softmaxSums = heap.subarray(job.epi / 4, job.epi / 4 + n);
+    } else if (epilogue === "sigmoid") {
+      kernel.sigmoid_map(job.scratch, n * E, job.epi);
+      ctx.sigmoid = heap.subarray(job.epi / 4, job.epi / 4 + n * E);
+    }
+    if (!selector) throw new MoekitError("a thread job without a selector must be fused");
+    selector.select(logits, t0, out, ctx);
+  }
 }
 
 /**
  * Runs a tiled route over worker threads when possible: returns false (and does nothing) when there are
- * no Workers or too few tiles. Otherwise every thread, this one included, takes the next tile from a
- * shared atomic counter until all are done (so a slower thread simply takes fewer tiles); selections
- * land in shared staging arrays and are copied to `job.out`.
+ * no Workers or too few tiles, or for a native job whose selector has no fused epilogue. Otherwise every
+ * thread, this one included, takes the next tile from a shared atomic counter until all are done (so a
+ * slower thread simply takes fewer tiles); selections land in shared staging arrays and are copied to
+ * `job.out`. With `native`, each thread multiplies its tiles with a 1-thread `cblas_sgemm` (the caller
+ * sets the library to 1 thread) and `weightPtr` points at Wᵀ `[d,E]`; `tile` overrides the job's tile size.
  */
-export function parallelSelect(weightPtr: number, E: number, job: ParallelJob): boolean {
+export function parallelSelect(
+  weightPtr: number,
+  E: number,
+  job: ParallelJob,
+  opts: { native?: boolean; tile?: number } = {},
+): boolean {
   if (!pool) return false;
-  const { x, k, tileTokens: tile } = job;
+  const { x, k } = job, tile = opts.tile ?? job.tileTokens, fused = fusedTopK(job);
   const T = x.rows, n = pool.workers.length + 1;
-  if (T < 2 * n * tile) return false;
+  if (T < 2 * n * tile || (opts.native && !fused)) return false;
   const rt = requireRuntime(), p = pool, d = x.cols;
   const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
-  // shared staging: the three output arrays, then per worker a logits tile and an epilogue buffer
-  const need = (3 * T * k + (n - 1) * (2 * tile * E + 4)) * 4;
+  // shared staging: the three output arrays, then per thread a logits tile and an epilogue buffer (softmax
+  // sums or sigmoids, then the fused epilogue's scratch)
+  const epiFloats = Math.ceil(Math.max(tile * E + 4, tile + 4 + tile * k + Math.max(k, 16)) / 4) * 4,
+    own = tile * E + epiFloats;
+  const need = (3 * T * k + n * own) * 4;
   if (p.staging.bytes < need) {
     if (p.staging.bytes > 0) freeBytes(rt, p.staging.ptr);
     p.staging = { ptr: allocBytes(rt, need), bytes: need };
@@ -143,30 +245,35 @@ export function parallelSelect(weightPtr: number, E: number, job: ParallelJob): 
   };
   const bias = job.bias ? Array.from(job.bias) : undefined;
   const seq = ++p.seq;
+  const spec = (i: number): ThreadJob => {
+    const mine = s0 + (3 * T * k + i * own) * 4;
+    return {
+      x: xPtr,
+      w: weightPtr,
+      d,
+      E,
+      k,
+      rows: T,
+      tile,
+      counter: counterIndex,
+      scratch: mine,
+      epi: mine + tile * E * 4,
+      tmp: mine + (tile * E + tile + 4) * 4,
+      indices: s0,
+      weights: s0 + T * k * 4,
+      scores: s0 + 2 * T * k * 4,
+      selector: job.selector,
+      training: job.training,
+      seed: job.seed,
+      ...(bias ? { bias } : {}),
+      ...(opts.native ? { native: true } : {}),
+      ...(fused ? { fused } : {}),
+    };
+  };
   Atomics.store(p.ctl, counterIndex, 0);
   try {
     for (let i = 0; i < n - 1; i++) {
-      const own = s0 + (3 * T * k + i * (2 * tile * E + 4)) * 4;
-      const spec: ThreadJob = {
-        x: xPtr,
-        w: weightPtr,
-        d,
-        E,
-        k,
-        rows: T,
-        tile,
-        counter: counterIndex,
-        scratch: own,
-        epi: own + tile * E * 4,
-        indices: s0,
-        weights: s0 + T * k * 4,
-        scores: s0 + 2 * T * k * 4,
-        selector: job.selector,
-        training: job.training,
-        seed: job.seed,
-        ...(bias ? { bias } : {}),
-      };
-      const bytes = new TextEncoder().encode(JSON.stringify(spec));
+      const bytes = new TextEncoder().encode(JSON.stringify(spec(i)));
       if (bytes.length > JOB_BYTES) {
         throw new MoekitError(`thread job description too large (${bytes.length} bytes)`);
       }
@@ -177,8 +284,15 @@ export function parallelSelect(weightPtr: number, E: number, job: ParallelJob): 
     }
     let failure: Error | undefined;
     try {
-      for (let t = Atomics.add(p.ctl, counterIndex, 1); t < tiles; t = Atomics.add(p.ctl, counterIndex, 1)) {
-        job.runTiles(t * tile, Math.min(T, (t + 1) * tile), staging);
+      if (fused) runTileJob(spec(n - 1), rt.memory, p.ctl, rt.kernel, undefined);
+      else {
+        for (
+          let t = Atomics.add(p.ctl, counterIndex, 1);
+          t < tiles;
+          t = Atomics.add(p.ctl, counterIndex, 1)
+        ) {
+          job.runTiles(t * tile, Math.min(T, (t + 1) * tile), staging);
+        }
       }
     } catch (e) {
       failure = e as Error;
@@ -205,6 +319,42 @@ export function parallelSelect(weightPtr: number, E: number, job: ParallelJob): 
     job.out.scores.set(staging.scores);
   } finally {
     if (staged) freeBytes(rt, staged);
+  }
+  return true;
+}
+
+/**
+ * Whether a tiled route can run the kernel's fused softmax top-k epilogue (`WasmGemm.softmaxTopK`)
+ * instead of the JS selector: a selector that declares `fusedTopK` (routing's `softmaxTopK`), no bias, no draws.
+ * Returns its k and whether the weights are renormalised, or undefined.
+ */
+export function fusedTopK(job: ParallelJob): { k: number; norm: boolean } | undefined {
+  const f = job.selector.fusedTopK;
+  if (!f || job.bias || job.selector.random || f.k !== job.k) return undefined;
+  return { k: f.k, norm: f.normalize };
+}
+
+/**
+ * Routes all tokens of `job` on the calling thread with the fused softmax top-k epilogue when it applies
+ * (see {@link fusedTopK}): blocks of `block` tokens are multiplied by `gemm` into the kernel scratch and
+ * selected there at once. Returns false (doing nothing) when the epilogue does not apply.
+ */
+export function serialFused(
+  g: WasmGemm,
+  job: ParallelJob,
+  gemm: (x: Mat, out: Mat) => void,
+  block: number,
+): boolean {
+  const f = fusedTopK(job);
+  if (!f) return false;
+  const T = job.x.rows;
+  for (let t0 = 0; t0 < T; t0 += block) {
+    const t1 = Math.min(T, t0 + block), xs = matrix.rowSlice(job.x, t0, t1), L = g.scratch(t1 - t0);
+    gemm(xs, L);
+    if (!g.softmaxTopK(L, f.k, f.norm, job.out, t0)) {
+      checkLogitsFinite(L, xs, t0); // throws on a non-finite logit
+      job.runTiles(t0, t1, job.out);
+    }
   }
   return true;
 }

@@ -7,8 +7,11 @@
 import type { ComputeBackend, GateGemm } from "../routing/backend.ts";
 import { registerBackend } from "../routing/backend.ts";
 import { wasmGemm } from "./gemm.ts";
-import { parallelSelect } from "./threads.ts";
+import { parallelSelect, serialFused } from "./threads.ts";
 import { wasmInfo } from "./runtime.ts";
+
+/** Tokens per GEMM + fused-epilogue block on one thread (the block's logits stay in L2). */
+const SERIAL_BLOCK = 256;
 
 /** The WebAssembly backend (priority 10: above js, below native). */
 export const wasmBackend: ComputeBackend = {
@@ -33,7 +36,9 @@ export const wasmBackend: ComputeBackend = {
       gemm: (x, out) => fast.logits(x, out),
       scratch: (rows) => fast.scratch(rows),
       epilogue: (kind, logits) => fast.epilogue(kind, logits),
-      runParallel: (job) => parallelSelect(fast.weightPtr, E, job),
+      runParallel: (job) =>
+        parallelSelect(fast.weightPtr, E, job) ||
+        serialFused(fast, job, (x, out) => fast.logits(x, out), SERIAL_BLOCK),
       release: () => fast.release(),
     };
   },

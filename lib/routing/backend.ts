@@ -193,6 +193,11 @@ export interface ParallelJob {
     readonly epilogue?: EpilogueKind;
     /** Whether the selector draws random numbers (then use the per-tile stream below). */
     readonly random: boolean;
+    /**
+     * Set when the selector is plain softmax top-k (see `Selector.fusedTopK`): with no `bias`, the backend
+     * may select with its own fused kernel instead of rebuilding the selector.
+     */
+    readonly fusedTopK?: { readonly k: number; readonly normalize: boolean };
   };
   /** Training mode of the call. */
   readonly training: boolean;

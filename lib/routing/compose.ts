@@ -180,6 +180,7 @@ export function composeRouter(options: ComposeOptions): Router {
               registry: SELECTOR_REGISTRY_URL,
               ...(kind ? { epilogue: kind } : {}),
               random: selector.random ?? false,
+              ...(selector.fusedTopK ? { fusedTopK: selector.fusedTopK } : {}),
             },
             training,
             seed: selectRng.seed,

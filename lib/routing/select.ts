@@ -132,6 +132,13 @@ export interface Selector {
    */
   readonly precomputed?: EpilogueKind;
   /**
+   * Set when the selector is plain softmax top-k — experts by descending logit, ties to the lower index,
+   * weights `softmax` of the chosen logits over all E (renormalised over the k when `normalize`), computed
+   * in float64 as {@link softmaxTopK} does: a compute backend may then select with its own fused kernel
+   * straight from its logits buffer (`ParallelJob.selector.fusedTopK`), with the same results.
+   */
+  readonly fusedTopK?: { readonly k: number; readonly normalize: boolean };
+  /**
    * A JSON-serialisable description from which another thread rebuilds the same selector through the
    * selector registry (`registerSelector`); selectors without one run on the calling thread only.
    */
@@ -240,6 +247,7 @@ export function softmaxTopK(options: SoftmaxTopKOptions): Selector {
     scoreFunction: "softmax",
     needsAllTokens: false,
     precomputed: "softmaxSums",
+    fusedTopK: { k, normalize: norm },
     spec: () => ({ kind: "softmaxTopK", options: { k, normTopkProb: norm }, module: import.meta.url }),
     validate: (experts) => checkK(k, experts),
     select(logits, tokenOffset, out, ctx) {
