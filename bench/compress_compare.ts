@@ -14,9 +14,10 @@
  *   MOEKIT_BENCH_QUICK=1 deno task bench:compress    # tiny sizes, a few seconds (CI)
  *
  * Options: `--threads N` (OpenBLAS threads for moekit's native backend and numpy), `--only a,b`
- * (`whitened`, `delta`, `align`), `--python PATH` (default `$MOEKIT_PYTHON` or `python3`; the peer is
- * skipped, with the reason, when numpy cannot be run). Timings are single runs: the machine is shared,
- * so compare the ratios of one run, not absolute seconds.
+ * (`whitened`, `delta`, `align`), `--variants a,b` (the whitened SVD's moekit runs: `native`,
+ * `native-randomized`, `wasm`, `wasm-randomized`; default all), `--python PATH` (default
+ * `$MOEKIT_PYTHON` or `python3`; the peer is skipped, with the reason, when numpy cannot be run).
+ * Timings are single runs: the machine is shared, so compare the ratios of one run, not absolute seconds.
  */
 
 import { runPythonPeer } from "./_python_peer.ts";
@@ -32,6 +33,7 @@ import {
   whitenedSvdCompress,
 } from "../mod.ts";
 import { linearAssignment, matmul, nativeInfo, setNativeThreads } from "../lib/linalg/mod.ts";
+import { matmulAdd } from "../lib/linalg/factor.ts";
 
 const quick = Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
 const args = parseArgs({
@@ -40,8 +42,10 @@ const args = parseArgs({
     threads: { type: "string", default: "1" },
     only: { type: "string", default: "whitened,delta,align" },
     python: { type: "string", default: Deno.env.get("MOEKIT_PYTHON") ?? "python3" },
+    variants: { type: "string", default: "native,native-randomized,wasm,wasm-randomized" },
   },
 }).values;
+const variantsWanted = new Set(args.variants!.split(","));
 const threads = Number(args.threads), only = new Set(args.only!.split(","));
 const native = nativeInfo();
 if (native.available) setNativeThreads(threads);
@@ -200,11 +204,12 @@ try {
     }
     const variants: [string, Parameters<typeof whitenedSvdCompress>[2], string][] = [
       ["native", { rank: r, backend: "native" }, "≤ 30 s"],
-      ["native randomized", { rank: r, backend: "native", randomized: true }, ""],
-      ["wasm randomized", { rank: r, backend: "wasm", randomized: true }, "≤ 5 min"],
+      ["native-randomized", { rank: r, backend: "native", randomized: true }, ""],
+      ["wasm", { rank: r, backend: "wasm" }, "≤ 5 min"],
+      ["wasm-randomized", { rank: r, backend: "wasm", randomized: true }, "≤ 5 min"],
     ];
     for (const [name, o, target] of variants) {
-      if (o.backend === "native" && !native.available) continue;
+      if (o.backend === "native" && !native.available || !variantsWanted.has(name)) continue;
       const t = time(() => whitenedSvdCompress(w, x, o));
       push([
         "",
@@ -276,10 +281,11 @@ try {
       "tgt_w2.f32": tgt.w2,
       "tgt_w3.f32": tgt.w3,
     });
+    // the cost exactly as alignPermutation builds it (three products accumulated in one buffer)
     const cost = time(() => {
-      const c = matmul(ref.w1, tgt.w1, { transB: true }), c3 = matmul(ref.w3, tgt.w3, { transB: true });
-      const c2 = matmul(ref.w2, tgt.w2, { transA: true });
-      for (let i = 0; i < c.data.length; i++) c.data[i] += c3.data[i] + c2.data[i];
+      const c = matmul(ref.w1, tgt.w1, { transB: true });
+      matmulAdd(c, ref.w3, tgt.w3, { transB: true });
+      matmulAdd(c, ref.w2, tgt.w2, { transA: true });
       return c;
     });
     const assign = time(() => linearAssignment(cost.value, { maximize: true }));

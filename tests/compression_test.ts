@@ -102,6 +102,26 @@ Deno.test("L2 whitening identity, §3 example, whitened ≤ plain on the same X,
   assert.throws(() => whitenedSvdCompress(w, matrix.zeros(0, 10), { rank: 2 }), /calibration set is empty/);
 });
 
+Deno.test("L2 at sizes that take the truncated Gram-eigen SVD: every backend gives the identity and the same error", async () => {
+  const { nativeInfo } = await import("../lib/linalg/mod.ts");
+  const backends = ["js", "wasm", ...(nativeInfo().available ? ["native" as const] : [])] as const;
+  // n = 256 columns: the whitened W·S and the plain W both go through svdTop's Gram path
+  const w = matrix.randn(300, 256, { seed: 31, std: 0.1 }), x = matrix.randn(400, 256, { seed: 32 });
+  const ref = whitenedSvdCompress(w, x, { rank: 16, backend: "js" });
+  for (const backend of backends) {
+    const wh = whitenedSvdCompress(w, x, { rank: 16, backend });
+    const d = matrix.clone(w);
+    lowRankProduct(wh).data.forEach((v, i) => (d.data[i] -= v));
+    const err = matrix.frobenius(matrix.matmulT(d, x)) ** 2;
+    assert.ok(Math.abs(err - wh.tailEnergy) <= 1e-3 * wh.tailEnergy, `${backend}: ‖(W − AB)Xᵀ‖² = tail`);
+    assertClose(wh.relativeError, ref.relativeError, 1e-5);
+    assert.equal(wh.singularValues.length, 256);
+    const plain = svdCompress(w, { rank: 16, backend }),
+      plainRef = svdCompress(w, { rank: 16, backend: "js" });
+    assertClose(plain.relativeError, plainRef.relativeError, 1e-5);
+  }
+});
+
 Deno.test("randomized SVD: exact on low-rank matrices, close to dense on noisy ones", () => {
   const lowRankW = matrix.matmul(matrix.randn(80, 6, { seed: 1 }), matrix.randn(6, 50, { seed: 2 }));
   const r = randomizedSvd(lowRankW, 6, { seed: 3 });

@@ -18,6 +18,8 @@ import {
   symmetricEigen,
 } from "../lib/linalg/mod.ts";
 import { wasmInfo } from "../lib/kernels/runtime.ts";
+import { matmulAdd, multiplyLowerRight, svdTop } from "../lib/linalg/factor.ts";
+import { symEigen64, symTop64 } from "../lib/linalg/dense.ts";
 import { munkres } from "../lib/deps.ts";
 
 const native = nativeInfo();
@@ -160,6 +162,61 @@ for (const b of backends) {
     assert.throws(() => rsvd(a, 81, opts), OptionError);
   });
 
+  t(
+    "svdTop (the compressions' truncated SVD): leading triplets and all σ as the dense SVD, tall and wide",
+    () => {
+      // k ≥ 256 takes the Gram path on every backend (native: float64 dsyrk + MRRR; wasm/js: inverse iteration)
+      const lowRank = matrix.matmul(matrix.randn(300, 8, { seed: 12 }), matrix.randn(8, 260, { seed: 13 }));
+      for (const a of [matrix.randn(300, 260, { seed: 14 }), matrix.randn(260, 300, { seed: 15 }), lowRank]) {
+        const k = 260, dense = svd(a, { backend: "js" });
+        for (const rank of [0, 1, 20]) {
+          const r = svdTop(a, rank, opts);
+          assert.equal(r.backend, b.name);
+          assert.deepEqual([r.u.rows, r.u.cols, r.s.length, r.vt.rows, r.vt.cols], [
+            a.rows,
+            rank,
+            k,
+            rank,
+            a.cols,
+          ]);
+          // wasm's Gram matrix is float32: σ below √ε·σ₁ ≈ 3e-4·σ₁ are noise there (as for its svd)
+          const sTol = b.name === "wasm" ? 5e-4 : 1e-5;
+          for (let i = 0; i < k; i++) assert.ok(Math.abs(r.s[i] - dense.s[i]) <= sTol * dense.s[0], `σ${i}`);
+          if (rank === 0) continue;
+          // the rank-r truncation is the same matrix (leading values are distinct here)
+          const top = Math.min(rank, a === lowRank ? 8 : rank);
+          const pick = (u: Mat, cols: number) => {
+            const o = matrix.zeros(u.rows, top);
+            for (let i = 0; i < u.rows; i++) {
+              for (let j = 0; j < top; j++) o.data[i * top + j] = u.data[i * cols + j];
+            }
+            return o;
+          };
+          const rec = matrix.matmul(scaleCols(pick(r.u, rank), r.s), matrix.rowSlice(r.vt, 0, top));
+          const ref = matrix.matmul(scaleCols(pick(dense.u, k), dense.s), matrix.rowSlice(dense.vt, 0, top));
+          assert.ok(diff(rec, ref) <= 2e-5 * fro(a), `rank ${rank}: ${diff(rec, ref) / fro(a)}`);
+          assert.ok(orthError(r.u) < 1e-4 && orthError(matrix.transpose(r.vt)) < 1e-4, "orthonormal factors");
+        }
+      }
+      assert.throws(
+        () => svdTop(matrix.randn(5, 4, { seed: 1 }), 5, opts),
+        /rank must be an integer in 0\.\.4/,
+      );
+    },
+  );
+
+  t("matmulAdd accumulates; multiplyLowerRight = B·L", () => {
+    const a = matrix.randn(30, 20, { seed: 16 }), c = matrix.randn(25, 20, { seed: 17 });
+    const acc = matrix.randn(30, 25, { seed: 18 }), want = matrix.matmulT(a, c);
+    for (let i = 0; i < want.data.length; i++) want.data[i] += acc.data[i];
+    matmulAdd(acc, a, c, { ...opts, transB: true });
+    assert.ok(diff(acc, want) <= 1e-5 * fro(want));
+    assert.throws(() => matmulAdd(matrix.zeros(2, 2), a, c, { ...opts, transB: true }), /matmulAdd: C/);
+    const l = cholesky(spd(20, 19), { backend: "js" });
+    const ref = matrix.matmul(a, l);
+    assert.ok(diff(multiplyLowerRight(a, l, opts), ref) <= 1e-5 * fro(ref));
+  });
+
   t("non-finite input → NonFiniteError naming the position, before any work", () => {
     const a = matrix.randn(4, 3, { seed: 1 });
     a.data[2 * 3 + 1] = NaN;
@@ -196,6 +253,38 @@ Deno.test("linalg: every available backend agrees (singular values, eigenvalues,
       for (let c = k; c < 110; c++) {
         assert.ok(Math.abs(sgn * r.r.data[k * 110 + c] - ref.r.data[k * 110 + c]) <= 1e-4 * ref.s[0]);
       }
+    }
+  }
+});
+
+Deno.test("symTop64: repeated and clustered eigenvalues give orthonormal eigenvectors with tiny residuals", () => {
+  // A = Q·diag(λ)·Qᵀ with λ = 5 (×4), 5 + 1e-9, 3 (×3), then a spread, for a random orthogonal Q
+  const n = 40,
+    lam = Array.from({ length: n }, (_, i) => (i < 4 ? 5 : i === 4 ? 5 + 1e-9 : i < 8 ? 3 : 1 / (i + 1)));
+  const q = qr(matrix.randn(n, n, { seed: 30 }), { backend: "js" }).q;
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < n; p++) v += q.data[i * n + p] * lam[p] * q.data[j * n + p];
+      a[i * n + j] = v;
+    }
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) a[i * n + j] = a[j * n + i];
+  const r = 10, got = symTop64(a, n, r, "test"), ref = symEigen64(a, n, "test");
+  for (let i = 0; i < n; i++) assert.ok(Math.abs(got.values[i] - ref.values[i]) < 1e-12 * 5, `λ${i}`);
+  assert.deepEqual(Array.from(got.top, (v) => +v.toFixed(6)), [5, 5, 5, 5, 5, 3, 3, 3, 0.111111, 0.1]);
+  for (let j = 0; j < r; j++) {
+    const v = got.vectors.subarray(j * n, (j + 1) * n);
+    for (let i = 0; i < n; i++) {
+      let av = 0;
+      for (let p = 0; p < n; p++) av += a[i * n + p] * v[p];
+      assert.ok(Math.abs(av - got.top[j] * v[i]) < 1e-12, `residual of vector ${j}`);
+    }
+    for (let p = 0; p <= j; p++) {
+      let dot = 0;
+      for (let i = 0; i < n; i++) dot += v[i] * got.vectors[p * n + i];
+      assert.ok(Math.abs(dot - (p === j ? 1 : 0)) < 1e-10, `⟨v${j}, v${p}⟩ = ${dot}`);
     }
   }
 });

@@ -114,33 +114,36 @@ export function deltaCompress(
     const b = base[key], m = b.rows, n = b.cols;
     const r = options.rank ?? rankForRatio(m, n, options.ratio ?? 0.25);
     params += m * n;
-    const deltas = groups.map(({ expert }) => ({
-      rows: m,
-      cols: n,
-      data: expert[key].data.map((v, i) => v - b.data[i]),
-    }));
-    let recon: Mat[];
+    const delta = (g: number): Mat => {
+      const w = groups[g].expert[key].data, out = new Float32Array(m * n);
+      for (let i = 0; i < out.length; i++) out[i] = w[i] - b.data[i];
+      return { rows: m, cols: n, data: out };
+    };
+    /** `base + rc` as expert g's matrix, tracking the largest weight error. */
+    const rebuild = (g: number, rc: Float32Array) => {
+      const w = groups[g].expert[key].data, out = matrix.zeros(m, n), o = out.data;
+      let worst = maxWeightError;
+      for (let i = 0; i < o.length; i++) {
+        const v = (o[i] = b.data[i] + rc[i]), err = Math.abs(v - w[i]);
+        if (err > worst) worst = err;
+      }
+      maxWeightError = worst;
+      parts[key].push(out);
+    };
     if (options.sharedV) {
-      const stacked = matrix.vstack(deltas),
+      const stacked = matrix.vstack(groups.map((_, g) => delta(g))),
         lr = svd(stacked, Math.min(r, stacked.rows, n));
       const prod = lowRankProduct(lr);
-      recon = deltas.map((_, e) => matrix.rowSlice(prod, e * m, (e + 1) * m));
+      groups.forEach((_, g) => rebuild(g, prod.data.subarray(g * m * n, (g + 1) * m * n)));
       params += lr.rank * n + groups.length * m * lr.rank;
     } else {
-      recon = deltas.map((dlt, g) => {
-        const lr = svd(dlt, Math.min(r, m, n), inputs?.[g][key === "w2" ? "hidden" : "input"]);
+      // one expert at a time: its delta, factorisation and product are freed before the next
+      groups.forEach((_, g) => {
+        const lr = svd(delta(g), Math.min(r, m, n), inputs?.[g][key === "w2" ? "hidden" : "input"]);
         params += lr.params;
-        return lowRankProduct(lr);
+        rebuild(g, lowRankProduct(lr).data);
       });
     }
-    recon.forEach((rc, g) => {
-      const w = groups[g].expert[key], out = matrix.zeros(m, n);
-      for (let i = 0; i < out.data.length; i++) {
-        out.data[i] = b.data[i] + rc.data[i];
-        maxWeightError = Math.max(maxWeightError, Math.abs(out.data[i] - w.data[i]));
-      }
-      parts[key].push(out);
-    });
   }
   const experts: SwiGLUExpert[] = layer.experts.slice();
   groups.forEach(({ expert, slots }, g) => {

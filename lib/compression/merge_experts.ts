@@ -8,7 +8,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { linearAssignment } from "../linalg/assignment.ts";
-import { matmul } from "../linalg/factor.ts";
+import { matmul, matmulAdd } from "../linalg/factor.ts";
 import type { MoeLayer, SwiGLUExpert } from "../moe/layer.ts";
 import type { CalibrationStats } from "./calibrate.ts";
 import { type CompressedLayer, forwardOf, layerParams, withExperts } from "./compressed.ts";
@@ -133,9 +133,10 @@ export function alignPermutation(ref: SwiGLUExpert, target: SwiGLUExpert): numbe
       `alignPermutation: experts of shapes ${f}×${d} and ${target.w1.rows}×${target.w1.cols}`,
     );
   }
-  const c = matmul(ref.w1, target.w1, { transB: true }), c3 = matmul(ref.w3, target.w3, { transB: true });
-  const c2 = matmul(ref.w2, target.w2, { transA: true });
-  for (let i = 0; i < f * f; i++) c.data[i] += c3.data[i] + c2.data[i];
+  // three products accumulated into one f×f buffer (native: sgemm with β = 1, no temporaries)
+  const c = matmul(ref.w1, target.w1, { transB: true });
+  matmulAdd(c, ref.w3, target.w3, { transB: true });
+  matmulAdd(c, ref.w2, target.w2, { transA: true });
   return Array.from(linearAssignment(c, { maximize: true }));
 }
 
@@ -148,7 +149,10 @@ export function weightedExpert(experts: readonly SwiGLUExpert[], weights: readon
     w = total > 0 ? weights.map((v) => v / total) : weights.map(() => 1 / weights.length);
   const avg = (pick: (e: SwiGLUExpert) => Float32Array) => {
     const acc = new Float64Array(pick(experts[0]).length);
-    experts.forEach((e, i) => pick(e).forEach((v, j) => (acc[j] += w[i] * v)));
+    experts.forEach((e, i) => {
+      const x = pick(e), wi = w[i];
+      for (let j = 0; j < acc.length; j++) acc[j] += wi * x[j];
+    });
     return Float32Array.from(acc);
   };
   const mat = (key: "w1" | "w2" | "w3") => ({

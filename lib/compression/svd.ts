@@ -12,7 +12,14 @@ import { Rng } from "../core/random.ts";
 import { gram64 } from "./calibrate.ts";
 import type { LinalgBackend } from "../linalg/backend.ts";
 import { resolveBackend } from "../linalg/backend.ts";
-import { cholesky, matmul, solveLowerRight, svd, type SvdResult } from "../linalg/factor.ts";
+import {
+  cholesky,
+  matmul,
+  multiplyLowerRight,
+  solveLowerRight,
+  type SvdResult,
+  svdTop,
+} from "../linalg/factor.ts";
 import { rsvd } from "../linalg/randomized.ts";
 import { NotPositiveDefiniteError } from "../kernels/native.ts";
 
@@ -94,8 +101,9 @@ function split(
 ): { a: Mat; b: Mat } {
   const m = r.u.rows, k = r.u.cols, n = r.vt.cols;
   const a = matrix.zeros(m, rank), b = matrix.zeros(rank, n);
+  const f = Float64Array.from({ length: rank }, (_, j) => left(r.s[j]));
   for (let i = 0; i < m; i++) {
-    for (let j = 0; j < rank; j++) a.data[i * rank + j] = r.u.data[i * k + j] * left(r.s[j]);
+    for (let j = 0; j < rank; j++) a.data[i * rank + j] = r.u.data[i * k + j] * f[j];
   }
   for (let j = 0; j < rank; j++) {
     const q = right(r.s[j]);
@@ -168,7 +176,7 @@ export function svdCompress(
 ): LowRank {
   const r = resolveRank(w.rows, w.cols, options);
   if (options.randomized) return randomizedSvd(w, r, { seed: options.seed, backend: options.backend });
-  const f = svd(w, { backend: options.backend });
+  const f = svdTop(w, r, { backend: options.backend });
   const { a, b } = split(f, r, Math.sqrt, Math.sqrt);
   return lowRank(a, b, r, f.s);
 }
@@ -230,7 +238,7 @@ export function whitenedSvdCompress(
       "whitening: XᵀX stayed singular after 60 jitter retries; check the calibration tokens",
     );
   }
-  const ws = matmul(w, S, o);
+  const ws = multiplyLowerRight(w, S, o);
   if (options.randomized) {
     const f = rsvd(ws, r, { ...o, seed: new Rng(options.seed ?? 0).nextUint32() });
     const { a, b: vr } = split(f, r, (s) => s, () => 1);
@@ -238,7 +246,7 @@ export function whitenedSvdCompress(
     for (let i = 0; i < ws.data.length; i++) total += ws.data[i] ** 2;
     return lowRankFromHead(a, solveLowerRight(vr, S, o), r, f.s, total, { epsilon: eps });
   }
-  const f = svd(ws, o);
+  const f = svdTop(ws, r, o);
   const { a, b: vr } = split(f, r, (s) => s, () => 1);
   // B = V_rᵀ S⁻¹ (S lower triangular)
   return lowRank(a, solveLowerRight(vr, S, o), r, f.s, { epsilon: eps });

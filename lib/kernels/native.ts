@@ -151,6 +151,16 @@ const SYMBOLS = {
     result: "void",
     optional: true,
   },
+  cblas_strmm: {
+    parameters: ["i32", "i32", "i32", "i32", "i32", "i32", "i32", "f32", "buffer", "i32", "buffer", "i32"],
+    result: "void",
+    optional: true,
+  },
+  cblas_dsyrk: {
+    parameters: ["i32", "i32", "i32", "i32", "i32", "f64", "buffer", "i32", "f64", "buffer", "i32"],
+    result: "void",
+    optional: true,
+  },
   // LAPACK (Fortran ABI: every argument by reference, hidden character lengths at the end)
   sgesdd_: {
     parameters: [
@@ -207,6 +217,76 @@ const SYMBOLS = {
     result: "void",
     optional: true,
   },
+  // float64 tridiagonal eigensolver pieces (the truncated SVD through the float64 Gram matrix)
+  dsytrd_: {
+    parameters: [
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "usize",
+    ],
+    result: "void",
+    optional: true,
+  },
+  dsterf_: { parameters: ["buffer", "buffer", "buffer", "buffer"], result: "void", optional: true },
+  dstemr_: {
+    parameters: [
+      "buffer", // jobz
+      "buffer", // range
+      "buffer", // n
+      "buffer", // d
+      "buffer", // e
+      "buffer", // vl
+      "buffer", // vu
+      "buffer", // il
+      "buffer", // iu
+      "buffer", // m
+      "buffer", // w
+      "buffer", // z
+      "buffer", // ldz
+      "buffer", // nzc
+      "buffer", // isuppz
+      "buffer", // tryrac
+      "buffer", // work
+      "buffer", // lwork
+      "buffer", // iwork
+      "buffer", // liwork
+      "buffer", // info
+      "usize",
+      "usize",
+    ],
+    result: "void",
+    optional: true,
+  },
+  dormtr_: {
+    parameters: [
+      "buffer", // side
+      "buffer", // uplo
+      "buffer", // trans
+      "buffer", // m
+      "buffer", // n
+      "buffer", // a
+      "buffer", // lda
+      "buffer", // tau
+      "buffer", // c
+      "buffer", // ldc
+      "buffer", // work
+      "buffer", // lwork
+      "buffer", // info
+      "usize",
+      "usize",
+      "usize",
+    ],
+    result: "void",
+    optional: true,
+  },
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
   openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
@@ -216,7 +296,21 @@ const SYMBOLS = {
 } as const;
 
 /** The symbols moekit calls (the rest are diagnostics). */
-const USED = ["cblas_sgemm", "cblas_strsm", "sgesdd_", "ssyevd_", "spotrf_", "sgeqrf_", "sorgqr_"] as const;
+const USED = [
+  "cblas_sgemm",
+  "cblas_strsm",
+  "cblas_strmm",
+  "cblas_dsyrk",
+  "sgesdd_",
+  "ssyevd_",
+  "spotrf_",
+  "sgeqrf_",
+  "sorgqr_",
+  "dsytrd_",
+  "dsterf_",
+  "dstemr_",
+  "dormtr_",
+] as const;
 type Used = typeof USED[number];
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -571,4 +665,149 @@ export function nativeQr(m: number, n: number, a: Float32Array): Float32Array {
   orgqr(int(m), int(k), int(k), q, lda, tau, new Float32Array(lwork), int(lwork), info);
   check("sorgqr", info[0], oargs, () => "");
   return q;
+}
+
+/** CBLAS `Side` / `Uplo` / `Diag` constants. */
+const RIGHT = 142, UPPER = 121, LOWER = 122, NON_UNIT = 131;
+
+/**
+ * Row-major `B ← B·L` in place, with L n×n lower triangular (non-unit diagonal) and B r×n, through
+ * `cblas_strmm` (side right): half the flops of a general product with a triangular factor.
+ */
+export function nativeStrmmRightLower(r: number, n: number, l: Float32Array, b: Float32Array): void {
+  if (r === 0 || n === 0) return;
+  symbol("cblas_strmm")(ROW_MAJOR, RIGHT, LOWER, NO_TRANS, NON_UNIT, r, n, 1, l, n, b, n);
+}
+
+/**
+ * Float64 Gram matrix through `cblas_dsyrk`, row-major, upper triangle written: `C [n,n] = AᵀA` for `a`
+ * [k, n] (`trans`), or `A·Aᵀ` for `a` [n, k].
+ */
+export function nativeDsyrk(trans: boolean, n: number, k: number, a: Float64Array, c: Float64Array): void {
+  if (n === 0) return;
+  symbol("cblas_dsyrk")(
+    ROW_MAJOR,
+    UPPER,
+    trans ? TRANS : NO_TRANS,
+    n,
+    k,
+    1,
+    a,
+    Math.max(1, trans ? n : k),
+    0,
+    c,
+    n,
+  );
+}
+
+/**
+ * The `r` largest eigenpairs, and all eigenvalues, of a symmetric n×n float64 matrix held in the lower
+ * triangle of the column-major `a` (the upper triangle of a row-major one), which is overwritten:
+ * Householder tridiagonalisation (`dsytrd`), all eigenvalues of the tridiagonal (`dsterf`), the wanted
+ * eigenvectors by MRRR (`dstemr`, as `dsyevr` does), back-transformed by `dormtr`. `values` (all) and
+ * `top` (the r largest) are ascending; `z` is column-major n×r, column j belonging to `top[j]`. Returns
+ * undefined when `dstemr` reports a failure (the caller then takes a slower path).
+ */
+export function nativeSymTop64(
+  n: number,
+  a: Float64Array,
+  r: number,
+): { values: Float64Array; top: Float64Array; z: Float64Array } | undefined {
+  const info = int(0), lda = int(Math.max(1, n)), lo = ch("L");
+  const d = new Float64Array(n), e = new Float64Array(Math.max(1, n)), tau = new Float64Array(Math.max(1, n));
+  const q = new Float64Array(1);
+  const targs = ["uplo", "n", "a", "lda", "d", "e", "tau", "work", "lwork", "info"];
+  const sytrd = symbol("dsytrd_");
+  sytrd(lo, int(n), a, lda, d, e, tau, q, int(-1), info, 1n);
+  check("dsytrd", info[0], targs, () => "");
+  let lwork = Math.ceil(q[0]) + 64;
+  sytrd(lo, int(n), a, lda, d, e, tau, new Float64Array(lwork), int(lwork), info, 1n);
+  check("dsytrd", info[0], targs, () => "");
+  const values = d.slice(), ev = e.slice(0, Math.max(1, n - 1));
+  symbol("dsterf_")(int(n), values, ev, info);
+  check("dsterf", info[0], ["n", "d", "e", "info"], (i) => `${i} eigenvalues did not converge`);
+  if (r === 0) return { values, top: new Float64Array(0), z: new Float64Array(0) };
+  const stemr = symbol("dstemr_"), dd = d.slice(), ee = e.slice(), found = int(0);
+  const w = new Float64Array(n), z = new Float64Array(n * r), isuppz = new Int32Array(2 * r);
+  const vl = new Float64Array(1), vu = new Float64Array(1), tryrac = int(1), qi = new Int32Array(1);
+  const il = int(n - r + 1), iu = int(n), ldz = lda, nzc = int(r);
+  stemr(
+    ch("V"),
+    ch("I"),
+    int(n),
+    dd,
+    ee,
+    vl,
+    vu,
+    il,
+    iu,
+    found,
+    w,
+    z,
+    ldz,
+    nzc,
+    isuppz,
+    tryrac,
+    q,
+    int(-1),
+    qi,
+    int(-1),
+    info,
+    1n,
+    1n,
+  );
+  if (info[0] !== 0) return undefined;
+  lwork = Math.ceil(q[0]) + 64;
+  const liwork = qi[0] + 64;
+  stemr(
+    ch("V"),
+    ch("I"),
+    int(n),
+    dd,
+    ee,
+    vl,
+    vu,
+    il,
+    iu,
+    found,
+    w,
+    z,
+    ldz,
+    nzc,
+    isuppz,
+    tryrac,
+    new Float64Array(lwork),
+    int(lwork),
+    new Int32Array(liwork),
+    int(liwork),
+    info,
+    1n,
+    1n,
+  );
+  if (info[0] !== 0 || found[0] !== r) return undefined;
+  const ormtr = symbol("dormtr_");
+  const oargs = ["side", "uplo", "trans", "m", "n", "a", "lda", "tau", "c", "ldc", "work", "lwork", "info"];
+  ormtr(ch("L"), lo, ch("N"), int(n), int(r), a, lda, tau, z, ldz, q, int(-1), info, 1n, 1n, 1n);
+  check("dormtr", info[0], oargs, () => "");
+  lwork = Math.ceil(q[0]) + 64;
+  ormtr(
+    ch("L"),
+    lo,
+    ch("N"),
+    int(n),
+    int(r),
+    a,
+    lda,
+    tau,
+    z,
+    ldz,
+    new Float64Array(lwork),
+    int(lwork),
+    info,
+    1n,
+    1n,
+    1n,
+  );
+  check("dormtr", info[0], oargs, () => "");
+  return { values, top: w.slice(0, r), z };
 }

@@ -37,7 +37,7 @@ const SMALL_WORK = 1 << 24;
 /** Resolves `backend` for one routine (`symbol` is the native routine it needs). */
 export function resolveBackend(
   backend: LinalgBackend | undefined,
-  symbol: "cblas_sgemm" | "cblas_strsm" | "sgesdd_" | "ssyevd_" | "spotrf_" | "sgeqrf_",
+  symbol: "cblas_sgemm" | "cblas_strsm" | "cblas_strmm" | "sgesdd_" | "ssyevd_" | "spotrf_" | "sgeqrf_",
   work: number,
 ): Resolved {
   const b = backend ?? "auto";

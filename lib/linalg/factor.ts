@@ -7,15 +7,19 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { ShapeError } from "../core/errors.ts";
 import {
+  nativeDsyrk,
+  nativeHas,
   nativeQr,
   nativeSgemm,
   nativeSgesdd,
   nativeSpotrf,
   nativeSsyevd,
+  nativeStrmmRightLower,
   nativeStrsmRightLower,
+  nativeSymTop64,
 } from "../kernels/native.ts";
-import { gemmFor, gemmNT32, type LinalgBackend, resolveBackend } from "./backend.ts";
-import { cholesky64, qr64, symEigen64 } from "./dense.ts";
+import { gemmFor, gemmNT32, type LinalgBackend, resolveBackend, type Resolved } from "./backend.ts";
+import { cholesky64, qr64, symEigen64, symTop64 } from "./dense.ts";
 
 /**
  * Options shared by the factorisations.
@@ -123,6 +127,30 @@ export function matmul(
 }
 
 /**
+ * `C += op(A)·op(B)` in place (shapes as {@link matmul}): native `cblas_sgemm` with β = 1, so sums of
+ * products need no temporaries; other backends add a {@link matmul} result. Internal.
+ */
+export function matmulAdd(
+  c: Mat,
+  a: Mat,
+  b: Mat,
+  options: LinalgOptions & { transA?: boolean; transB?: boolean } = {},
+): void {
+  const tA = options.transA ?? false, tB = options.transB ?? false;
+  const m = tA ? a.cols : a.rows, k = tA ? a.rows : a.cols, n = tB ? b.rows : b.cols;
+  if (c.rows !== m || c.cols !== n) throw new ShapeError("matmulAdd: C", [m, n], [c.rows, c.cols]);
+  if ((tB ? b.cols : b.rows) !== k) {
+    throw new ShapeError("matmulAdd: B", tB ? [n, k] : [k, n], [b.rows, b.cols], `op(A) is ${m}×${k}`);
+  }
+  if (resolveBackend(options.backend, "cblas_sgemm", 2 * m * n * k) === "native") {
+    nativeSgemm(tA, tB, m, n, k, 1, a.data, a.cols, b.data, b.cols, 1, c.data, n);
+    return;
+  }
+  const p = matmul(a, b, options).data, o = c.data;
+  for (let i = 0; i < o.length; i++) o[i] += p[i];
+}
+
+/**
  * Thin singular value decomposition. Native: LAPACK `sgesdd` (divide and conquer, float32 — numpy's
  * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side on the GEMM,
  * its float64 eigendecomposition, then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`; accurate for
@@ -159,6 +187,151 @@ export function svd(a: Mat, options: LinalgOptions = {}): SvdResult {
     return { u: matrix.transpose(t.vt), s: t.s, vt: matrix.transpose(t.u), backend };
   }
   return gramSvd(a, backend);
+}
+
+/**
+ * The leading `rank` singular triplets of A and all its singular values: `u [m, rank]`, `vt [rank, n]`,
+ * `s` (all min(m, n), descending). Internal: the low-rank compressions use it.
+ *
+ * Native: the Gram matrix of the smaller side in float64 (`dsyrk` on the float32 entries, exact products),
+ * its tridiagonal eigensolver for all eigenvalues and the leading `rank` eigenvectors (`dsytrd`, `dsterf`,
+ * `dstemr`, `dormtr`), then the other side's vectors by one float32 GEMM, `A·vⱼ / ‖A·vⱼ‖`. In float64 the
+ * Gram matrix loses nothing a float32 SVD keeps: its eigenvalues carry absolute errors near
+ * `1e-16·σ₁²·n`, so every σ above about `1e-6·σ₁` is about as accurate as LAPACK's `sgesdd` gives it,
+ * and the tail energy `Σ_{i>r} σᵢ²` is a float64 sum. Several times faster than `sgesdd` when the matrix is
+ * tall or wide (no QR of the long side, no full U), and only `rank` vectors are formed. Falls back to
+ * `sgesdd` when the library lacks a routine or MRRR reports a failure.
+ *
+ * WebAssembly / JS, small side ≥ 256 and rank ≤ half of it: the same scheme on the backend's GEMM (float32
+ * Gram on wasm, so σ below about `3e-4·σ₁` are noise there, as for its {@link svd}), with `symTop64`'s
+ * inverse iteration in place of MRRR. Otherwise {@link svd}, truncated.
+ */
+export function svdTop(a: Mat, rank: number, options: LinalgOptions = {}): SvdResult {
+  finite("svd: A", a);
+  const m = a.rows, n = a.cols, k = Math.min(m, n);
+  if (!Number.isInteger(rank) || rank < 0 || rank > k) {
+    throw new ShapeError("svdTop: rank", [k], [rank], `the rank must be an integer in 0..${k}`);
+  }
+  const backend = resolveBackend(options.backend, "sgesdd_", 2 * m * n * k + 9 * k ** 3);
+  const gram = backend === "native" && k > 0 &&
+    (["cblas_dsyrk", "dsytrd_", "dsterf_", "dstemr_", "dormtr_"] as const).every(nativeHas);
+  if (gram) {
+    const r = gramTopNative(a, rank);
+    if (r) return r;
+  }
+  // (inverse iteration pays for reorthogonalising large clusters: beyond half the vectors, accumulate them)
+  if (backend !== "native" && k >= TOP_MIN && 2 * rank <= k) return gramTopPortable(a, rank, backend);
+  const f = svd(a, options), u = matrix.zeros(m, rank);
+  for (let i = 0; i < m; i++) u.data.set(f.u.data.subarray(i * k, i * k + rank), i * rank);
+  return { u, s: f.s, vt: matrix.rowSlice(f.vt, 0, rank), backend: f.backend };
+}
+
+/**
+ * From this size of the small side on (and for at most half the vectors), {@link svdTop} off native skips
+ * the O(k³) vector accumulation.
+ */
+const TOP_MIN = 256;
+
+/**
+ * {@link svdTop} on wasm / js: the Gram matrix of the small side on the backend's GEMM (float32 on wasm,
+ * float64 on js), then `symTop64` — all eigenvalues, and only the leading `rank` eigenvectors (inverse
+ * iteration, no O(k³) accumulation) — and the long side's vectors by one more GEMM.
+ */
+function gramTopPortable(a: Mat, rank: number, backend: "wasm" | "js"): SvdResult {
+  const m = a.rows, n = a.cols, tall = m >= n, k = tall ? n : m, len = tall ? m : n;
+  const other = tall ? a : matrix.transpose(a); // [len, k]
+  const small = tall ? matrix.transpose(a) : a; // [k, len]
+  const G = backend === "wasm"
+    ? Float64Array.from(gemmNT32(small.data, small.data, k, k, len))
+    : gemmFor("js")(Float64Array.from(small.data), Float64Array.from(small.data), k, k, len);
+  for (let i = 0; i < k; i++) {
+    for (let j = 0; j < i; j++) G[i * k + j] = G[j * k + i] = 0.5 * (G[i * k + j] + G[j * k + i]);
+  }
+  const eig = symTop64(G, k, rank, `svd[${backend}]`);
+  const s = new Float64Array(k);
+  for (let i = 0; i < k; i++) s[i] = Math.sqrt(Math.max(0, eig.values[k - 1 - i]));
+  const v: Mat = { rows: rank, cols: k, data: Float32Array.from(eig.vectors) };
+  // the long side, as rows [rank, len]: row j = A·vⱼ (tall) or uⱼᵀ·A (wide)
+  const longData = rank === 0
+    ? new Float64Array(0)
+    : backend === "wasm"
+    ? Float64Array.from(gemmNT32(v.data, other.data, rank, len, k))
+    : gemmFor("js")(eig.vectors, Float64Array.from(other.data), rank, len, k);
+  const long = longSide(longData, rank, len, s, backend);
+  return tall
+    ? { u: long, s, vt: v, backend }
+    : { u: matrix.transpose(v), s, vt: matrix.transpose(long), backend };
+}
+
+/** {@link svdTop}'s native path; undefined when MRRR fails. */
+function gramTopNative(a: Mat, rank: number): SvdResult | undefined {
+  const m = a.rows, n = a.cols, tall = m >= n, k = tall ? n : m;
+  const g = new Float64Array(k * k);
+  nativeDsyrk(tall, k, tall ? m : n, Float64Array.from(a.data), g);
+  const eig = nativeSymTop64(k, g, rank);
+  if (!eig) return undefined;
+  const s = new Float64Array(k);
+  for (let i = 0; i < k; i++) s[i] = Math.sqrt(Math.max(0, eig.values[k - 1 - i]));
+  // the small side's vectors as rows, largest first
+  const v = matrix.zeros(rank, k);
+  for (let j = 0; j < rank; j++) {
+    const src = (rank - 1 - j) * k;
+    for (let i = 0; i < k; i++) v.data[j * k + i] = eig.z[src + i];
+  }
+  // the long side as rows [rank, len]: A·vⱼ (tall) or uⱼᵀ·A (wide)
+  const len = tall ? m : n, rows = new Float32Array(rank * len);
+  if (rank > 0) {
+    if (tall) nativeSgemm(false, true, rank, m, n, 1, v.data, n, a.data, n, 0, rows, m);
+    else nativeSgemm(false, false, rank, n, m, 1, v.data, m, a.data, n, 0, rows, n);
+  }
+  const long = longSide(rows, rank, len, s, "native");
+  return tall
+    ? { u: long, s, vt: v, backend: "native" }
+    : { u: matrix.transpose(v), s, vt: matrix.transpose(long), backend: "native" };
+}
+
+/**
+ * The long side's singular vectors from the rows `A·vⱼ` ([rank, len]) as the columns of a [len, rank]
+ * matrix, normalised. The columns with σⱼ < 1e-2·σ₁ carry rounding of about ε·σ₁/σⱼ in their directions
+ * (and are noise where σⱼ is below what the Gram matrix resolves): they are projected off the earlier
+ * columns twice and re-orthonormalised by a QR in order, which also turns a deficient column into a unit
+ * vector orthogonal to all the others.
+ */
+function longSide(
+  rows: Float32Array | Float64Array,
+  rank: number,
+  len: number,
+  s: Float64Array,
+  backend: Resolved,
+): Mat {
+  const out = matrix.zeros(len, rank), o = out.data, o64 = { backend };
+  let j0 = 0;
+  while (j0 < rank && s[j0] >= 1e-2 * s[0] && s[j0] > 0) j0++;
+  for (let j = 0; j < j0; j++) {
+    let q = 0;
+    for (let i = 0; i < len; i++) q += rows[j * len + i] ** 2;
+    const inv = 1 / Math.sqrt(q);
+    for (let i = 0; i < len; i++) o[i * rank + j] = rows[j * len + i] * inv;
+  }
+  const b = rank - j0;
+  if (b === 0) return out;
+  let c = matrix.zeros(len, b);
+  for (let j = 0; j < b; j++) for (let i = 0; i < len; i++) c.data[i * b + j] = rows[(j0 + j) * len + i];
+  if (j0 > 0) {
+    const head = matrix.zeros(len, j0);
+    for (let i = 0; i < len; i++) head.data.set(o.subarray(i * rank, i * rank + j0), i * j0);
+    for (let pass = 0; pass < 2; pass++) {
+      const p = matmul(head, matmul(head, c, { ...o64, transA: true }), o64);
+      for (let i = 0; i < c.data.length; i++) c.data[i] -= p.data[i];
+    }
+  }
+  const f = qr(c, o64), r = f.r;
+  c = f.q;
+  for (let j = 0; j < b; j++) {
+    const sign = r.data[j * b + j] < 0 ? -1 : 1;
+    for (let i = 0; i < len; i++) o[i * rank + j0 + j] = sign * c.data[i * b + j];
+  }
+  return out;
 }
 
 /** Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix. */
@@ -332,6 +505,20 @@ export function qr(
     r: { rows: k, cols: n, data: Float32Array.from(r) },
     backend,
   };
+}
+
+/**
+ * `B·L` for a lower-triangular n×n `l` and an r×n `b`: native `cblas_strmm` (half a general product's
+ * flops), else the GEMM. Internal (the whitened SVD's `W·S`).
+ */
+export function multiplyLowerRight(b: Mat, l: Mat, options: LinalgOptions = {}): Mat {
+  square("multiplyLowerRight: L", l);
+  if (b.cols !== l.rows) throw new ShapeError("multiplyLowerRight: B", [-1, l.rows], [b.rows, b.cols]);
+  const backend = resolveBackend(options.backend, "cblas_strmm", b.rows * l.rows * l.rows);
+  if (backend !== "native") return matmul(b, l, options);
+  const x = b.data.slice();
+  nativeStrmmRightLower(b.rows, l.rows, l.data, x);
+  return { rows: b.rows, cols: l.rows, data: x };
 }
 
 /**
