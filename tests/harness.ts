@@ -51,3 +51,44 @@ export async function runExample(
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/**
+ * Runs `deno run <perms> mod.ts merge <args>` in a subprocess. With `hold` (a test-only hold point of the
+ * merge engine, set through `MOEKIT_TEST_HOLD`), waits for the engine's hold line on stderr, then SIGKILLs
+ * it and checks it died of that. A run that neither ends nor reaches its hold in 25 s is killed.
+ */
+export async function spawnMergeCli(
+  args: readonly string[],
+  opts: { hold?: string; ffi?: boolean } = {},
+): Promise<{ code: number; err: string; pid: number }> {
+  const mod = new URL("../mod.ts", import.meta.url).pathname;
+  const perms = opts.ffi === false ? ["--allow-read", "--allow-write", "--allow-env", "--allow-sys"] : ["-A"];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...perms, mod, "merge", ...args],
+    env: opts.hold ? { MOEKIT_TEST_HOLD: opts.hold } : {},
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 25_000);
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      err += value;
+      if (opts.hold && err.includes(`moekit test hold: ${opts.hold}`)) {
+        child.kill("SIGKILL");
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(deadline);
+    await reader.cancel().catch(() => {});
+  }
+  const status = await child.status;
+  if (opts.hold && status.signal !== "SIGKILL") {
+    throw new Error(`expected the merge to be killed at ${opts.hold}; it ended with ${status.code}:\n${err}`);
+  }
+  return { code: status.code, err, pid: child.pid };
+}

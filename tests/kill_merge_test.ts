@@ -4,8 +4,8 @@
 // the next run in the same folder removes the leftovers, saying so.
 import assert from "node:assert/strict";
 import { openCheckpoint, writeCheckpoint } from "../lib/io/mod.ts";
+import { spawnMergeCli } from "./harness.ts";
 
-const mod = new URL("../mod.ts", import.meta.url).pathname;
 const NAMES = [
   "model.embed_tokens.weight",
   ...Array.from(
@@ -37,39 +37,9 @@ async function fixture(dir: string) {
   }
 }
 
-/** Runs the CLI; with `hold`, waits for the hold line on stderr, then SIGKILLs it. */
-async function run(
-  args: string[],
-  opts: { hold?: string; ffi?: boolean } = {},
-): Promise<{ code: number; err: string; pid: number }> {
-  const perms = opts.ffi === false ? ["--allow-read", "--allow-write", "--allow-env", "--allow-sys"] : ["-A"];
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...perms, mod, "merge", ...args, "--quiet"],
-    env: opts.hold ? { MOEKIT_TEST_HOLD: opts.hold } : {},
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let err = "";
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 25_000);
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      err += value;
-      if (opts.hold && err.includes(`moekit test hold: ${opts.hold}`)) {
-        child.kill("SIGKILL");
-        break;
-      }
-    }
-  } finally {
-    clearTimeout(deadline);
-    await reader.cancel().catch(() => {});
-  }
-  const status = await child.status;
-  if (opts.hold) assert.equal(status.signal, "SIGKILL", `killed at ${opts.hold}; stderr:\n${err}`);
-  return { code: status.code, err, pid: child.pid };
-}
+/** Runs the CLI (quietly); with `hold`, SIGKILLed at that hold point. */
+const run = (args: string[], opts: { hold?: string; ffi?: boolean } = {}) =>
+  spawnMergeCli([...args, "--quiet"], opts);
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 const partials = (dir: string) =>

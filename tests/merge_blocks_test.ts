@@ -14,7 +14,7 @@ import {
   runCheckpointMerge,
 } from "../lib/merging/mod.ts";
 import { planBlocks } from "../lib/merging/merge_run.ts";
-import { captureConsole, withTempDir } from "./harness.ts";
+import { captureConsole, spawnMergeCli, withTempDir } from "./harness.ts";
 
 const EMBED = "model.embed_tokens.weight";
 const SHAPES: [string, number[]][] = [
@@ -276,28 +276,8 @@ Deno.test("a merge killed in the middle of a tensor written in blocks leaves no 
     await Deno.writeTextFile(`${dir}/t.yaml`, CONFIGS.ties);
     const args = [`${dir}/t.yaml`, `${dir}/out`, "--max-block-size", String(7 * 24 * per(4)), "--quiet"];
     // the hold is at half the bytes of the plan's middle tensor, model.layers.1.mlp.up_proj.weight: 3 blocks
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../mod.ts", import.meta.url).pathname, "merge", ...args],
-      env: { MOEKIT_TEST_HOLD: "mid-tensor" },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let err = "";
-    const deadline = setTimeout(() => child.kill("SIGKILL"), 25_000);
-    try {
-      while (!err.includes("moekit test hold: mid-tensor")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        err += value;
-      }
-      child.kill("SIGKILL");
-    } finally {
-      clearTimeout(deadline);
-      await reader.cancel().catch(() => {});
-    }
-    await child.status;
-    assert.match(err, /moekit test hold: mid-tensor/);
+    const killed = await spawnMergeCli(args, { hold: "mid-tensor" });
+    assert.match(killed.err, /moekit test hold: mid-tensor/);
     const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
     assert.equal(await exists(`${dir}/out`), false, "no output under its final name");
     const r = await captureConsole(() => runMergeCli(args));

@@ -731,59 +731,38 @@ export function nativeSymTop64(
   const w = new Float64Array(n), z = new Float64Array(n * r), isuppz = new Int32Array(2 * r);
   const vl = new Float64Array(1), vu = new Float64Array(1), tryrac = int(1), qi = new Int32Array(1);
   const il = int(n - r + 1), iu = int(n), ldz = lda, nzc = int(r);
-  stemr(
-    ch("V"),
-    ch("I"),
-    int(n),
-    dd,
-    ee,
-    vl,
-    vu,
-    il,
-    iu,
-    found,
-    w,
-    z,
-    ldz,
-    nzc,
-    isuppz,
-    tryrac,
-    q,
-    int(-1),
-    qi,
-    int(-1),
-    info,
-    1n,
-    1n,
-  );
+  // workspace query (lwork = liwork = −1), then the call
+  const call = (work: Float64Array, lw: number, iwork: Int32Array, liw: number) =>
+    stemr(
+      ch("V"),
+      ch("I"),
+      int(n),
+      dd,
+      ee,
+      vl,
+      vu,
+      il,
+      iu,
+      found,
+      w,
+      z,
+      ldz,
+      nzc,
+      isuppz,
+      tryrac,
+      work,
+      int(lw),
+      iwork,
+      int(liw),
+      info,
+      1n,
+      1n,
+    );
+  call(q, -1, qi, -1);
   if (info[0] !== 0) return undefined;
   lwork = Math.ceil(q[0]) + 64;
   const liwork = qi[0] + 64;
-  stemr(
-    ch("V"),
-    ch("I"),
-    int(n),
-    dd,
-    ee,
-    vl,
-    vu,
-    il,
-    iu,
-    found,
-    w,
-    z,
-    ldz,
-    nzc,
-    isuppz,
-    tryrac,
-    new Float64Array(lwork),
-    int(lwork),
-    new Int32Array(liwork),
-    int(liwork),
-    info,
-    1n,
-    1n,
-  );
+  call(new Float64Array(lwork), lwork, new Int32Array(liwork), liwork);
   if (info[0] !== 0 || found[0] !== r) return undefined;
   const ormtr = symbol("dormtr_");
   const oargs = ["side", "uplo", "trans", "m", "n", "a", "lda", "tau", "c", "ldc", "work", "lwork", "info"];

@@ -21,63 +21,9 @@ export function symEigen64(
   n: number,
   routine: string,
 ): { values: Float64Array; vectors: Float64Array } {
-  // W = Vᵀ of the classic formulation: V[r][c] ≡ W[c*n + r]
-  const W = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) W[j * n + i] = a[i * n + j];
-  const d = new Float64Array(n), e = new Float64Array(n);
+  // W = Vᵀ of the classic formulation (V[r][c] ≡ W[c*n + r]); d holds the reflectors' h until accumulated
+  const { W, off: e, h: d } = tridiagonalize(a, n);
   if (n === 0) return { values: d, vectors: W };
-  for (let j = 0; j < n; j++) d[j] = W[j * n + n - 1];
-  for (let i = n - 1; i > 0; i--) {
-    let scale = 0, h = 0;
-    for (let k = 0; k < i; k++) scale += Math.abs(d[k]);
-    if (scale === 0) {
-      e[i] = d[i - 1];
-      for (let j = 0; j < i; j++) {
-        d[j] = W[j * n + i - 1];
-        W[j * n + i] = 0;
-        W[i * n + j] = 0;
-      }
-    } else {
-      for (let k = 0; k < i; k++) {
-        d[k] /= scale;
-        h += d[k] * d[k];
-      }
-      let f = d[i - 1], g = Math.sqrt(h);
-      if (f > 0) g = -g;
-      e[i] = scale * g;
-      h -= f * g;
-      d[i - 1] = f - g;
-      for (let j = 0; j < i; j++) e[j] = 0;
-      for (let j = 0; j < i; j++) {
-        f = d[j];
-        W[i * n + j] = f;
-        const row = j * n;
-        g = e[j] + W[row + j] * f;
-        for (let k = j + 1; k <= i - 1; k++) {
-          const w = W[row + k];
-          g += w * d[k];
-          e[k] += w * f;
-        }
-        e[j] = g;
-      }
-      f = 0;
-      for (let j = 0; j < i; j++) {
-        e[j] /= h;
-        f += e[j] * d[j];
-      }
-      const hh = f / (h + h);
-      for (let j = 0; j < i; j++) e[j] -= hh * d[j];
-      for (let j = 0; j < i; j++) {
-        f = d[j];
-        g = e[j];
-        const row = j * n;
-        for (let k = j; k <= i - 1; k++) W[row + k] -= f * e[k] + g * d[k];
-        d[j] = W[row + i - 1];
-        W[row + i] = 0;
-      }
-    }
-    d[i] = h;
-  }
   // accumulate the transformations
   for (let i = 0; i < n - 1; i++) {
     W[i * n + n - 1] = W[i * n + i];
@@ -99,10 +45,7 @@ export function symEigen64(
     W[j * n + n - 1] = 0;
   }
   W[(n - 1) * n + n - 1] = 1;
-  e[0] = 0;
-  // implicit QL on the tridiagonal (d, e); rotations update two contiguous rows of W
-  for (let i = 1; i < n; i++) e[i - 1] = e[i];
-  e[n - 1] = 0;
+  // implicit QL on the tridiagonal (d, e = off-diagonal, e[n − 1] = 0); rotations update two rows of W
   let f = 0, tst1 = 0;
   const eps = 2 ** -52;
   for (let l = 0; l < n; l++) {
