@@ -1,24 +1,35 @@
 /**
- * Checkpoint merge throughput and peak memory, beside the PyTorch port of mergekit's per-tensor merge
- * path (the peer kit's `merge/mergekit_port.py`; set `MOEKIT_MERGE_PEER` to its path, default: the kit
- * beside this checkout). Generates a base and 3 fine-tuned checkpoints (bf16 and f32 variants) in a
- * temporary folder, measures the raw first read of the inputs (evicted from the page cache with
- * posix_fadvise first) and a warm read, then runs every method in its own process under
- * `/usr/bin/time -v` (peak RSS), inputs warm in the page cache before each run as the peer's timing rule
- * asks:
+ * Checkpoint merge throughput and peak memory for every merge method, beside PyTorch. Generates a base and
+ * 3 fine-tuned checkpoints (bf16 and f32 variants) in a temporary folder, measures the raw first read of
+ * the inputs (evicted from the page cache with posix_fadvise first) and a warm read, then runs every
+ * method in its own process under `/usr/bin/time -v` (peak RSS), inputs warm in the page cache before
+ * each run:
  *
  * - moekit 1T: `overlap: false`, everything on one thread, one tensor at a time;
  * - moekit 2T: the default, merges on a Worker while the main thread reads and writes (two threads);
- * - torch 1T / 2T: the port with `torch.set_num_threads(t)`, `OPENBLAS_NUM_THREADS`/`OMP_NUM_THREADS` set
- *   in its environment before torch loads. The port has `ties`, `dare_ties` and `linear`; other methods
- *   show "–" in its columns.
+ * - torch 1T / 2T: a PyTorch merge with `torch.set_num_threads(t)` and `OPENBLAS_NUM_THREADS` /
+ *   `OMP_NUM_THREADS` set before torch loads: `bench/torch_merge_methods.py` (every method, mergekit's
+ *   definitions written as a plain torch script), or, for `ties`, `dare_ties` and `linear`, a port of
+ *   mergekit's own merge path when `MOEKIT_MERGE_PEER` names one (or the peer kit sits beside this
+ *   checkout); `--own-peer` uses the script for every method.
  *
+ * Every method merges the base with 3 models (weight 1, density 0.3; Breadcrumbs gamma 0.01, DELLA
+ * epsilon 0.1), except `linear` (the 4 checkpoints, no base) and `slerp` (the base and one model, t = 0.5).
  * Prints MB/s of input, peak RSS, moekit ÷ torch at the same thread count and moekit ÷ the raw first
  * read. Same sitting only: the figures are meant as ratios (the machine may be shared).
  *
+ * Quick mode (`MOEKIT_BENCH_QUICK=1`, what `deno task bench:ci` runs): tiny sizes, no timing of the peer;
+ * instead, when `/usr/bin/python3` (or `PEERS_PYTHON`) has torch, the torch script's outputs are checked
+ * against moekit's for every method (exit 1 on a mismatch). Deterministic methods: against moekit with
+ * `work_dtype` set to the file dtype (mergekit's rounding), every entry within 2 units in the last place
+ * of the output dtype at the entry's magnitude (slerp, which works in float32: 1 bf16 or 64 f32 units);
+ * against moekit's default float64 path, at most 1 % of the entries beyond 1 unit. Random methods
+ * (different generators): the share of entries changed from the base within 2 points and the mean
+ * |output − base| within 5 %.
+ *
  *   deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods ties,linear,…]
- *                         [--threads 1,2] [--no-peer] [--keep]
- *   MOEKIT_BENCH_QUICK=1 deno task bench:merge      (tiny sizes, a few seconds; no peer)
+ *                         [--threads 1,2] [--no-peer] [--own-peer] [--keep]
+ *   MOEKIT_BENCH_QUICK=1 deno task bench:merge      (tiny sizes, a few seconds; checks the torch script)
  */
 
 import { parseArgs } from "node:util";
@@ -28,7 +39,11 @@ import { parseMergeConfig, planCheckpointMerge, runCheckpointMerge } from "../li
 
 const quick = Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
 const METHODS = "linear,task_arithmetic,ties,breadcrumbs,dare_linear,dare_ties,della,slerp";
-const PEER_METHODS = ["ties", "dare_ties", "linear"];
+/** The methods the quick mode checks the torch script on. */
+const CHECKED = [...METHODS.split(","), "breadcrumbs_ties", "della_linear"];
+/** The methods of a port of mergekit's own merge path (`MOEKIT_MERGE_PEER`). */
+const PORT_METHODS = ["ties", "dare_ties", "linear"];
+const RANDOM = ["dare_linear", "dare_ties", "della", "della_linear"];
 const args = parseArgs({
   args: Deno.args,
   options: {
@@ -38,6 +53,7 @@ const args = parseArgs({
     methods: { type: "string", default: METHODS },
     threads: { type: "string", default: "1,2" },
     "no-peer": { type: "boolean" },
+    "own-peer": { type: "boolean" },
     keep: { type: "boolean" },
     help: { type: "boolean" },
     child: { type: "string" }, // internal: run these methods in this process
@@ -49,30 +65,37 @@ const args = parseArgs({
 if (args.help) {
   console.log(
     "usage: deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods m1,m2,…]\n" +
-      "                             [--threads 1,2] [--no-peer] [--keep]\n" +
-      `methods: ${METHODS}; MOEKIT_BENCH_QUICK=1: tiny sizes, no peer`,
+      "                             [--threads 1,2] [--no-peer] [--own-peer] [--keep]\n" +
+      `methods: ${METHODS}, breadcrumbs_ties, della_linear\n` +
+      "MOEKIT_BENCH_QUICK=1: tiny sizes; checks the PyTorch script's outputs instead of timing it",
   );
   Deno.exit(0);
 }
 
-/** The config of a method over the benchmark's folders (the port's parameters: weight 1, density 0.3). */
-function config(method: string): string {
+/**
+ * The config of a method over the benchmark's folders (weight 1, density 0.3); `extra`: more global
+ * parameters (`work_dtype: bf16`, …).
+ */
+function config(method: string, extra: string[] = []): string {
   const models = ["a", "b", "c"];
+  const globals = extra.length ? `parameters: {${extra.join(", ")}}\n` : "";
   if (method === "linear") {
-    // the port's linear merges the base as a 4th model: the same input bytes
-    return `merge_method: linear\nmodels:\n${
+    // linear has no base: the base is a 4th model, so the input bytes are the same as the others'
+    return `merge_method: linear\n${globals}models:\n${
       ["base", ...models].map((m) => `  - {model: ${m}, parameters: {weight: 1.0}}`).join("\n")
     }\n`;
   }
   if (method === "slerp") {
-    return "merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nmodels:\n  - {model: a}\n";
+    return `merge_method: slerp\nbase_model: base\nparameters: {${
+      ["t: 0.5", ...extra].join(", ")
+    }}\nmodels:\n  - {model: a}\n`;
   }
   const p = method === "task_arithmetic"
     ? "{weight: 1.0}"
     : method.startsWith("della")
     ? "{weight: 1.0, density: 0.3, epsilon: 0.1}"
     : "{weight: 1.0, density: 0.3}";
-  return `merge_method: ${method}\nbase_model: base\nmodels:\n${
+  return `merge_method: ${method}\nbase_model: base\n${globals}models:\n${
     models.map((m) => `  - {model: ${m}, parameters: ${p}}`).join("\n")
   }\n`;
 }
@@ -108,17 +131,33 @@ const methods = args.methods.split(",");
 const threads = args.threads.split(",").map(Number);
 const mb = (b: number) => b / 1e6;
 const self = new URL(import.meta.url).pathname;
-const peer = Deno.env.get("MOEKIT_MERGE_PEER") ??
+const script = new URL("./torch_merge_methods.py", import.meta.url).pathname;
+const port = Deno.env.get("MOEKIT_MERGE_PEER") ??
   new URL("../../shared/bench-peers/merge/mergekit_port.py", import.meta.url).pathname;
 const python = Deno.env.get("PEERS_PYTHON") ?? "/usr/bin/python3";
-const havePeer = !args["no-peer"] && !quick && (await Deno.stat(peer).then(() => true, () => false));
 const haveTime = await Deno.stat("/usr/bin/time").then(() => true, () => false);
+
+/** Why torch cannot run (no python, no torch), or "" when it can. */
+async function torchMissing(): Promise<string> {
+  const r = await new Deno.Command(python, { args: ["-c", "import torch"], stdout: "null", stderr: "piped" })
+    .output().catch((e) => e as Error);
+  if (r instanceof Error) return `${python} cannot run (${r.message}); set PEERS_PYTHON`;
+  return r.success
+    ? ""
+    : `${python} has no torch (${
+      new TextDecoder().decode(r.stderr).trim().split("\n").pop()
+    }); set PEERS_PYTHON`;
+}
+const noTorch = args["no-peer"] ? "--no-peer" : await torchMissing();
+const havePeer = !quick && !noTorch;
+const havePort = !args["own-peer"] && (await Deno.stat(port).then(() => true, () => false));
+const usesPort = (method: string) => havePort && PORT_METHODS.includes(method);
 const root = await Deno.makeTempDir({ prefix: "moekit-merge-bench-" });
 
 /** Runs a command (under `/usr/bin/time -v` when present); the JSON lines it prints and its peak RSS. */
-async function timed(cmd: string, cmdArgs: string[], env: Record<string, string> = {}) {
-  const r = await new Deno.Command(haveTime ? "/usr/bin/time" : cmd, {
-    args: haveTime ? ["-v", cmd, ...cmdArgs] : cmdArgs,
+async function timed(cmd: string, cmdArgs: string[], env: Record<string, string> = {}, time = haveTime) {
+  const r = await new Deno.Command(time ? "/usr/bin/time" : cmd, {
+    args: time ? ["-v", cmd, ...cmdArgs] : cmdArgs,
     env,
     stdout: "piped",
     stderr: "piped",
@@ -130,10 +169,144 @@ async function timed(cmd: string, cmdArgs: string[], env: Record<string, string>
   return { json, rss };
 }
 
+/** The torch command that merges `list` (one method, or several into `out/<method>`) over `dir`. */
+function peerArgs(list: string[], dir: string, out: string, t: number, stable = false): string[] {
+  const models = (list.includes("slerp") ? ["a"] : ["a", "b", "c"]).map((m) => `${dir}/${m}`);
+  const common = ["--base", `${dir}/base`, "--models", ...models, "--out", out, "--method", list.join(",")];
+  if (list.length === 1 && usesPort(list[0])) {
+    return [port, ...common, "--density", "0.3", "--threads", String(t)];
+  }
+  return [
+    script,
+    ...common,
+    ...["--density", "0.3", "--gamma", "0.01", "--epsilon", "0.1", "--t", "0.5", "--threads", String(t)],
+    ...(stable ? ["--stable"] : []),
+  ];
+}
+
+/** |a − b| in units in the last place of the output dtype (bf16 or f32) at the magnitude `scale`. */
+function ulps(a: number, b: number, scale: number, bf16: boolean): number {
+  if (a === b) return 0;
+  if (!Number.isFinite(a - b) || !(scale > 0)) return Infinity;
+  return Math.abs(a - b) / 2 ** (Math.max(Math.floor(Math.log2(scale)), -126) - (bf16 ? 7 : 23));
+}
+
+/**
+ * Checks the torch script against moekit on the folders of `dir` (quick mode): one line per method;
+ * false when one is off.
+ */
+async function checkPeer(dir: string, dtype: "F32" | "BF16"): Promise<boolean> {
+  const bf16 = dtype === "BF16", work = bf16 ? "bf16" : "f32";
+  const outs = `${dir}/check`;
+  const batches = [CHECKED.filter((m) => m !== "slerp"), ["slerp"]];
+  for (const b of batches) {
+    await timed(
+      python,
+      peerArgs(b, dir, b.length === 1 ? `${outs}/torch/${b[0]}` : `${outs}/torch`, 1, true),
+      {
+        OMP_NUM_THREADS: "1",
+      },
+      false,
+    );
+  }
+  const merged = async (method: string, extra: string[], tag: string) => {
+    const out = `${outs}/${tag}-${method}`;
+    const plan = await planCheckpointMerge(parseMergeConfig(config(method, extra)), { configDir: dir });
+    await runCheckpointMerge(plan, out, { shardBytes: 5e9 });
+    plan.close();
+    return out;
+  };
+  const inputs = await Promise.all(["base", "a", "b", "c"].map((m) => openCheckpoint(`${dir}/${m}`)));
+  let ok = true;
+  for (const method of CHECKED) {
+    const random = RANDOM.includes(method);
+    const exact = [
+      ...(method === "slerp" ? [] : [`work_dtype: ${work}`]),
+      ...(method.startsWith("breadcrumbs") ? ["mergekit_compat: true"] : []),
+    ];
+    const torch = await openCheckpoint(`${outs}/torch/${method}`);
+    const fast = await openCheckpoint(
+      await merged(method, exact.filter((p) => p.startsWith("merge")), "f64"),
+    );
+    const ref = random ? fast : await openCheckpoint(await merged(method, exact, "work"));
+    let n = 0;
+    const worst = [0, 0], beyond = [0, 0]; // vs ref, vs fast: largest distance, entries beyond 1 ulp
+    const changed = [0, 0], absDiff = [0, 0]; // torch, moekit
+    for (const name of inputs[0].names) {
+      const [t, r, f, ...x] = await Promise.all([torch, ref, fast, ...inputs].map((c) => c.read(name)));
+      const b = x[0].data;
+      for (let i = 0; i < t.data.length; i++, n++) {
+        if (random) {
+          changed[0] += t.data[i] !== b[i] ? 1 : 0;
+          changed[1] += f.data[i] !== b[i] ? 1 : 0;
+          absDiff[0] += Math.abs(t.data[i] - b[i]);
+          absDiff[1] += Math.abs(f.data[i] - b[i]);
+          continue;
+        }
+        // distances in ulps of the output dtype at the entry's scale: its largest input or output
+        let scale = Math.max(Math.abs(t.data[i]), Math.abs(r.data[i]), Math.abs(f.data[i]));
+        for (const m of x) scale = Math.max(scale, Math.abs(m.data[i]));
+        [r.data[i], f.data[i]].forEach((v, k) => {
+          const u = ulps(t.data[i], v, scale, bf16);
+          worst[k] = Math.max(worst[k], u);
+          beyond[k] += u > 1 ? 1 : 0;
+        });
+      }
+    }
+    for (const c of new Set([torch, fast, ref])) c.close();
+    let line: string, pass: boolean;
+    if (random) {
+      const share = changed.map((c) => c / n), mean = absDiff.map((s) => s / n);
+      pass = Math.abs(share[0] - share[1]) <= 0.02 && Math.abs(mean[0] / mean[1] - 1) <= 0.05;
+      line =
+        `changed from base ${(100 * share[0]).toFixed(2)} % (moekit ${(100 * share[1]).toFixed(2)} %), ` +
+        `mean |out − base| torch ÷ moekit ${(mean[0] / mean[1]).toFixed(4)}`;
+    } else {
+      const pct = (k: number) =>
+        `${(100 * beyond[k] / n).toFixed(3)} % beyond 1 ulp, at most ${worst[k].toFixed(1)}`;
+      // f32: torch sums in float32 (up to 2 ulp from a float64 sum rounded once); slerp takes its angle from
+      // float32 norms over the whole tensor (relative error ~1e-6). The float64 path differs where rounding the
+      // task vectors moves an entry across a magnitude cut or flips an election: rare.
+      const slerp = method === "slerp"; // no work_dtype: its reference is the float64 path
+      pass = worst[0] <= (slerp ? (bf16 ? 1 : 64) : 2) && (slerp || beyond[1] <= 0.01 * n);
+      line = slerp ? `vs moekit: ${pct(0)} (${n} entries)` : `vs moekit work_dtype ${work}: ${pct(0)}; ` +
+        `vs moekit's float64 path: ${pct(1)} (${n} entries)`;
+    }
+    ok &&= pass;
+    console.log(`  ${pass ? "ok  " : "FAIL"} ${method.padEnd(16)} ${line}`);
+  }
+  inputs.forEach((c) => c.close());
+  await Deno.remove(outs, { recursive: true });
+  return ok;
+}
+
+/** The machine: CPU model, cores, AVX-512 or not, and the load average now (Linux; "" elsewhere). */
+function machine(): string {
+  try {
+    const cpu = Deno.readTextFileSync("/proc/cpuinfo");
+    const model = /model name\s*:\s*(.*)/.exec(cpu)?.[1] ?? "?";
+    const avx512 = /^flags\s*:.*\bavx512f\b/m.test(cpu) ? "AVX-512" : "no AVX-512";
+    const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+    return `${model}, ${navigator.hardwareConcurrency} cores, ${avx512}; load average ${load}`;
+  } catch {
+    return "";
+  }
+}
+
+/** Table row labels: what each method merges. */
+const label = (m: string) =>
+  `${m} (${m === "linear" ? "4 models" : m === "slerp" ? "base + 1" : "base + 3"})`;
+
+let checked = true;
 try {
   console.log(
-    `merge benchmark: base + 3 models, ${L} layers, d = ${d}; methods ${methods.join(", ")}; ` +
-      `peer: ${havePeer ? "torch port" : "none"}${quick ? " (quick mode)" : ""}`,
+    `merge benchmark: ${L} layers, d = ${d}; methods ${methods.join(", ")}; peer: ${
+      havePeer
+        ? `torch (${
+          havePort ? `mergekit port for ${PORT_METHODS.join(", ")}, ` : ""
+        }bench/torch_merge_methods.py)`
+        : `none${noTorch ? ` (${noTorch})` : ""}`
+    }${quick ? " (quick mode)" : ""}\nmachine: ${machine()}`,
   );
   for (const dtype of dtypes) {
     const dir = `${root}/${dtype}`;
@@ -213,35 +386,28 @@ try {
     const m1 = await moekit(false, methods), m2 = await moekit(true, methods);
     const torch = new Map<string, Map<number, { rate: number; rss: number }>>();
     if (havePeer) {
-      for (const method of methods.filter((m) => PEER_METHODS.includes(m))) {
+      for (const method of methods) {
         const byT = new Map<number, { rate: number; rss: number }>();
         for (const t of threads) {
           const out = `${dir}/peer-out`;
-          await readAll();
+          await readAll(); // inputs warm in the page cache before each run
           const env = {
             OPENBLAS_NUM_THREADS: String(t),
             OMP_NUM_THREADS: String(t),
             MKL_NUM_THREADS: String(t),
           };
-          const p = await timed(python, [
-            peer,
-            "--base",
-            `${dir}/base`,
-            "--models",
-            ...["a", "b", "c"].map((x) => `${dir}/${x}`),
-            "--out",
-            out,
-            "--method",
-            method,
-            "--density",
-            "0.3",
-            "--threads",
-            String(t),
-          ], env);
+          const p = await timed(python, peerArgs([method], dir, out, t), env);
           await Deno.remove(out, { recursive: true }).catch(() => {});
           byT.set(t, { rate: p.json[0].MBps, rss: p.rss });
         }
         torch.set(method, byT);
+      }
+    }
+    if (quick) {
+      if (noTorch) console.log(`torch check skipped: ${noTorch}`);
+      else {
+        console.log(`torch check (bench/torch_merge_methods.py --stable vs moekit, ${dtype}):`);
+        checked = (await checkPeer(dir, dtype)) && checked;
       }
     }
     const f1 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? "–" : x.toFixed(1));
@@ -249,37 +415,38 @@ try {
       a === undefined || b === undefined || !(b > 0) ? "–" : `${(a / b).toFixed(2)}×`;
     const rssOf = (x: { rss: number } | undefined) =>
       x === undefined || Number.isNaN(x.rss) ? "–" : `${mb(x.rss).toFixed(0)}`;
+    const moekitAt = (t: number, m: string) => (t === 1 ? m1 : t === 2 ? m2 : undefined)?.get(m);
     const head = [
-      "method",
+      "method (inputs)",
       "moekit 1T",
       "moekit 2T",
       ...threads.map((t) => `torch ${t}T`),
-      "÷torch 1T",
-      "÷torch 2T",
+      ...threads.map((t) => `÷torch ${t}T`),
       "1T÷raw",
       "2T÷raw",
       `peak RSS MB: moekit 1T/2T, torch ${threads.join("T/")}T`,
       "2T peak÷largest",
+      "torch peer",
     ];
     const rows = methods.map((m) => {
       const a = m1.get(m), b = m2.get(m), tp = torch.get(m);
       return [
-        m,
+        label(m),
         f1(a?.rate),
         f1(b?.rate),
         ...threads.map((t) => f1(tp?.get(t)?.rate)),
-        ratio(a?.rate, tp?.get(1)?.rate),
-        ratio(b?.rate, tp?.get(2)?.rate),
+        ...threads.map((t) => ratio(moekitAt(t, m)?.rate, tp?.get(t)?.rate)),
         ratio(a?.rate, first),
         ratio(b?.rate, first),
         [rssOf(a), rssOf(b), ...threads.map((t) => rssOf(tp?.get(t)))].join(" / "),
         b && !Number.isNaN(b.rss) ? `${((b.rss - baseline) / (largest * 4)).toFixed(1)}` : "–",
+        havePeer ? (usesPort(m) ? "mergekit port" : "torch script") : "–",
       ];
     });
     const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     console.log([head, ...rows].map((r) => r.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n"));
     console.log(
-      `MB/s of input. ÷torch: moekit ÷ the torch port at the same thread count. ÷raw: moekit ÷ the ${
+      `MB/s of input. ÷torch: moekit ÷ torch at the same thread count. ÷raw: moekit ÷ the ${
         Number.isNaN(cold) ? "warm" : "first (uncached)"
       } read of the same files in this sitting. peak÷largest: moekit's peak RSS above the ${
         mb(baseline).toFixed(0)
@@ -287,10 +454,15 @@ try {
     );
     if (!args.keep) await Deno.remove(dir, { recursive: true });
   }
+  console.log(`\nmachine at the end: ${machine()}`);
   console.log(
-    "\nSame sitting, one run each, inputs warm in the page cache before every run. The machine may be shared " +
+    "Same sitting, one run each, inputs warm in the page cache before every run. The machine may be shared " +
       "with other work: read the ratios, not the absolute figures.",
   );
 } finally {
   if (!args.keep) await Deno.remove(root, { recursive: true }).catch(() => {});
+}
+if (!checked) {
+  console.error("bench:merge: the torch script's outputs differ from moekit's (FAIL lines above)");
+  Deno.exit(1);
 }
