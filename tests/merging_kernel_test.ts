@@ -315,3 +315,133 @@ Deno.test("magnitudeRanks (DELLA): rows with long runs of equal magnitudes rank 
     }
   }
 });
+
+Deno.test("runJob: 16-bit inputs merged a chunk at a time from their bytes = the whole-tensor merge", () => {
+  // 769 × 256 entries: three chunks of 65536 and a partial one
+  const d = data(769, 256, 21);
+  const enc = (f: Float32Array, dtype: "BF16" | "F16" | "F32") => ({
+    shape: d.shape,
+    dtype,
+    bytes: encodeFloats(f, dtype),
+  });
+  const cases: [string, Record<string, unknown>, Record<string, unknown>][] = [
+    ["linear", { weight: 0.7 }, {}],
+    ["task_arithmetic", { weight: 0.6 }, { lambda: 0.9 }],
+    ["dare_ties", { weight: 0.8, density: 0.4 }, { semantics: "peft" }],
+    ["dare_linear", { weight: 0.8, density: 0.3 }, { rescale: false }],
+  ];
+  for (const [method, mp, gp] of cases) {
+    // bf16, f16, and a float32 base with bf16 models
+    for (const [bd, md] of [["BF16", "BF16"], ["F16", "F16"], ["F32", "BF16"]] as const) {
+      for (const offset of [undefined, 4096 * 3]) {
+        const block = offset === undefined ? undefined : {
+          offset,
+          plans: mergeBlockPlanner({
+            method,
+            params: gp,
+            models: d.models.map(() => ({ params: mp })),
+            numel: 10 ** 6,
+          })!
+            .plans(offset),
+        };
+        const job = (out?: ArrayBuffer) => ({
+          options: {
+            method,
+            params: gp,
+            name: "model.layers.0.w",
+            seed: 4,
+            output: "f32" as const,
+            consumeInputs: true,
+            ...(block ? { block } : {}),
+          },
+          base: method === "linear" ? undefined : enc(d.base, bd),
+          models: d.models.map((m) => ({ tensor: enc(m, md), params: mp })),
+          ...(out ? { out } : {}),
+        });
+        const wasPool = setDecodePool(false);
+        const whole = runJob(job()).data;
+        setDecodePool(true);
+        const out = new ArrayBuffer(4 * d.base.length + 64);
+        const chunked = runJob(job(out)).data as Float32Array;
+        setDecodePool(wasPool);
+        const what = `${method} ${bd}/${md} block ${offset}`;
+        assert.equal(chunked.buffer, out, `${what}: merged a chunk at a time into the given buffer`);
+        sameBits(whole, chunked, what);
+      }
+    }
+  }
+});
+
+Deno.test("merge stream: a large tensor split in blocks over two Workers gives the bytes of a whole-tensor merge", async () => {
+  const { writeCheckpoint } = await import("../lib/io/mod.ts");
+  const { parseMergeConfig, planCheckpointMerge, runCheckpointMerge } = await import("../lib/merging/mod.ts");
+  const dir = await Deno.makeTempDir({ prefix: "moekit-halves-" });
+  try {
+    // the embedding has 2^20 + 1024 entries (split in two blocks of rows), the layer is merged whole
+    const specs = [
+      { name: "model.embed_tokens.weight", dtype: "BF16" as const, shape: [1025, 1024] },
+      { name: "model.layers.0.mlp.up_proj.weight", dtype: "BF16" as const, shape: [300, 64] },
+    ];
+    for (const [i, m] of ["base", "a", "b", "c"].entries()) {
+      await writeCheckpoint(`${dir}/${m}`, specs, (name) => {
+        const s = specs.find((x) => x.name === name)!, r = lcg(7 * i + specs.indexOf(s) + 1);
+        return Float32Array.from({ length: s.shape[0] * s.shape[1] }, () => r());
+      });
+    }
+    const models = "  - {model: a, parameters: {weight: 0.7, density: 0.5}}\n" +
+      "  - {model: b, parameters: {weight: 0.2, density: 0.3}}\n  - {model: c, parameters: {weight: -0.4, density: 0.6}}\n";
+    const configs = [
+      "merge_method: linear\nmodels:\n  - {model: base, parameters: {weight: 0.3}}\n" +
+      models.replaceAll(/, density: [0-9.]+/g, ""),
+      "merge_method: task_arithmetic\nbase_model: base\n" + "models:\n" +
+      models.replaceAll(/, density: [0-9.]+/g, ""),
+      "merge_method: dare_ties\nbase_model: base\nparameters: {semantics: peft}\nmodels:\n" + models,
+    ];
+    for (const yaml of configs) {
+      const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
+      try {
+        const outs: Uint8Array[] = [];
+        for (const overlap of [false, true]) {
+          // the reference: whole tensors decoded on this thread (no chunks, no halves)
+          const was = setDecodePool(overlap);
+          try {
+            await runCheckpointMerge(plan, `${dir}/out-${overlap}`, { overlap, seed: 3 });
+          } finally {
+            setDecodePool(was);
+          }
+          outs.push(await Deno.readFile(`${dir}/out-${overlap}/model.safetensors`));
+          await Deno.remove(`${dir}/out-${overlap}`, { recursive: true });
+        }
+        assert.ok(outs[0].length > 2 * 1025 * 1024);
+        assert.equal(outs[1].length, outs[0].length);
+        const at = outs[0].findIndex((b, i) => outs[1][i] !== b);
+        assert.equal(at, -1, `${yaml.split("\n")[0]}: the files differ from byte ${at}`);
+      } finally {
+        plan.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("magnitudeRanks (DELLA): long rows of float32 differences, zeros of both signs and infinities", () => {
+  const r = lcg(17);
+  const gens: (() => number)[] = [
+    () => Math.fround(r() * 0.1 + r() * 0.01) - Math.fround(r() * 0.1), // task-vector entries
+    () => (r() < 0 ? (r() < 0 ? 0 : -0) : Math.round(r() * 8) / 8), // long runs of equal magnitudes
+    () => (r() < -0.4 ? -Infinity : r() * 10 ** Math.floor((r() + 0.5) * 12)), // every bit varies
+  ];
+  for (const [g, gen] of gens.entries()) {
+    for (const n of [31, 64, 2048]) {
+      const v = Float64Array.from({ length: n + 2 }, gen);
+      const order = Array.from({ length: n }, (_, i) => i)
+        .sort((a, b) => Math.abs(v[a + 2]) - Math.abs(v[b + 2]) || b - a);
+      const want = new Int32Array(n);
+      order.forEach((j, p) => (want[j] = p + 1));
+      const out = new Int32Array(n);
+      magnitudeRanks(v, 2, n, out);
+      assert.deepEqual(out, want, `generator ${g}, ${n} entries`);
+    }
+  }
+});

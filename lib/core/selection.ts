@@ -489,6 +489,92 @@ export function atLeastKthSmallestInto(
  * order (the lower index ranks higher). Writes ranks (1-based) into `out[0..n)`.
  */
 export function magnitudeRanks(values: ArrayLike<number>, off: number, n: number, out: Int32Array): void {
+  if (n < 32 || !radixRanks(values, off, n, out)) sortRanks(values, off, n, out);
+}
+
+/**
+ * `magnitudeRanks` by a radix sort of the float64 bit patterns of `|x|` (ordered as the numbers are): only
+ * the bits that vary within the row are sorted on — bits above and below them are equal in every entry
+ * and order nothing — in 11-bit digits within each 32-bit half, stably, starting from the highest index:
+ * equal magnitudes end in descending index order, as the total order ranks them. False (nothing
+ * written) with a NaN in the row, or on a big-endian machine.
+ */
+function radixRanks(values: ArrayLike<number>, off: number, n: number, out: Int32Array): boolean {
+  if (!RADIX_LE) return false;
+  if (radix.lo.length < n) {
+    radix = {
+      lo: new Uint32Array(n),
+      hi: new Uint32Array(n),
+      ix: new Int32Array(n),
+      lo2: new Uint32Array(n),
+      hi2: new Uint32Array(n),
+      ix2: new Int32Array(n),
+    };
+  }
+  let { lo, hi, ix, lo2, hi2, ix2 } = radix;
+  const f = radixF64, u = radixU32;
+  let orLo = 0, andLo = -1, orHi = 0, andHi = -1;
+  // the keys in descending index order (the stable passes keep it among equal keys)
+  for (let p = 0; p < n; p++) {
+    const j = n - 1 - p, a = Math.abs(values[off + j]);
+    if (a !== a) return false; // NaN
+    f[0] = a;
+    const l = u[0], h = u[1];
+    lo[p] = l;
+    hi[p] = h;
+    ix[p] = j;
+    orLo |= l;
+    andLo &= l;
+    orHi |= h;
+    andHi &= h;
+  }
+  const vLo = (orLo ^ andLo) >>> 0, vHi = (orHi ^ andHi) >>> 0;
+  const passes: [number, number][] = []; // [half (0 low, 1 high), shift]
+  if (vLo) {
+    const low = 31 - Math.clz32(vLo & -vLo), top = 31 - Math.clz32(vLo);
+    for (let q = low; q <= top; q += 11) passes.push([0, q]);
+  }
+  if (vHi) {
+    const low = 31 - Math.clz32(vHi & -vHi), top = 31 - Math.clz32(vHi);
+    for (let q = low; q <= top; q += 11) passes.push([1, q]);
+  }
+  const count = radixCount;
+  for (const [half, q] of passes) {
+    const key = half ? hi : lo;
+    count.fill(0);
+    for (let p = 0; p < n; p++) count[(key[p] >>> q) & 2047]++;
+    let sum = 0;
+    for (let d = 0; d < 2048; d++) {
+      const c = count[d];
+      count[d] = sum;
+      sum += c;
+    }
+    for (let p = 0; p < n; p++) {
+      const t = count[(key[p] >>> q) & 2047]++;
+      lo2[t] = lo[p];
+      hi2[t] = hi[p];
+      ix2[t] = ix[p];
+    }
+    [lo, lo2, hi, hi2, ix, ix2] = [lo2, lo, hi2, hi, ix2, ix];
+  }
+  for (let p = 0; p < n; p++) out[ix[p]] = p + 1; // ascending: rank 1 = smallest
+  return true;
+}
+
+const radixF64 = new Float64Array(1), radixU32 = new Uint32Array(radixF64.buffer);
+const RADIX_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const radixCount = new Int32Array(2048);
+let radix = {
+  lo: new Uint32Array(0),
+  hi: new Uint32Array(0),
+  ix: new Int32Array(0),
+  lo2: new Uint32Array(0),
+  hi2: new Uint32Array(0),
+  ix2: new Int32Array(0),
+};
+
+/** `magnitudeRanks` by a comparison sort of the magnitudes and a binary search per entry. */
+function sortRanks(values: ArrayLike<number>, off: number, n: number, out: Int32Array): void {
   if (rankSorted.length < n) {
     rankSorted = new Float64Array(n);
     rankSeen = new Int32Array(n);

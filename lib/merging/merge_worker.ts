@@ -6,6 +6,9 @@
  */
 
 import { type ComputeJob, runJob } from "./merge_run.ts";
+import { mergeKernel } from "./kernel_run.ts";
+
+mergeKernel(); // compiled while the first inputs are read
 
 const self = globalThis as unknown as {
   onmessage: ((ev: MessageEvent<ComputeJob>) => void) | null;

@@ -612,7 +612,8 @@ export function sparsifyBlockPlanner(options: SparsifyOptions, n: number, round?
 
 /**
  * The sparse plan of one block of a blockwise merge: the planner's {@link BlockSparsePlan}, and for DARE
- * the block's keep mask drawn from the stream at `options.offset`.
+ * the stream at `options.offset` (drawn a chunk at a time by the sweep, as for a whole tensor), or the
+ * block's keep mask drawn from it when a mask is given.
  */
 export function blockSparsePlan(
   given: BlockSparsePlan,
@@ -622,6 +623,9 @@ export function blockSparsePlan(
 ): SparsePlan {
   if (given.zero || options.method !== "random" || options.density >= 1) {
     return { mask: null, cut: given.cut, scale: given.scale, zero: given.zero };
+  }
+  if (!options.mask) {
+    return { mask: null, stream: { options, density: options.density }, scale: given.scale, zero: false };
   }
   const buf = maskBuf && maskBuf.length >= n ? maskBuf.subarray(0, n) : new Uint8Array(n);
   return { mask: bernoulliInto(buf, options.density, options), scale: given.scale, zero: false };
