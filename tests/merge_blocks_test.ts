@@ -215,10 +215,10 @@ Deno.test("a cap below one row is an OptionError naming the tensor and the minim
 Deno.test("a method that cannot merge blocks merges whole, and says so once; the CLI's cap gives the same bytes", () =>
   withTempDir(async (dir) => {
     await fixture(dir, "BF16");
-    const slerp = "merge_method: slerp\nbase_model: base\nparameters: {t: 0.3}\nmodels:\n  - {model: a}\n";
-    await Deno.writeTextFile(`${dir}/s.yaml`, slerp);
+    const nuslerp =
+      "merge_method: nuslerp\nparameters: {nuslerp_flatten: false}\nmodels:\n  - {model: a, parameters: {weight: 0.3}}\n  - {model: b, parameters: {weight: 0.7}}\n";
     await Deno.writeTextFile(`${dir}/t.yaml`, CONFIGS.task_arithmetic);
-    const plan = await planCheckpointMerge(parseMergeConfig(slerp), { configDir: dir });
+    const plan = await planCheckpointMerge(parseMergeConfig(nuslerp), { configDir: dir });
     const notes: string[] = [];
     try {
       await runCheckpointMerge(plan, `${dir}/ref`, { log: () => {} });
@@ -229,9 +229,21 @@ Deno.test("a method that cannot merge blocks merges whole, and says so once; the
     assert.equal(notes.length, 1, notes.join("\n"));
     assert.match(
       notes[0],
-      /slerp cannot merge a tensor in blocks of rows: 4 tensors above the block cap of 1000 bytes are merged whole \(the largest, model\.layers\.0\.input_layernorm\.weight, works on 12000 bytes\)/,
+      /nuslerp cannot merge a tensor in blocks of rows: 4 tensors above the block cap of 1000 bytes are merged whole \(the largest, model\.layers\.0\.input_layernorm\.weight, works on 12000 bytes\)/,
     );
-    assertSame(await snapshot(`${dir}/capped`), await snapshot(`${dir}/ref`), "slerp");
+    assertSame(await snapshot(`${dir}/capped`), await snapshot(`${dir}/ref`), "nuslerp");
+    // slerp merges in blocks after one read pass (its angle's sums): no note, the same bytes
+    const slerp = "merge_method: slerp\nbase_model: base\nparameters: {t: 0.3}\nmodels:\n  - {model: a}\n";
+    const splan = await planCheckpointMerge(parseMergeConfig(slerp), { configDir: dir });
+    try {
+      assert.equal(planBlocks(splan, 1000).blocked.get("model.layers.0.input_layernorm.weight")?.passes, 1);
+      await runCheckpointMerge(splan, `${dir}/s-ref`, { log: () => {} });
+      await runCheckpointMerge(splan, `${dir}/s-capped`, { maxBlockBytes: 1000, log: (l) => notes.push(l) });
+    } finally {
+      splan.close();
+    }
+    assert.equal(notes.length, 1, notes.join("\n"));
+    assertSame(await snapshot(`${dir}/s-capped`), await snapshot(`${dir}/s-ref`), "slerp");
     // the CLI: --max-block-size, and --dry-run shows the blocks
     const cli = (...a: string[]) => captureConsole(() => runMergeCli([...a, "--quiet"]));
     assert.equal((await cli(`${dir}/t.yaml`, `${dir}/t-ref`)).code, 0);

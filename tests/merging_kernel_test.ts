@@ -245,11 +245,83 @@ Deno.test("merge in blocks: concatenated blocks = the whole-tensor merge, blocks
   }
 });
 
+Deno.test("slerp in blocks (one read pass for the angle, then the lerp) = whole-tensor slerp, bytes", () => {
+  // 3·KCHUNK + 37 entries in rows of 37: blocks straddle the kernel's chunks, the last is partial
+  const C = 37, R = 3 * (KCHUNK / 37 | 0) + 12, n = R * C, q = lcg(11);
+  const bf = (f: Float32Array) => decodeFloats(encodeFloats(f, "BF16"), "BF16") as Float32Array;
+  const base32 = Float32Array.from({ length: n }, () => q() * 0.1);
+  const far = Float32Array.from(base32, (b) => 0.4 * b + q() * 0.05); // a wide angle
+  const near = Float32Array.from(base32, (b) => b + q() * 1e-4); // |cos| > 0.9995: the lerp fallback
+  const rowsPer = [70, 1, 150, 33], blocks: [number, number][] = [];
+  for (let r = 0, i = 0; r < R; i++) {
+    const k = Math.min(rowsPer[i % rowsPer.length], R - r);
+    blocks.push([r * C, (r + k) * C]);
+    r += k;
+  }
+  assert.ok(blocks.length > 4 && blocks.at(-1)![1] - blocks.at(-1)![0] < 33 * C);
+  for (const dtype of ["bf16", "f32"] as const) {
+    const cast = (a: Float32Array) => (dtype === "bf16" ? bf(a) : a);
+    for (const [what, b0, m0] of [["wide", base32, far], ["near", base32, near]] as const) {
+      const base = cast(b0), model = cast(m0), params = { t: 0.3 };
+      for (const output of ["f32", "f64"] as const) {
+        for (const kernel of [true, false]) {
+          const was = setMergeKernel(kernel);
+          try {
+            const whole = merge({
+              method: "slerp",
+              base: { shape: [R, C], data: base },
+              models: [{ tensor: { shape: [R, C], data: model } }],
+              params,
+              output,
+            }).data;
+            const pl = mergeBlockPlanner({ method: "slerp", params, models: [{}], numel: n })!;
+            assert.equal(pl.passes, 1);
+            for (const [s, e] of blocks) {
+              pl.add(0, { offset: s, base: base.subarray(s, e), models: [model.subarray(s, e)] });
+            }
+            const out = output === "f32" ? new Float32Array(n) : new Float64Array(n);
+            for (const [s, e] of blocks.toReversed()) {
+              const shape = [(e - s) / C, C];
+              const r = merge({
+                method: "slerp",
+                base: { shape, data: base.slice(s, e) },
+                models: [{ tensor: { shape, data: model.slice(s, e) } }],
+                params,
+                output,
+                consumeInputs: true,
+                block: { offset: s, plans: pl.plans(s) },
+              });
+              out.set(r.data, s);
+            }
+            sameBits(whole, out, `slerp ${what} ${dtype} → ${output}, kernel ${kernel}, in blocks`);
+          } finally {
+            setMergeKernel(was);
+          }
+        }
+      }
+    }
+  }
+  // blocks out of index order are refused (the sums are in index order)
+  const pl = mergeBlockPlanner({ method: "slerp", params: { t: 0.5 }, models: [{}], numel: 8 })!;
+  assert.throws(
+    () => pl.add(0, { offset: 4, base: new Float32Array(4), models: [new Float32Array(4)] }),
+    /index order/,
+  );
+});
+
 Deno.test("merge in blocks: what needs the whole tensor says so", () => {
   const t = { shape: [2, 3], data: new Float32Array(6) };
   const models = [{ tensor: t, params: { weight: 1, density: 0.5, epsilon: 0.1 } }];
   assert.equal(mergeBlockPlanner({ method: "della", models, numel: 6 }), null);
-  assert.equal(mergeBlockPlanner({ method: "slerp", models: [{}], params: { t: 0.5 }, numel: 6 }), null);
+  assert.equal(mergeBlockPlanner({ method: "slerp", models: [{}], params: { t: 0.5 }, numel: 6 })?.passes, 1);
+  assert.equal(
+    mergeBlockPlanner({
+      method: "nuslerp",
+      models: [{ params: { weight: 1 } }, { params: { weight: 1 } }],
+      numel: 6,
+    }),
+    null,
+  );
   assert.equal(
     mergeBlockPlanner({
       method: "ties",
@@ -396,6 +468,8 @@ Deno.test("merge stream: a large tensor split in blocks over two Workers gives t
       "merge_method: task_arithmetic\nbase_model: base\n" + "models:\n" +
       models.replaceAll(/, density: [0-9.]+/g, ""),
       "merge_method: dare_ties\nbase_model: base\nparameters: {semantics: peft}\nmodels:\n" + models,
+      // split after its planner's read pass (the angle's sums)
+      "merge_method: slerp\nbase_model: base\nparameters: {t: 0.3}\nmodels:\n  - {model: a}\n",
     ];
     for (const yaml of configs) {
       const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
@@ -416,6 +490,23 @@ Deno.test("merge stream: a large tensor split in blocks over two Workers gives t
         assert.equal(outs[1].length, outs[0].length);
         const at = outs[0].findIndex((b, i) => outs[1][i] !== b);
         assert.equal(at, -1, `${yaml.split("\n")[0]}: the files differ from byte ${at}`);
+        if (yaml.startsWith("merge_method: slerp")) {
+          // the split embedding = merge() of the whole tensors (its angle is the whole tensor's)
+          const s = specs[0], n = s.shape[0] * s.shape[1];
+          const input = (i: number) => {
+            const r = lcg(7 * i + 1), f = Float32Array.from({ length: n }, () => r());
+            return { shape: s.shape, data: decodeFloats(encodeFloats(f, "BF16"), "BF16") };
+          };
+          const want = encodeFloats(
+            merge({ method: "slerp", base: input(0), models: [{ tensor: input(1) }], params: { t: 0.3 } })
+              .data,
+            "BF16",
+          );
+          const file = outs[1], hlen = Number(new DataView(file.buffer).getBigUint64(0, true));
+          const header = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + hlen)));
+          const [lo, hi] = header[s.name].data_offsets as [number, number];
+          assert.deepEqual(file.subarray(8 + hlen + lo, 8 + hlen + hi), want);
+        }
       } finally {
         plan.close();
       }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { MoekitError } from "../core/errors.ts";
+import { MoekitError, OptionError } from "../core/errors.ts";
 import type { Tensor } from "../io/tensor.ts";
 import type { MergeMethod, MergeVariant, MethodInput } from "./methods.ts";
 import { PARAMS, type ParamSpec, semanticsParam, workRounder } from "./params.ts";
@@ -34,32 +34,15 @@ function entry(
 
 type Floats = Float32Array | Float64Array;
 
-function norm(v: Floats): number {
-  let s = 0;
-  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
-  return Math.sqrt(s);
-}
-
-function dot(a: Floats, b: Floats): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
-
-/** mergekit slerp: angle between the normalised vectors, interpolation of the unnormalised ones. */
-function slerpVectors(
-  v0: Floats,
-  v1: Floats,
-  t: number,
-  clampNorm: number,
-  lerpIf: (c: number, s: number) => boolean,
-  out: Floats = new Float64Array(v0.length),
-): Floats {
-  const K = mergeKernel(), simd = K && allF32(v0, v1);
-  let n0: number, n1: number, dt: number;
-  if (simd) {
-    // the three sums on the kernel, each in index order as below
-    K.setSums(0, 0, 0);
+/**
+ * Continues the three float64 sums of SLERP (‖v0‖², ‖v1‖², v0·v1) over `v0`, `v1` from `acc`, each in
+ * index order: summing a tensor block after block (in index order) gives the whole tensor's sums.
+ */
+function slerpSums(v0: Floats, v1: Floats, acc: [number, number, number]): [number, number, number] {
+  const K = mergeKernel();
+  if (K && allF32(v0, v1)) {
+    // on the kernel: the same float64 operations in the same order as the loop below
+    K.setSums(...acc);
     for (let start = 0; start < v0.length; start += KCHUNK) {
       const len = Math.min(KCHUNK, v0.length - start);
       K.k.dot3(
@@ -70,15 +53,38 @@ function slerpVectors(
       );
     }
     const [s0, s1, s2] = K.sums(3);
-    [n0, n1, dt] = [Math.sqrt(s0), Math.sqrt(s1), s2];
-  } else [n0, n1, dt] = [norm(v0), norm(v1), dot(v0, v1)];
+    return [s0, s1, s2];
+  }
+  let [s0, s1, s2] = acc;
+  for (let i = 0; i < v0.length; i++) {
+    const x = v0[i], y = v1[i];
+    s0 += x * x;
+    s1 += y * y;
+    s2 += x * y;
+  }
+  return [s0, s1, s2];
+}
+
+/** mergekit slerp's coefficients (α of v0, β of v1) from the sums of {@link slerpSums}. */
+function slerpCoefficients(
+  [s0, s1, dt]: readonly number[],
+  t: number,
+  clampNorm: number,
+  lerpIf: (c: number, s: number) => boolean,
+): [number, number] {
+  const n0 = Math.sqrt(s0), n1 = Math.sqrt(s1);
   const d0 = clampNorm > 0 ? Math.max(n0, clampNorm) : n0 > 1e-8 ? n0 : 1;
   const d1 = clampNorm > 0 ? Math.max(n1, clampNorm) : n1 > 1e-8 ? n1 : 1;
   const cos = Math.min(1, Math.max(-1, dt / (d0 * d1)));
   const theta = Math.acos(cos), s = Math.sin(theta);
   const lerp = lerpIf(cos, s);
-  const a = lerp ? 1 - t : Math.sin((1 - t) * theta) / s, b = lerp ? t : Math.sin(t * theta) / s;
-  if (simd) {
+  return [lerp ? 1 - t : Math.sin((1 - t) * theta) / s, lerp ? t : Math.sin(t * theta) / s];
+}
+
+/** `out = α·v0 + β·v1`, entry by entry in float64 (rounded once into a float32 `out`). */
+function lerpInto(v0: Floats, v1: Floats, a: number, b: number, out: Floats): Floats {
+  const K = mergeKernel();
+  if (K && allF32(v0, v1)) {
     const f32 = out instanceof Float32Array ? 1 : 0;
     for (let start = 0; start < out.length; start += KCHUNK) {
       const len = Math.min(KCHUNK, out.length - start);
@@ -90,6 +96,61 @@ function slerpVectors(
   }
   for (let i = 0; i < out.length; i++) out[i] = a * v0[i] + b * v1[i];
   return out;
+}
+
+/** mergekit slerp: angle between the normalised vectors, interpolation of the unnormalised ones. */
+function slerpVectors(
+  v0: Floats,
+  v1: Floats,
+  t: number,
+  clampNorm: number,
+  lerpIf: (c: number, s: number) => boolean,
+  out: Floats = new Float64Array(v0.length),
+): Floats {
+  const [a, b] = slerpCoefficients(slerpSums(v0, v1, [0, 0, 0]), t, clampNorm, lerpIf);
+  return lerpInto(v0, v1, a, b, out);
+}
+
+/** SLERP's rule for falling back to a linear interpolation: nearly parallel vectors. */
+const slerpLerpIf = (c: number) => Math.abs(c) > 0.9995;
+
+/**
+ * The block planner of `slerp` (`mergeBlockPlanner`): one read pass over the blocks in index order sums
+ * ‖base‖², ‖model‖² and base·model exactly as the whole-tensor merge does; every block's plan then
+ * carries the interpolation's two coefficients (`baseScale` of the base, `scale` of the model).
+ */
+export function slerpBlockPlanner(t: number, numel: number): {
+  readonly passes: number;
+  add(pass: number, offset: number, base: Floats, model: Floats): void;
+  plans(offset: number): { scale: number; zero: boolean; baseScale: number }[];
+} {
+  let acc: [number, number, number] = [0, 0, 0], next = 0;
+  const offsets = new Set<number>();
+  let coef: [number, number] | undefined;
+  return {
+    passes: 1,
+    add(pass, offset, base, model) {
+      if (pass !== 0) throw new MoekitError(`slerp's block planner has one pass, not pass ${pass}`);
+      if (offset !== next || base.length !== model.length) {
+        throw new MoekitError(
+          `slerp's block planner takes the blocks in index order: expected a block at entry ${next}, got ${offset} (${base.length} base and ${model.length} model entries)`,
+        );
+      }
+      acc = slerpSums(base, model, acc);
+      offsets.add(offset);
+      next += base.length;
+      coef = undefined;
+    },
+    plans(offset) {
+      if (next !== numel || !offsets.has(offset)) {
+        throw new MoekitError(
+          `slerp's block planner: no block at entry ${offset} after a pass over all ${numel} entries (fed ${next})`,
+        );
+      }
+      coef ??= slerpCoefficients(acc, t, 0, slerpLerpIf);
+      return [{ scale: coef[1], zero: false, baseScale: coef[0] }];
+    },
+  };
 }
 
 /** `linear`: Σ wᵢXᵢ, divided by Σ wᵢ when normalize (default); no base. */
@@ -168,6 +229,8 @@ export const slerpMethod: MergeMethod = entry({
   summary: "spherical interpolation between the base (t = 0) and one model (t = 1)",
   base: "required",
   models: { min: 1, max: 1 },
+  // a block needs the coefficients from a pass over the whole tensor (slerpBlockPlanner)
+  blockwise: "cuts",
   params: [PARAMS.t],
   run(input: MethodInput): Tensor {
     // straight from the inputs (float64 arithmetic per entry; no copies), into a float32 result if asked
@@ -176,7 +239,20 @@ export const slerpMethod: MergeMethod = entry({
     const out = input.output === "f32"
       ? (input.baseOwned && B instanceof Float32Array ? B : new Float32Array(n))
       : new Float64Array(n);
-    const data = slerpVectors(B, input.models[0].data, input.params.t!, 0, (c) => Math.abs(c) > 0.9995, out);
+    const block = input.block, plan = block?.plans?.[0];
+    if (block) {
+      if (plan?.baseScale === undefined || block.plans!.length !== 1) {
+        throw new OptionError(
+          "block.plans",
+          block.plans ? `${block.plans.length} plans` : undefined,
+          `slerp merges a block with its planner's plan for it (mergeBlockPlanner, one plan with baseScale)${
+            input.name ? ` (tensor ${input.name})` : ""
+          }`,
+        );
+      }
+      return { shape: input.shape, data: lerpInto(B, input.models[0].data, plan.baseScale, plan.scale, out) };
+    }
+    const data = slerpVectors(B, input.models[0].data, input.params.t!, 0, slerpLerpIf, out);
     return { shape: input.shape, data };
   },
 });

@@ -7,6 +7,7 @@
 
 import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { gtaBlockPlanner } from "./gta.ts";
+import { slerpBlockPlanner } from "./interpolate.ts";
 import { asTensor, sameShape, type Tensor, type TensorInput } from "../io/tensor.ts";
 import { checkModelCount, mergeMethod, validateMergeParams } from "./methods.ts";
 import type { MergeParams, ModelParams } from "./params.ts";
@@ -69,8 +70,10 @@ export interface MergeOptions {
         readonly t0: number;
         readonly ties0: number;
       };
-      /** Factor applied to the kept entries. */
+      /** Factor applied to the kept entries (SLERP: the model's interpolation coefficient). */
       readonly scale: number;
+      /** SLERP: the base's interpolation coefficient (from the angle over the whole tensor). */
+      readonly baseScale?: number;
       /** Every entry dropped. */
       readonly zero: boolean;
     }[];
@@ -193,7 +196,7 @@ export function taskVector(model: TensorInput, base: TensorInput): Tensor {
  * the same blocks each time: `add(pass, { offset, base, models })`, models in config order, decoded as
  * `merge` takes them), then `plans(offset)` is the `block.plans` of the block at `offset`. `passes` is 0
  * for elementwise methods (no pre-pass; `plans` gives undefined). Null when the method or this
- * configuration needs the whole tensor (SLERP, DELLA, the TIES paper threshold, a work dtype, …).
+ * configuration needs the whole tensor (DELLA, the TIES paper threshold, a work dtype, …).
  * Internal (not in the barrel): the checkpoint merge's memory cap uses it.
  */
 export function mergeBlockPlanner(options: {
@@ -222,6 +225,17 @@ export function mergeBlockPlanner(options: {
     return { passes: 0, add() {}, plans: () => undefined };
   }
   if (!method.blockwise) return null;
+  if (method.name === "slerp") {
+    const sl = slerpBlockPlanner(params.t!, options.numel);
+    return {
+      passes: sl.passes,
+      add(pass, block) {
+        if (!block.base) throw new MoekitError(`${method.name} needs the base's block`);
+        sl.add(pass, block.offset, block.base, block.models[0]);
+      },
+      plans: (offset) => sl.plans(offset),
+    };
+  }
   const g = gtaBlockPlanner(method.name, params, models, options.numel, options.seed ?? 0, options.name);
   if (!g) return null;
   return {

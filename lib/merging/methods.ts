@@ -96,8 +96,8 @@ export interface MergeMethod {
   /**
    * Whether a large tensor can be merged in blocks of entries ({@link MergeOptions.block}):
    * `"elementwise"` (each entry on its own), `"cuts"` (per-tensor quantities — magnitude thresholds, a
-   * rescale factor — computed first by a streaming pass over the blocks), or `false` (needs the whole
-   * tensor: norms, angles, per-row ranks).
+   * rescale factor, SLERP's angle — computed first by a streaming pass over the blocks), or `false`
+   * (needs the whole tensor: per-row angles, per-row ranks, several passes of norms).
    */
   readonly blockwise: "elementwise" | "cuts" | false;
   /** Every parameter it takes (a `semantics` parameter lists the variants). */
