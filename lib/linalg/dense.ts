@@ -46,59 +46,7 @@ export function symEigen64(
   }
   W[(n - 1) * n + n - 1] = 1;
   // implicit QL on the tridiagonal (d, e = off-diagonal, e[n − 1] = 0); rotations update two rows of W
-  let f = 0, tst1 = 0;
-  const eps = 2 ** -52;
-  for (let l = 0; l < n; l++) {
-    tst1 = Math.max(tst1, Math.abs(d[l]) + Math.abs(e[l]));
-    let m = l;
-    while (m < n) {
-      if (Math.abs(e[m]) <= eps * tst1) break;
-      m++;
-    }
-    if (m > l) {
-      let iter = 0;
-      do {
-        if (++iter > 60) {
-          throw new LapackError(routine, l + 1, `the QL iteration did not converge for eigenvalue ${l + 1}`);
-        }
-        let g = d[l], p = (d[l + 1] - g) / (2 * e[l]), r = Math.sqrt(p * p + 1);
-        if (p < 0) r = -r;
-        d[l] = e[l] / (p + r);
-        d[l + 1] = e[l] * (p + r);
-        const dl1 = d[l + 1];
-        let h = g - d[l];
-        for (let i = l + 2; i < n; i++) d[i] -= h;
-        f += h;
-        p = d[m];
-        let c = 1, c2 = c, c3 = c, s = 0, s2 = 0;
-        const el1 = e[l + 1];
-        for (let i = m - 1; i >= l; i--) {
-          c3 = c2;
-          c2 = c;
-          s2 = s;
-          g = c * e[i];
-          h = c * p;
-          r = Math.sqrt(p * p + e[i] * e[i]);
-          e[i + 1] = s * r;
-          s = e[i] / r;
-          c = p / r;
-          p = c * d[i] - s * g;
-          d[i + 1] = h + s * (c * g + s * d[i]);
-          const ri = i * n, rj = (i + 1) * n;
-          for (let k = 0; k < n; k++) {
-            const hk = W[rj + k], wk = W[ri + k];
-            W[rj + k] = s * wk + c * hk;
-            W[ri + k] = c * wk - s * hk;
-          }
-        }
-        p = (-s * s2 * c3 * el1 * e[l]) / dl1;
-        e[l] = s * p;
-        d[l] = c * p;
-      } while (Math.abs(e[l]) > eps * tst1);
-    }
-    d[l] += f;
-    e[l] = 0;
-  }
+  tridiagonalQL(d, e, routine, W);
   const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => d[p] - d[q] || p - q);
   const values = new Float64Array(n), vectors = new Float64Array(n * n);
   order.forEach((src, i) => {
@@ -297,7 +245,9 @@ export function symTop64(
 ): { values: Float64Array; top: Float64Array; vectors: Float64Array } {
   const { W, diag, off, h } = tridiagonalize(a, n);
   // all eigenvalues (QL without vectors on copies)
-  const values = tridiagonalValues(diag.slice(), off.slice(), routine);
+  const values = diag.slice();
+  tridiagonalQL(values, off.slice(), routine);
+  values.sort();
   const top = new Float64Array(r), vectors = new Float64Array(r * n);
   for (let j = 0; j < r; j++) top[j] = values[n - 1 - j];
   inverseIteration(diag, off, top, vectors, n, routine);
@@ -392,8 +342,12 @@ function tridiagonalize(
   return { W, diag, off, h: d };
 }
 
-/** Eigenvalues (ascending) of the tridiagonal (d, e), by implicit QL without vectors; d, e overwritten. */
-function tridiagonalValues(d: Float64Array, e: Float64Array, routine: string): Float64Array {
+/**
+ * Implicit QL (EISPACK tql2) on the symmetric tridiagonal (d, e), `e[i] = T[i][i+1]`: the eigenvalues
+ * overwrite `d` (unsorted), `e` is destroyed. With `W` (n×n, row i = a vector), every rotation is also
+ * applied to rows i and i + 1 of W, which accumulates the eigenvectors as its rows.
+ */
+function tridiagonalQL(d: Float64Array, e: Float64Array, routine: string, W?: Float64Array): void {
   const n = d.length, eps = 2 ** -52;
   let f = 0, tst1 = 0;
   e[n - 1] = 0;
@@ -433,6 +387,13 @@ function tridiagonalValues(d: Float64Array, e: Float64Array, routine: string): F
           c = p / r;
           p = c * d[i] - s * g;
           d[i + 1] = h + s * (c * g + s * d[i]);
+          if (!W) continue;
+          const ri = i * n, rj = (i + 1) * n;
+          for (let k = 0; k < n; k++) {
+            const hk = W[rj + k], wk = W[ri + k];
+            W[rj + k] = s * wk + c * hk;
+            W[ri + k] = c * wk - s * hk;
+          }
         }
         p = (-s * s2 * c3 * el1 * e[l]) / dl1;
         e[l] = s * p;
@@ -442,7 +403,6 @@ function tridiagonalValues(d: Float64Array, e: Float64Array, routine: string): F
     d[l] += f;
     e[l] = 0;
   }
-  return d.sort();
 }
 
 /**
