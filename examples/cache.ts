@@ -7,8 +7,7 @@
  *   deno run examples/cache.ts [--tokens 2048] [--layers 4] [--experts 8] [--seed 0] [--json]
  */
 
-import { intFlag, usageError } from "./flags.ts";
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags } from "./flags.ts";
 import {
   type AccessTrace,
   accessTrace,
@@ -35,28 +34,15 @@ const USAGE = `usage: deno run examples/cache.ts [options]
   --seed S       seed of the stream, the experts and the routers (default 0)
   --json         print JSON instead of tables
   --help         this text`;
-let args;
-try {
-  args = parseArgs({
-    args: Deno.args,
-    strict: true,
-    options: {
-      tokens: { type: "string", default: "2048" },
-      layers: { type: "string", default: "4" },
-      experts: { type: "string", default: "8" },
-      dim: { type: "string", default: "64" },
-      seed: { type: "string", default: "0" },
-      json: { type: "boolean" },
-      help: { type: "boolean" },
-    },
-  }).values;
-} catch (e) {
-  usageError(USAGE, (e as Error).message);
-}
-if (args.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
+const args = parseFlags(USAGE, {
+  tokens: { type: "string", default: "2048" },
+  layers: { type: "string", default: "4" },
+  experts: { type: "string", default: "8" },
+  dim: { type: "string", default: "64" },
+  seed: { type: "string", default: "0" },
+  json: { type: "boolean" },
+  help: { type: "boolean" },
+});
 const num = (name: "tokens" | "layers" | "experts" | "dim" | "seed", min: number) =>
   intFlag(USAGE, args, name, NaN, min);
 const T = num("tokens", 1),

@@ -7,8 +7,7 @@
  *   deno run --allow-write examples/compress.ts --out compress.json   # and the rows as JSON for plotting
  */
 
-import { usageError } from "./flags.ts";
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags } from "./flags.ts";
 import {
   calibrate,
   calibrateSkip,
@@ -39,27 +38,12 @@ const USAGE = `usage: deno run examples/compress.ts [options]
   --out FILE    also save the table's rows as JSON, for compressionPlot (needs --allow-write=FILE)
   --help        this text`;
 
-function fail(message: string): never {
-  return usageError(USAGE, message);
-}
-
-let args: { out?: string; seed?: string; help?: boolean } = {};
-try {
-  args = parseArgs({
-    args: Deno.args,
-    strict: true,
-    allowPositionals: false,
-    options: { out: { type: "string" }, seed: { type: "string" }, help: { type: "boolean" } },
-  }).values;
-} catch (e) {
-  fail((e as Error).message);
-}
-if (args.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
-const seed = Number(args.seed ?? 0), E = 8, d = 64, f = 128, k = 2;
-if (!Number.isInteger(seed) || seed < 0) fail(`--seed must be an integer ≥ 0, got "${args.seed}"`);
+const args = parseFlags(USAGE, {
+  out: { type: "string" },
+  seed: { type: "string" },
+  help: { type: "boolean" },
+});
+const seed = intFlag(USAGE, args, "seed", 0, 0), E = 8, d = 64, f = 128, k = 2;
 
 // experts = shared component + rank-4 differences + a little noise; router skewed toward a few experts
 const rng = new Rng(seed);

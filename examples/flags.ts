@@ -4,6 +4,31 @@
  * @module
  */
 
+import { parseArgs } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+
+/**
+ * The flags of `Deno.args` (no positionals): an unknown or malformed flag is a usage error, and `--help`
+ * (which `options` must declare) prints the usage and exits 0.
+ */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"]>>(
+  usage: string,
+  options: O,
+) {
+  const config = { args: Deno.args, strict: true, allowPositionals: false, options } as const;
+  let parsed: ReturnType<typeof parseArgs<typeof config>>;
+  try {
+    parsed = parseArgs(config);
+  } catch (e) {
+    usageError(usage, (e as Error).message);
+  }
+  if ((parsed.values as Record<string, unknown>).help) {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  return parsed.values;
+}
+
 /** Prints `error: <message>` and the usage on stderr, then exits with status 2. */
 export function usageError(usage: string, message: string): never {
   console.error(`error: ${message}\n\n${usage}`);

@@ -7,8 +7,7 @@
  *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep] [--help]
  */
 
-import { usageError } from "./flags.ts";
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags, usageError } from "./flags.ts";
 import {
   matrix,
   openCheckpoint,
@@ -32,29 +31,13 @@ function fail(message: string): never {
   return usageError(USAGE, message);
 }
 
-let args: { dim?: string; seed?: string; keep?: boolean; help?: boolean } = {};
-try {
-  args = parseArgs({
-    args: Deno.args,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      dim: { type: "string" },
-      seed: { type: "string" },
-      keep: { type: "boolean" },
-      help: { type: "boolean" },
-    },
-  }).values;
-} catch (e) {
-  fail((e as Error).message);
-}
-if (args.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
-const d = Number(args.dim ?? 256), seed = Number(args.seed ?? 0);
-if (!Number.isInteger(d) || d < 8) fail(`--dim must be an integer ≥ 8, got "${args.dim}"`);
-if (!Number.isInteger(seed) || seed < 0) fail(`--seed must be an integer ≥ 0, got "${args.seed}"`);
+const args = parseFlags(USAGE, {
+  dim: { type: "string" },
+  seed: { type: "string" },
+  keep: { type: "boolean" },
+  help: { type: "boolean" },
+});
+const d = intFlag(USAGE, args, "dim", 256, 8), seed = intFlag(USAGE, args, "seed", 0, 0);
 for (const name of ["read", "write"] as const) {
   if (Deno.permissions.querySync({ name }).state !== "granted") {
     fail(`it needs --allow-${name}: it writes and reads checkpoints in a temporary folder (or run with -A)`);
