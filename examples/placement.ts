@@ -11,8 +11,7 @@
  *   deno run --allow-write=placement-plots examples/placement.ts --plots placement-plots
  */
 
-import { intFlag, usageError } from "./flags.ts";
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags, usageError } from "./flags.ts";
 import {
   type DispatchTraffic,
   dispatchTraffic,
@@ -69,36 +68,21 @@ interface Config {
 }
 
 function parse(): { c: Config; json: boolean; plots?: string; overwrite: boolean } {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        tokens: { type: "string" },
-        layers: { type: "string" },
-        dim: { type: "string" },
-        nodes: { type: "string" },
-        "gpus-per-node": { type: "string" },
-        redundant: { type: "string" },
-        steps: { type: "string" },
-        decay: { type: "string" },
-        seed: { type: "string" },
-        json: { type: "boolean" },
-        plots: { type: "string" },
-        overwrite: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (e) {
-    fail((e as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | undefined>;
-  if (v.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
+  const v = parseFlags(USAGE, {
+    tokens: { type: "string" },
+    layers: { type: "string" },
+    dim: { type: "string" },
+    nodes: { type: "string" },
+    "gpus-per-node": { type: "string" },
+    redundant: { type: "string" },
+    steps: { type: "string" },
+    decay: { type: "string" },
+    seed: { type: "string" },
+    json: { type: "boolean" },
+    plots: { type: "string" },
+    overwrite: { type: "boolean" },
+    help: { type: "boolean" },
+  }) as Record<string, string | boolean | undefined>;
   const int = (name: string, def: number, min: number) => intFlag(USAGE, v, name, def, min);
   const c: Config = {
     tokens: int("tokens", 8192, 2),

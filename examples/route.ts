@@ -6,8 +6,7 @@
  *   deno run examples/route.ts --router topk,switch --experts 32 --top-k 4 --json
  */
 
-import { intFlag, usageError } from "./flags.ts";
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags, usageError } from "./flags.ts";
 // Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
 // the plots, and the Vega packages behind them, load only when plots are written.
 import {
@@ -115,34 +114,19 @@ const int = (values: Record<string, unknown>, name: string, def: number, min: nu
   intFlag(usage(), values, name, def, min);
 
 function parse(): { config: Config; routers: string[]; json: boolean; plots: string; kGiven: boolean } {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        tokens: { type: "string" },
-        experts: { type: "string" },
-        "top-k": { type: "string" },
-        layers: { type: "string" },
-        dim: { type: "string" },
-        router: { type: "string" },
-        "capacity-factor": { type: "string" },
-        plots: { type: "string" },
-        seed: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (e) {
-    fail((e as Error).message);
-  }
-  const v = parsed.values as Record<string, unknown>;
-  if (v.help) {
-    console.log(usage());
-    Deno.exit(0);
-  }
+  const v = parseFlags(usage(), {
+    tokens: { type: "string" },
+    experts: { type: "string" },
+    "top-k": { type: "string" },
+    layers: { type: "string" },
+    dim: { type: "string" },
+    router: { type: "string" },
+    "capacity-factor": { type: "string" },
+    plots: { type: "string" },
+    seed: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean" },
+  }) as Record<string, unknown>;
   const config: Config = {
     tokens: int(v, "tokens", 4096, 1),
     experts: int(v, "experts", 16, 2),
