@@ -8,7 +8,7 @@
  *   MOEKIT_BENCH_QUICK=1 deno task bench:svd               # tiny sizes, a few seconds (CI)
  *
  * Options: `--threads N` (OpenBLAS threads for both moekit's native backend and numpy), `--sizes MxN,…`,
- * `--backends native,wasm` (wasm dense SVD runs only where n ≤ 2048 unless `--all`), `--python PATH`
+ * `--backends native,wasm` (wasm dense SVD runs only where n ≤ 4096 unless `--all`), `--python PATH`
  * (default `$MOEKIT_PYTHON` or `python3`; numpy is skipped, with the reason, when it cannot be run).
  * Needs --allow-ffi for the native backend and --allow-run/--allow-write for the numpy peer.
  */
@@ -106,8 +106,8 @@ for (const [m, n] of sizes) {
   const shape = `${m}×${n}`;
   if (peer) push([shape, `numpy ${peer.numpy} svd (sgesdd)`, fmt(peer.seconds), "1.00×", "-"]);
   for (const backend of backends) {
-    if (backend === "wasm" && Math.min(m, n) > 2048 && !args.all) {
-      push([shape, "moekit svd wasm", "skipped", "(n > 2048: the O(n³) JS eigensolver; --all runs it)", ""]);
+    if (backend === "wasm" && Math.min(m, n) > 4096 && !args.all) {
+      push([shape, "moekit svd wasm", "skipped", "(n > 4096: minutes on WebAssembly; --all runs it)", ""]);
       continue;
     }
     svd(matrix.randn(64, 32, { seed: 9 }), { backend: backend as "native" | "wasm" }); // warm-up

@@ -19,7 +19,10 @@ import {
 } from "../lib/linalg/mod.ts";
 import { wasmInfo } from "../lib/kernels/runtime.ts";
 import { matmulAdd, multiplyLowerRight, svdTop } from "../lib/linalg/factor.ts";
-import { symEigen64, symTop64 } from "../lib/linalg/dense.ts";
+import { type Kernels64, symEigen64, symTop64 } from "../lib/linalg/symmetric.ts";
+import { kernels64For } from "../lib/linalg/backend.ts";
+import { gemm64Available, gemm64Wasm, openWorkspace } from "../lib/linalg/gemm64.ts";
+import { buildGemm64Kernels, gemm64WasmModuleText } from "../lib/linalg/gemm64_wat.ts";
 import { munkres } from "../lib/deps.ts";
 
 const native = nativeInfo();
@@ -271,7 +274,8 @@ Deno.test("symTop64: repeated and clustered eigenvalues give orthonormal eigenve
     }
   }
   for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) a[i * n + j] = a[j * n + i];
-  const r = 10, got = symTop64(a, n, r, "test"), ref = symEigen64(a, n, "test");
+  const js = kernels64For("js");
+  const r = 10, got = symTop64(a, n, r, "test", js), ref = symEigen64(a, n, "test", js);
   for (let i = 0; i < n; i++) assert.ok(Math.abs(got.values[i] - ref.values[i]) < 1e-12 * 5, `λ${i}`);
   assert.deepEqual(Array.from(got.top, (v) => +v.toFixed(6)), [5, 5, 5, 5, 5, 3, 3, 3, 0.111111, 0.1]);
   for (let j = 0; j < r; j++) {
@@ -287,6 +291,205 @@ Deno.test("symTop64: repeated and clustered eigenvalues give orthonormal eigenve
       assert.ok(Math.abs(dot - (p === j ? 1 : 0)) < 1e-10, `⟨v${j}, v${p}⟩ = ${dot}`);
     }
   }
+});
+
+/**
+ * Symmetric `Q·diag(λ)·Qᵀ` (float64, row-major), Q a product of 6 random Householder reflectors, so the
+ * spectrum is exactly λ up to float64 rounding.
+ */
+function withSpectrum(lam: number[], seed: number): Float64Array {
+  const n = lam.length, a = new Float64Array(n * n), y = new Float64Array(n);
+  for (let i = 0; i < n; i++) a[i * n + i] = lam[i];
+  for (let h = 0; h < 6; h++) {
+    // A ← H·A·H, H = I − 2·u·uᵀ (‖u‖ = 1): A − u·yᵀ − y·uᵀ with y = 2·A·u − 2·(uᵀA·u)·u
+    const u = Float64Array.from(matrix.randn(1, n, { seed: seed + h }).data);
+    const nu = Math.hypot(...u);
+    for (let i = 0; i < n; i++) u[i] /= nu;
+    for (let i = 0; i < n; i++) {
+      let v = 0;
+      for (let p = 0; p < n; p++) v += a[i * n + p] * u[p];
+      y[i] = 2 * v;
+    }
+    let uau = 0;
+    for (let i = 0; i < n; i++) uau += u[i] * y[i];
+    for (let i = 0; i < n; i++) y[i] -= uau * u[i];
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) a[i * n + j] -= u[i] * y[j] + y[i] * u[j];
+  }
+  return a;
+}
+
+/** max |A·v − λ·v| and max |VᵀV − I| over the rows of `vectors`, for symmetric row-major `a`. */
+function eigenErrors(a: Float64Array, n: number, values: ArrayLike<number>, vectors: Float64Array) {
+  const r = values.length;
+  let residual = 0, orth = 0;
+  for (let j = 0; j < r; j++) {
+    const v = vectors.subarray(j * n, (j + 1) * n);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let p = 0; p < n; p++) s += a[i * n + p] * v[p];
+      residual = Math.max(residual, Math.abs(s - values[j] * v[i]));
+    }
+    for (let q = 0; q <= j; q++) {
+      let s = 0;
+      for (let p = 0; p < n; p++) s += v[p] * vectors[q * n + p];
+      orth = Math.max(orth, Math.abs(s - (q === j ? 1 : 0)));
+    }
+  }
+  return { residual, orth };
+}
+
+const kernels64: { name: string; k: Kernels64; skip?: string }[] = [
+  {
+    name: "wasm",
+    k: kernels64For("wasm"),
+    skip: gemm64Available() ? undefined : "WebAssembly is not available",
+  },
+  { name: "js", k: kernels64For("js") },
+];
+
+for (const { name, k, skip } of kernels64) {
+  Deno.test({
+    name: `symEigen64[${name}] at n ≥ 300: known spectra with exact clusters, near-clusters, a zero block, ` +
+      `a graded tail${skip ? ` (skipped: ${skip})` : ""}`,
+    ignore: skip !== undefined,
+    fn: () => {
+      const n = 330;
+      const spectra: [string, number[]][] = [
+        // 60 equal, 40 within 1e-10, 100 zeros (rank-deficient), the rest spread over [−3, 3]
+        [
+          "clustered",
+          Array.from(
+            { length: n },
+            (_, i) => i < 60 ? 2 : i < 100 ? 1 + 1e-12 * i : i < 200 ? 0 : -3 + (6 * (i - 200)) / (n - 200),
+          ),
+        ],
+        // a Gram-like graded spectrum: σᵢ² with σᵢ = (1 + i)^−1.2, the last 30 exactly 0
+        ["graded", Array.from({ length: n }, (_, i) => (i < n - 30 ? (1 + i) ** -2.4 : 0))],
+        ["random", Array.from({ length: n }, (_, i) => Math.sin(7.3 * i) * 5)],
+      ];
+      for (const [what, lam] of spectra) {
+        const a = withSpectrum(lam, n + what.length), norm = Math.max(...lam.map(Math.abs));
+        const r = symEigen64(a, n, "test", k);
+        const want = lam.slice().sort((x, y) => x - y);
+        for (let i = 0; i < n; i++) {
+          assert.ok(
+            Math.abs(r.values[i] - want[i]) <= 1e-12 * norm,
+            `${what} λ${i}: ${r.values[i]} vs ${want[i]}`,
+          );
+        }
+        const e = eigenErrors(a, n, r.values, r.vectors);
+        assert.ok(e.residual <= 1e-12 * norm, `${what} residual ${e.residual}`);
+        assert.ok(e.orth <= 1e-12, `${what} orthogonality ${e.orth}`);
+        // the top 12 by inverse iteration agree with the full solver's values
+        const t = symTop64(a, n, 12, "test", k);
+        for (let j = 0; j < 12; j++) assert.ok(Math.abs(t.top[j] - want[n - 1 - j]) <= 1e-12 * norm);
+        const et = eigenErrors(a, n, t.top, t.vectors);
+        assert.ok(et.residual <= 1e-11 * norm && et.orth <= 1e-10, `${what} top: ${JSON.stringify(et)}`);
+      }
+      // a tridiagonal (the 1-D Laplacian) and the zero matrix
+      const lap = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) {
+        lap[i * n + i] = 2;
+        if (i + 1 < n) lap[i * n + i + 1] = lap[(i + 1) * n + i] = -1;
+      }
+      const r = symEigen64(lap, n, "test", k);
+      for (let j = 0; j < n; j++) {
+        const want = 2 - 2 * Math.cos((Math.PI * (j + 1)) / (n + 1));
+        assert.ok(Math.abs(r.values[j] - want) <= 1e-13, `laplacian λ${j}`);
+      }
+      const z = symEigen64(new Float64Array(n * n), n, "test", k);
+      assert.ok(z.values.every((v) => v === 0) && eigenErrors(z.vectors, n, [], z.vectors).orth === 0);
+    },
+  });
+}
+
+Deno.test({
+  name: `svd[wasm] at k ≥ 300: known singular values of a tall and a wide matrix, rank-deficient${
+    wasmInfo().wasm ? "" : " (skipped: WebAssembly SIMD is not available)"
+  }`,
+  ignore: !wasmInfo().wasm,
+  fn: () => {
+    const m = 700, k = 320, qa = qr(matrix.randn(m, k, { seed: 41 }), { backend: "js" }).q;
+    const qb = qr(matrix.randn(k, k, { seed: 42 }), { backend: "js" }).q;
+    // σ = 1 … 1e-3 graded, with a 20-fold repeated value and the last 40 exactly zero
+    const s = Array.from({ length: k }, (_, i) => (i < 20 ? 1 : i < k - 40 ? 0.9 * 1e-3 ** (i / k) : 0));
+    const a = matrix.matmul(scaleCols(qa, s), matrix.transpose(qb));
+    for (const x of [a, matrix.transpose(a)]) {
+      const r = svd(x, { backend: "wasm" });
+      for (let i = 0; i < k; i++) assert.ok(Math.abs(r.s[i] - s[i]) <= 3e-4, `σ${i}: ${r.s[i]} vs ${s[i]}`);
+      const rec = matrix.matmul(scaleCols(r.u, r.s), r.vt);
+      assert.ok(diff(rec, x) <= 2e-5 * fro(x), `reconstruction ${diff(rec, x) / fro(x)}`);
+      // the small side's vectors (the eigenvectors) are orthonormal throughout; the long side's where σ is
+      // resolved (σ ≥ 1e-2·σ₁ here: the float32 Gram leaves rounding ε·σ₁/σⱼ in their directions)
+      const tall = x.rows > x.cols,
+        small = tall ? matrix.transpose(r.vt) : r.u,
+        long = tall ? r.u : matrix.transpose(r.vt);
+      const worst = (q: Mat, cols: number) => {
+        const g = matmul(q, q, { transA: true, backend: "js" });
+        let w = 0;
+        for (let i = 0; i < cols; i++) {
+          for (let j = 0; j < cols; j++) w = Math.max(w, Math.abs(g.data[i * k + j] - +(i === j)));
+        }
+        return w;
+      };
+      const resolved = s.filter((v) => v >= 1e-2).length;
+      assert.ok(worst(small, k) < 1e-6, `${x.rows}×${x.cols}: small side ${worst(small, k)}`);
+      assert.ok(worst(long, resolved) < 1e-4, `${x.rows}×${x.cols}: long side ${worst(long, resolved)}`);
+    }
+  },
+});
+
+Deno.test({
+  name: `gemm64: the WebAssembly float64 kernels equal float64 JS (products, strided in-place updates, ` +
+    `symmetric products)${gemm64Available() ? "" : " (skipped: WebAssembly is not available)"}`,
+  ignore: !gemm64Available(),
+  fn: () => {
+    const js = kernels64For("js").gemm;
+    const rnd = (len: number, seed: number) => Float64Array.from(matrix.randn(1, len, { seed }).data);
+    for (const [m, n, k] of [[1, 1, 1], [5, 3, 7], [9, 67, 513], [130, 70, 300], [4, 2, 0]]) {
+      const a = rnd(m * k, m), b = rnd(n * k, n), got = gemm64Wasm(a, b, m, n, k)!, want = js(a, b, m, n, k);
+      for (let i = 0; i < m * n; i++) {
+        assert.ok(Math.abs(got[i] - want[i]) <= 1e-13 * (1 + k), `${m}×${n}×${k}`);
+      }
+    }
+    // C[:, 3…] += A·Bᵀ with row strides, and symv on the lower triangle, inside a workspace
+    const ws = openWorkspace([40 * 50, 30 * 45, 40 * 60, 60 * 60, 60])!;
+    try {
+      const A = ws.view(0), B = ws.view(1), C = ws.view(2);
+      A.set(rnd(A.length, 1));
+      B.set(rnd(B.length, 2));
+      C.set(rnd(C.length, 3));
+      const before = C.slice();
+      ws.gemm([0, 2, 50], [1, 1, 45], [2, 3, 60], 40, 30, 41, true);
+      for (let i = 0; i < 40; i++) {
+        for (let j = 0; j < 30; j++) {
+          let v = before[i * 60 + 3 + j];
+          for (let p = 0; p < 41; p++) v += A[i * 50 + 2 + p] * B[j * 45 + 1 + p];
+          assert.ok(Math.abs(C[i * 60 + 3 + j] - v) <= 1e-12, `C[${i}, ${j}]`);
+        }
+      }
+      // symv: S(r, q) = S[q·n + r] for r ≥ q (the rest is never read), v = row 7 of S, into the last array
+      const n = 60, s0 = 5, S = ws.view(3), w = ws.view(4);
+      S.set(rnd(S.length, 4));
+      ws.symvLower(3, n, s0, 3, 7 * n, 4, 0);
+      for (let r = s0; r < n; r++) {
+        let v = 0;
+        for (let q = s0; q < n; q++) v += S[Math.min(r, q) * n + Math.max(r, q)] * S[7 * n + q];
+        assert.ok(Math.abs(w[r] - v) <= 1e-12, `w[${r}]`);
+      }
+    } finally {
+      ws.close();
+    }
+  },
+});
+
+Deno.test("gemm64: the committed binaries are exactly what gemm64_wat.ts builds to", async () => {
+  const committed = await Deno.readTextFile(new URL("../lib/linalg/gemm64_wasm.ts", import.meta.url));
+  assert.equal(
+    gemm64WasmModuleText(await buildGemm64Kernels()),
+    committed,
+    "run `deno run -A lib/linalg/gemm64_wat.ts` after editing gemm64_wat.ts",
+  );
 });
 
 Deno.test("linalg: an unknown backend is an OptionError listing the allowed values", () => {

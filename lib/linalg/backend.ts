@@ -8,11 +8,14 @@ import { OptionError } from "../core/errors.ts";
 import { wasmInfo } from "../kernels/runtime.ts";
 import { matmulTFast } from "../kernels/gemm.ts";
 import { nativeHas, nativeInfo, NativeLibraryError } from "../kernels/native.ts";
+import { gemm64Available, gemm64Wasm, openWorkspace } from "./gemm64.ts";
+import type { Kernels64 } from "./symmetric.ts";
 
 /**
  * Where a linear-algebra routine runs: `"native"` (the machine's BLAS/LAPACK through FFI, float32 like
  * numpy on float32 input), `"wasm"` (blocked float64 factorisations whose large products run on moekit's
- * WebAssembly SIMD GEMM in float32), `"js"` (float64 throughout, for small problems and as the reference),
+ * WebAssembly SIMD GEMM — in float32 for Cholesky, QR and the SVD's Gram matrix, in float64 for the
+ * symmetric eigensolver), `"js"` (float64 throughout, for small problems and as the reference),
  * or `"auto"` (default): problems small enough to finish in milliseconds (≲ 16 M flops) run in float64 JS,
  * exact to float64; larger ones run native when a library is available (and has the routine), else wasm.
  *
@@ -93,6 +96,20 @@ export function gemmFor(backend: "wasm" | "js"): GemmNT {
       { rows: n, cols: k, data: Float32Array.from(b) },
     );
     return Float64Array.from(c.data);
+  };
+}
+
+/**
+ * The float64 kernels of a backend, for the factorisations whose results must keep float64 accuracy (the
+ * symmetric eigensolver): moekit's float64 WebAssembly SIMD kernels on wasm (float64 JS for tiny products,
+ * for matrices that do not fit in WebAssembly memory, and throughout without WebAssembly), float64 JS on js.
+ */
+export function kernels64For(backend: "wasm" | "js"): Kernels64 {
+  if (backend === "js" || !gemm64Available()) return { gemm: gemmNTjs };
+  return {
+    gemm: (a, b, m, n, k) =>
+      (m * n * k >= 1 << 15 ? gemm64Wasm(a, b, m, n, k) : undefined) ?? gemmNTjs(a, b, m, n, k),
+    workspace: openWorkspace,
   };
 }
 

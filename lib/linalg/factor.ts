@@ -18,8 +18,16 @@ import {
   nativeStrsmRightLower,
   nativeSymTop64,
 } from "../kernels/native.ts";
-import { gemmFor, gemmNT32, type LinalgBackend, resolveBackend, type Resolved } from "./backend.ts";
-import { cholesky64, qr64, symEigen64, symTop64 } from "./dense.ts";
+import {
+  gemmFor,
+  gemmNT32,
+  kernels64For,
+  type LinalgBackend,
+  resolveBackend,
+  type Resolved,
+} from "./backend.ts";
+import { cholesky64, qr64 } from "./dense.ts";
+import { symEigen64, symTop64 } from "./symmetric.ts";
 
 /**
  * Options shared by the factorisations.
@@ -153,9 +161,11 @@ export function matmulAdd(
 /**
  * Thin singular value decomposition. Native: LAPACK `sgesdd` (divide and conquer, float32 — numpy's
  * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side on the GEMM,
- * its float64 eigendecomposition, then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`; accurate for
- * singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, 2.2e-16 for js), which is
- * what low-rank compression keeps. Non-finite input throws `NonFiniteError`.
+ * its float64 eigendecomposition (blocked tridiagonalisation, divide and conquer, blocked
+ * back-transformation, all on a float64 GEMM), then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`;
+ * accurate for singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, 2.2e-16 for js),
+ * which is what low-rank compression keeps (below that, U's columns are not re-orthonormalised). Non-finite
+ * input throws `NonFiniteError`.
  *
  * @example
  * ```ts
@@ -247,7 +257,7 @@ function gramTopPortable(a: Mat, rank: number, backend: "wasm" | "js"): SvdResul
   for (let i = 0; i < k; i++) {
     for (let j = 0; j < i; j++) G[i * k + j] = G[j * k + i] = 0.5 * (G[i * k + j] + G[j * k + i]);
   }
-  const eig = symTop64(G, k, rank, `svd[${backend}]`);
+  const eig = symTop64(G, k, rank, `svd[${backend}]`, kernels64For(backend));
   const s = new Float64Array(k);
   for (let i = 0; i < k; i++) s[i] = Math.sqrt(Math.max(0, eig.values[k - 1 - i]));
   const v: Mat = { rows: rank, cols: k, data: Float32Array.from(eig.vectors) };
@@ -334,7 +344,12 @@ function longSide(
   return out;
 }
 
-/** Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix. */
+/**
+ * Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix: its float64 eigenvectors V (the blocked
+ * eigensolver in `symmetric.ts`), each σⱼ re-measured as `‖A·vⱼ‖`, `uⱼ = A·vⱼ/σⱼ` (exactly zero σ get unit
+ * vectors orthogonal to the rest). Columns of U whose σ is below what the Gram matrix resolves are not
+ * re-orthonormalised here (that would cost a QR of the whole of U); `svdTop` does it for its `rank`.
+ */
 function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
   const m = a.rows, n = a.cols, gemm = gemmFor(backend);
   const at = matrix.transpose(a);
@@ -344,7 +359,7 @@ function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < i; j++) G[i * n + j] = G[j * n + i] = 0.5 * (G[i * n + j] + G[j * n + i]);
   }
-  const { vectors } = symEigen64(G, n, `svd[${backend}]`);
+  const { vectors } = symEigen64(G, n, `svd[${backend}]`, kernels64For(backend));
   // V rows, largest eigenvalue first
   const Vt = new Float64Array(n * n);
   for (let i = 0; i < n; i++) Vt.set(vectors.subarray((n - 1 - i) * n, (n - i) * n), i * n);
@@ -352,13 +367,10 @@ function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
     ? Float64Array.from(gemmNT32(a.data, Float32Array.from(Vt), m, n, n))
     : gemm(Float64Array.from(a.data), Vt, m, n, n);
   const s = new Float64Array(n);
-  for (let j = 0; j < n; j++) {
-    let q = 0;
-    for (let i = 0; i < m; i++) q += AV[i * n + j] ** 2;
-    s[j] = Math.sqrt(q);
-  }
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) s[j] += AV[i * n + j] ** 2;
+  for (let j = 0; j < n; j++) s[j] = Math.sqrt(s[j]);
   const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => s[q] - s[p] || p - q);
-  const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n);
+  const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n), inv = new Float64Array(n);
   const tiny = (s[order[0]] || 1) * 1e-30;
   const deficient: number[] = [];
   order.forEach((src, j) => {
@@ -367,10 +379,12 @@ function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
     if (s[src] <= tiny) {
       sv[j] = 0;
       deficient.push(j);
-      return;
-    }
-    for (let i = 0; i < m; i++) u.data[i * n + j] = AV[i * n + src] / s[src];
+    } else inv[j] = 1 / s[src];
   });
+  for (let i = 0; i < m; i++) {
+    const row = i * n;
+    for (let j = 0; j < n; j++) u.data[row + j] = AV[row + order[j]] * inv[j];
+  }
   if (deficient.length) completeColumns(u, deficient);
   return { u, s: sv, vt, backend };
 }
@@ -404,8 +418,9 @@ function completeColumns(u: Mat, cols: number[]): void {
 
 /**
  * Eigendecomposition of a symmetric matrix (only the upper triangle is read on native; the others
- * symmetrise `(A + Aᵀ)/2`). Native: LAPACK `ssyevd`; WebAssembly / JS: float64 Householder
- * tridiagonalisation + implicit QL.
+ * symmetrise `(A + Aᵀ)/2`). Native: LAPACK `ssyevd`; WebAssembly / JS: float64 throughout, as LAPACK's
+ * `dsyevd` — blocked Householder tridiagonalisation, divide and conquer, blocked back-transformation —
+ * with the O(n³) bulk on moekit's float64 WebAssembly SIMD kernels (wasm) or float64 JS (js).
  *
  * @example
  * ```ts
@@ -433,7 +448,7 @@ export function symmetricEigen(a: Mat, options: LinalgOptions = {}): EigenResult
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) g[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
   }
-  const { values, vectors } = symEigen64(g, n, `symmetricEigen[${backend}]`);
+  const { values, vectors } = symEigen64(g, n, `symmetricEigen[${backend}]`, kernels64For(backend));
   return {
     values,
     vectors: matrix.transpose({ rows: n, cols: n, data: Float32Array.from(vectors) }),
