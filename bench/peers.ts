@@ -5,11 +5,12 @@
  * float64 reference, and prints tokens/s next to the newest peer results as ratios to PyTorch at 1 thread.
  *
  *   sh $PEERS_KIT/setup.sh                         # once: the peers and their inputs
- *   deno task bench:peers                          # moekit now, peers from the newest run.sh results
+ *   deno task bench:peers                          # moekit now, peers from the newest two run.sh files
  *   deno task bench:peers --run-peers              # run the peers first, in the same sitting
  *   deno task bench:peers --threads 1,2 mixtral olmoe
  *   deno task bench:peers --backend wasm           # moekit's backend: auto (default), wasm, native, js
  *   deno task bench:peers --backend native,wasm    # several backends, one sitting
+ *   deno task bench:peers --gemm                   # also the bare gate GEMMs (own kernel, cblas_sgemm, wasm)
  *   MOEKIT_BENCH_QUICK=1 deno task bench:peers     # smoke test: tiny synthetic shapes, no peers needed
  *
  * `--run-peers` runs the kit once per thread count with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to
@@ -21,6 +22,9 @@
  */
 
 import { parseArgs } from "node:util";
+import { gateInfo, gateLogits, gatePack, gatePackedFloats } from "../lib/kernels/native/gate.ts";
+import { nativeInfo, nativeSgemm } from "../lib/kernels/native.ts";
+import { wasmGemm } from "../lib/kernels/gemm.ts";
 import {
   allocTokens,
   freeTokens,
@@ -47,6 +51,7 @@ const args = parseArgs({
     backend: { type: "string", default: "auto" },
     "run-peers": { type: "boolean" },
     json: { type: "boolean" },
+    gemm: { type: "boolean" },
   },
 });
 const quick = Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
@@ -190,16 +195,17 @@ function timeIt(fn: () => void): { median: number; reps: number; foreign: number
   };
 }
 
-// peer results: this sitting's (--run-peers), else the newest run
+// peer results: this sitting's (--run-peers), else the newest sitting's
 const peers = new Map<string, number>();
 let peerFiles: string[] = [];
 try {
   if (!quick) {
     const files = [...Deno.readDirSync(`${work}/results`)].filter((f) => f.name.endsWith(".jsonl"))
       .map((f) => `${work}/results/${f.name}`).sort();
+    // this sitting's files, else the newest two (run.sh writes one file per thread count)
     peerFiles = args.values["run-peers"]
       ? files.filter((f) => Deno.statSync(f).mtime!.getTime() >= sittingStart - 1000)
-      : files.slice(-1);
+      : files.slice(-2);
   }
   for (const file of peerFiles) {
     for (const line of Deno.readTextFileSync(file).split("\n").filter(Boolean)) {
@@ -225,6 +231,9 @@ console.log(
     peerFile || "none found"
   }`,
 );
+if (usedList.includes("native")) {
+  console.log(`native: ${info.backends.find((b) => b.name === "native")?.reason}`);
+}
 console.log("shape         who                        1T                     2T        agree  foreign");
 for (const s of shapes) {
   const input = inputs(s), x = allocTokens(s.T, s.d);
@@ -247,6 +256,7 @@ for (const s of shapes) {
     }
   }
   await useThreads(1);
+  if (args.values.gemm) gemmRates(s, x, w);
   freeTokens(x);
   const torch1 = peers.get(`${s.name}|torch|1`);
   const cell = (v: number | undefined) =>
@@ -308,4 +318,39 @@ for (const s of shapes) {
 }
 if (args.values.json) {
   console.log(JSON.stringify({ kernel: info, backend: usedList.join(","), peerFiles, rows }));
+}
+
+/**
+ * The bare gate GEMMs on one thread, X·Wᵀ over 256-token blocks into one buffer (no epilogue): moekit's native
+ * gate kernel, the library's `cblas_sgemm` (on Wᵀ, as routing calls it) and the WebAssembly kernel, in GFLOP/s.
+ */
+function gemmRates(s: Shape, x: ReturnType<typeof allocTokens>, w: ReturnType<typeof matrix.from>): void {
+  const B = 256, out = new Float32Array(B * s.E), flop = 2 * s.T * s.d * s.E;
+  const rate = (fn: (t0: number, n: number) => void) => {
+    const r = timeIt(() => {
+      for (let t0 = 0; t0 < s.T; t0 += B) fn(t0, Math.min(B, s.T - t0));
+    });
+    return `${(flop / r.median / 1e9).toFixed(1)} GFLOP/s`;
+  };
+  const rows = (t0: number, n: number) => x.data.subarray(t0 * s.d, (t0 + n) * s.d);
+  const parts: string[] = [];
+  if (gateInfo().available) {
+    const packed = new Float32Array(gatePackedFloats(s.E, s.d));
+    gatePack(w.data, s.E, s.d, packed);
+    parts.push(`gate kernel ${rate((t0, n) => gateLogits(rows(t0, n), n, s.d, packed, s.E, out, s.E))}`);
+  }
+  if (nativeInfo().available) {
+    setNativeThreads(1);
+    const wt = new Float32Array(s.d * s.E);
+    for (let e = 0; e < s.E; e++) for (let j = 0; j < s.d; j++) wt[j * s.E + e] = w.data[e * s.d + j];
+    parts.push(
+      `cblas_sgemm ${
+        rate((t0, n) => nativeSgemm(false, false, n, s.E, s.d, 1, rows(t0, n), s.d, wt, s.E, 0, out, s.E))
+      }`,
+    );
+  }
+  const g = wasmGemm(w), L = g.scratch(B);
+  parts.push(`wasm ${rate((t0, n) => g.logits(matrix.rowSlice(x, t0, t0 + n), matrix.rowSlice(L, 0, n)))}`);
+  g.release();
+  console.log(`${s.name.padEnd(13)} GEMM, 1 thread: ${parts.join(", ")}`);
 }

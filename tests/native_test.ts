@@ -14,8 +14,16 @@ import {
   svd,
   symmetricEigen,
 } from "../lib/linalg/mod.ts";
-import "../lib/kernels/mod.ts"; // registers the wasm and native routing backends
-import { backendReport, deepseekV3Router, type Router, topKRouter } from "../lib/routing/mod.ts";
+import { useThreads } from "../lib/kernels/mod.ts"; // registers the wasm and native routing backends
+import { gateInfo, gateLogits, gatePack, gatePackedFloats } from "../lib/kernels/native/gate.ts";
+import {
+  backendReport,
+  deepseekV3Router,
+  NonFiniteError,
+  type Router,
+  switchRouter,
+  topKRouter,
+} from "../lib/routing/mod.ts";
 
 const info = nativeInfo();
 const skip = info.available ? undefined : info.reason;
@@ -289,4 +297,135 @@ console.log(JSON.stringify({ ...kernelInfo(), tokens: r.tokens }));`,
   const n = info.backends.find((b: { name: string }) => b.name === "native");
   assert.equal(n.available, false);
   assert.match(n.reason, /--allow-ffi is not granted/);
+});
+
+// ---- moekit's own native gate kernel (built by `deno task build:native`; skipped when not built) ----
+
+const gate = gateInfo();
+const gskip = !info.available ? info.reason : !gate.available ? gate.reason : undefined;
+const gt = (name: string, fn: () => void | Promise<void>) =>
+  Deno.test({
+    name: `native gate kernel: ${name}${gskip ? ` (skipped: ${gskip})` : ""}`,
+    ignore: gskip !== undefined,
+    fn,
+  });
+
+gt("logits equal the float64 product within float32 rounding (d, E, T off every block size)", () => {
+  for (const [T, d, E] of [[1, 1, 1], [7, 17, 9], [50, 100, 13], [13, 768, 128], [5, 33, 64], [26, 40, 3]]) {
+    const x = matrix.randn(T, d, { seed: T + d }), w = matrix.randn(E, d, { seed: E + d });
+    const packed = new Float32Array(gatePackedFloats(E, d));
+    gatePack(w.data, E, d, packed);
+    const out = new Float32Array(T * E + 5).fill(7);
+    gateLogits(x.data, T, d, packed, E, out, E);
+    for (let t = 0; t < T; t++) {
+      for (let e = 0; e < E; e++) {
+        let dot = 0, mag = 0;
+        for (let j = 0; j < d; j++) {
+          dot += x.data[t * d + j] * w.data[e * d + j];
+          mag += Math.abs(x.data[t * d + j] * w.data[e * d + j]);
+        }
+        assert.ok(Math.abs(out[t * E + e] - dot) <= 1e-6 * mag + 1e-30, `T${T} d${d} E${E} (${t}, ${e})`);
+      }
+    }
+    assert.deepEqual(Array.from(out.subarray(T * E)), [7, 7, 7, 7, 7]); // nothing written past [T,E]
+  }
+});
+
+gt("softmax top-k = js selector: k = 1 … 20, E not a multiple of 16, exact ties to the lower index", () => {
+  for (const [E, k, d] of [[8, 2, 64], [13, 3, 40], [64, 8, 96], [128, 1, 48], [96, 20, 32], [256, 8, 24]]) {
+    const x = matrix.randn(777, d, { seed: E }), w = matrix.randn(E, d, { seed: k, std: 0.1 });
+    assertSameRouting((backend) => topKRouter({ weight: w, k, backend }), x, "native");
+    assertSameRouting((backend) => topKRouter({ weight: w, k, normTopkProb: false, backend }), x, "native");
+  }
+  // small integers: exact float32 logits with many equal values; every token must match the js path
+  const E = 40, d = 6, T = 600;
+  const xi = matrix.from(Float32Array.from({ length: T * d }, (_, i) => ((i * 7919) % 5) - 2), T, d);
+  const wi = matrix.from(Float32Array.from({ length: E * d }, (_, i) => ((i * 104729) % 3) - 1), E, d);
+  const a = topKRouter({ weight: wi, k: 6, backend: "native" }).route(xi);
+  const b = topKRouter({ weight: wi, k: 6, backend: "js" }).route(xi);
+  assert.deepEqual(a.indices, b.indices);
+  for (let i = 0; i < a.weights.length; i++) assert.ok(Math.abs(a.weights[i] - b.weights[i]) <= 1e-6);
+});
+
+gt(
+  "two Workers give the one-thread results (softmax top-k, Switch, DeepSeek-V3 groups); NaN is located",
+  async () => {
+    const x = matrix.randn(3000, 72, { seed: 21 }), w = matrix.randn(64, 72, { seed: 22, std: 0.1 });
+    const routers = [
+      topKRouter({ weight: w, k: 8, backend: "native" }),
+      switchRouter({ weight: w, backend: "native" }),
+      deepseekV3Router({
+        weight: w,
+        k: 8,
+        nGroup: 8,
+        topkGroup: 4,
+        bias: Float32Array.from({ length: 64 }, (_, e) => (e % 7) / 100),
+        backend: "native",
+      }),
+    ];
+    const single = routers.map((r) => r.route(x));
+    await useThreads(2);
+    try {
+      routers.forEach((r, i) => {
+        const multi = r.route(x);
+        assert.deepEqual(multi.indices, single[i].indices, r.name);
+        assert.deepEqual(multi.weights, single[i].weights, r.name);
+      });
+      const bad = matrix.clone(x);
+      bad.data[2900 * 72 + 11] = NaN;
+      assert.throws(
+        () => routers[0].route(bad),
+        (e) => e instanceof NonFiniteError && /row 2900, col 11/.test(e.message),
+      );
+    } finally {
+      await useThreads(1);
+    }
+    const bad = matrix.clone(x);
+    bad.data[40 * 72 + 3] = Infinity;
+    assert.throws(
+      () => routers[0].route(bad),
+      (e) => e instanceof NonFiniteError && /row 40, col 3/.test(e.message),
+    );
+  },
+);
+
+gt("the native backend reports the gate kernel and its instruction set", () => {
+  const n = backendReport().backends.find((b) => b.name === "native")!;
+  assert.match(n.reason, /gate GEMM: moekit's native gate kernel \((avx512|avx2|generic)[;)]/);
+  assert.equal((n.detail as { gate: { path: string } }).gate.path, gate.path);
+});
+
+Deno.test("native gate kernel: not built → the backend says how to build it, and routes on cblas_sgemm", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moekit-gate-" });
+  try {
+    const root = new URL("../mod.ts", import.meta.url).href;
+    const p = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--allow-ffi", "--allow-env", "-"],
+      env: { MOEKIT_NATIVE_DIR: dir },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const wr = p.stdin.getWriter();
+    await wr.write(new TextEncoder().encode(
+      `import { kernelInfo, matrix, topKRouter } from "${root}";
+const r = topKRouter({ weight: matrix.randn(8, 16, { seed: 1 }), k: 2 }).route(matrix.randn(32, 16, { seed: 2 }));
+console.log(JSON.stringify({ ...kernelInfo(), tokens: r.tokens }));`,
+    ));
+    await wr.close();
+    const out = await p.output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const k = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(k.tokens, 32);
+    const n = k.backends.find((b: { name: string }) => b.name === "native");
+    if (n.available) {
+      assert.match(
+        n.reason,
+        /gate GEMM: cblas_sgemm \(own gate kernel: not built \(run `deno task build:native`/,
+      );
+      assert.ok(n.reason.includes(dir));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -4,8 +4,9 @@
  * all n threads take tiles of tokens from a shared atomic counter until none is left. Workers rebuild
  * the selector from its serialisable spec through routing's selector registry (loaded by URL, so this
  * folder imports from routing only the backend interface), or, for softmax top-k, run the kernel's fused
- * epilogue instead (`fusedTopK`). Tiles are multiplied on the WebAssembly kernel, or for the native
- * backend with a 1-thread `cblas_sgemm` per thread.
+ * epilogue instead (`fusedTopK`; with the native gate kernel, its own epilogue). Tiles are multiplied on
+ * the WebAssembly kernel, or for the native backend with moekit's native gate kernel or a 1-thread
+ * `cblas_sgemm` per thread.
  * @module
  */
 
@@ -23,6 +24,7 @@ import {
 } from "./runtime.ts";
 import { Rng } from "../core/random.ts";
 import { nativeSgemm } from "./native.ts";
+import { GATE_MAX_K, gateLogits, gatePackedFloats, gateSoftmaxTopK } from "./native/gate.ts";
 
 /** Control words per worker: [0] job sequence (−1 = stop), [1] done sequence, [2] status, [3] job bytes. */
 const CTL = 16, JOB_BYTES = 1 << 16;
@@ -122,8 +124,11 @@ export interface ThreadJob {
   training: boolean;
   seed: number;
   bias?: number[];
-  /** Multiply tiles with the native library's `cblas_sgemm` (1 thread per caller; `w` is then Wᵀ [d,E]). */
-  native?: boolean;
+  /**
+   * Multiply tiles natively: `"blas"` with the library's `cblas_sgemm` (1 thread per caller; `w` is then
+   * Wᵀ [d,E]), `"gate"` with moekit's own native gate kernel (`w` is then its packed weight).
+   */
+  native?: "blas" | "gate";
   /** Select with the kernel's fused softmax top-k epilogue (see {@link fusedTopK}), straight into the outputs. */
   fused?: { k: number; norm: boolean };
   /** Scratch for the fused epilogue: the tile's selected experts (tile·k ints), then max(k, 16) floats. */
@@ -163,10 +168,31 @@ export function runTileJob(
     const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
     const logits: Mat = { rows: n, cols: E, data: heap.subarray(job.scratch / 4, job.scratch / 4 + n * E) };
     const xTile = () => ({ rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) });
-    if (job.native) {
+    if (job.native === "gate") {
+      const packed = heap.subarray(job.w / 4, job.w / 4 + gatePackedFloats(E, d));
+      gateLogits(xTile().data, n, d, packed, E, logits.data, E);
+    } else if (job.native === "blas") {
       const wt = heap.subarray(job.w / 4, job.w / 4 + E * d); // Wᵀ [d,E]
       nativeSgemm(false, false, n, E, d, 1, xTile().data, d, wt, E, 0, logits.data, E);
     } else kernel.gemm_nt(xt, job.w, job.scratch, n, d, E);
+    if (job.fused && job.native === "gate" && k <= GATE_MAX_K) {
+      const o0 = t0 * k, o1 = (t0 + n) * k;
+      const bad = gateSoftmaxTopK(
+        logits.data,
+        n,
+        E,
+        k,
+        job.fused.norm,
+        out.indices.subarray(o0, o1),
+        out.weights.subarray(o0, o1),
+        out.scores.subarray(o0, o1),
+      );
+      if (bad >= 0) {
+        checkLogitsFinite(logits, xTile(), t0);
+        throw new MoekitError(`non-finite logit in token ${t0 + bad}`);
+      }
+      continue;
+    }
     if (job.fused) {
       // a non-finite logit makes its row's softmax sum NaN or ∞: check the tile only then (and throw)
       kernel.softmax_sums(job.scratch, n, E, job.epi);
@@ -205,22 +231,23 @@ export function runTileJob(
 
 /**
  * Runs a tiled route over worker threads when possible: returns false (and does nothing) when there are
- * no Workers or too few tiles, or for a native job whose selector has no fused epilogue. Otherwise every
+ * no Workers or too few tiles, or for a native BLAS job whose selector has no fused epilogue. Otherwise every
  * thread, this one included, takes the next tile from a shared atomic counter until all are done (so a
  * slower thread simply takes fewer tiles); selections land in shared staging arrays and are copied to
- * `job.out`. With `native`, each thread multiplies its tiles with a 1-thread `cblas_sgemm` (the caller
- * sets the library to 1 thread) and `weightPtr` points at Wᵀ `[d,E]`; `tile` overrides the job's tile size.
+ * `job.out`. With `native: "blas"`, each thread multiplies its tiles with a 1-thread `cblas_sgemm` (the
+ * caller sets the library to 1 thread; softmax top-k only) and `weightPtr` points at Wᵀ `[d,E]`; with
+ * `native: "gate"`, with moekit's native gate kernel and its packed weight. `tile` overrides the job's tile size.
  */
 export function parallelSelect(
   weightPtr: number,
   E: number,
   job: ParallelJob,
-  opts: { native?: boolean; tile?: number } = {},
+  opts: { native?: "blas" | "gate"; tile?: number } = {},
 ): boolean {
   if (!pool) return false;
   const { x, k } = job, tile = opts.tile ?? job.tileTokens, fused = fusedTopK(job);
   const T = x.rows, n = pool.workers.length + 1;
-  if (T < 2 * n * tile || (opts.native && !fused)) return false;
+  if (T < 2 * n * tile || (opts.native === "blas" && !fused)) return false;
   const rt = requireRuntime(), p = pool, d = x.cols;
   const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
   // shared staging: the three output arrays, then per thread a logits tile and an epilogue buffer (softmax
@@ -266,7 +293,7 @@ export function parallelSelect(
       training: job.training,
       seed: job.seed,
       ...(bias ? { bias } : {}),
-      ...(opts.native ? { native: true } : {}),
+      ...(opts.native ? { native: opts.native } : {}),
       ...(fused ? { fused } : {}),
     };
   };

@@ -1,0 +1,46 @@
+/**
+ * Builds moekit's own native gate kernel (`gate.c`) for this machine with the system C compiler
+ * (`cc -O3 -march=native`, or `CC`) into the cache folder that `gate.ts` loads it from. Run:
+ * `deno task build:native` in a checkout (or run this file with `--allow-read --allow-write --allow-env
+ * --allow-run`, plus `--allow-net` when it is imported from a URL). Nothing else builds it: importing
+ * moekit never compiles or downloads code. The library is built for this CPU (`-march=native`).
+ * The library is written to a temporary file and renamed into place, so a failed build leaves any
+ * previous one intact.
+ * @module
+ */
+
+import { gateCacheDir, gateLibraryName } from "./gate.ts";
+
+if (import.meta.main) {
+  const dir = gateCacheDir();
+  if (!dir) {
+    console.error("build:native: no cache folder: set MOEKIT_NATIVE_DIR or HOME (and grant --allow-env)");
+    Deno.exit(2);
+  }
+  const cc = Deno.env.get("CC") ?? "cc";
+  await Deno.mkdir(dir, { recursive: true });
+  const target = `${dir}/${gateLibraryName()}`, tmp = `${target}.${Deno.pid}.tmp`;
+  // the source next to this script, from a checkout or from the published package alike
+  const src = `${tmp}.c`;
+  await Deno.writeTextFile(src, await (await fetch(new URL("./gate.c", import.meta.url))).text());
+  const args = ["-O3", "-march=native", "-shared", "-fPIC", "-o", tmp, src];
+  console.log(`${cc} ${args.join(" ")}`);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(cc, { args, stdout: "inherit", stderr: "inherit" }).output();
+  } catch (e) {
+    await Deno.remove(src).catch(() => {});
+    console.error(`build:native: cannot run ${cc}: ${(e as Error).message} (install a C compiler or set CC)`);
+    Deno.exit(2);
+  }
+  await Deno.remove(src).catch(() => {});
+  if (!out.success) {
+    await Deno.remove(tmp).catch(() => {});
+    console.error(
+      `build:native: ${cc} failed (exit ${out.code}); the previous library, if any, is unchanged`,
+    );
+    Deno.exit(1);
+  }
+  await Deno.rename(tmp, target);
+  console.log(`built ${target}`);
+}
