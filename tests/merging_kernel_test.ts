@@ -401,11 +401,22 @@ Deno.test("runJob: 16-bit inputs merged a chunk at a time from their bytes = the
     ["task_arithmetic", { weight: 0.6 }, { lambda: 0.9 }],
     ["dare_ties", { weight: 0.8, density: 0.4 }, { semantics: "peft" }],
     ["dare_linear", { weight: 0.8, density: 0.3 }, { rescale: false }],
+    // magnitude cuts: the planner's passes over the chunks first (counting, then gathering if needed)
+    ["ties", { weight: 0.8, density: 0.3 }, {}],
+    ["magnitude_prune", { weight: 1, density: 0.55 }, {}],
+    ["breadcrumbs", { weight: 0.5, density: 0.4, gamma: 0.05 }, {}],
   ];
+  const cuts = ["ties", "magnitude_prune", "breadcrumbs"];
   for (const [method, mp, gp] of cases) {
-    // bf16, f16, and a float32 base with bf16 models
-    for (const [bd, md] of [["BF16", "BF16"], ["F16", "F16"], ["F32", "BF16"]] as const) {
-      for (const offset of [undefined, 4096 * 3]) {
+    // bf16, f16, a float32 base with bf16 models, and (magnitude cuts) float32 inputs
+    const dtypes = [
+      ["BF16", "BF16"],
+      ["F16", "F16"],
+      ["F32", "BF16"],
+      ...(cuts.includes(method) ? [["F32", "F32"]] : []),
+    ];
+    for (const [bd, md] of dtypes as ["BF16" | "F16" | "F32", "BF16" | "F16" | "F32"][]) {
+      for (const offset of cuts.includes(method) ? [undefined] : [undefined, 4096 * 3]) {
         const block = offset === undefined ? undefined : {
           offset,
           plans: mergeBlockPlanner({
@@ -444,6 +455,47 @@ Deno.test("runJob: 16-bit inputs merged a chunk at a time from their bytes = the
   }
 });
 
+Deno.test("runJob: magnitude cuts a chunk at a time, when the first chunk misleads the guessed boundary", () => {
+  // the first chunk's task vectors are scaled by s: 0.9 moves the boundary out of the window the
+  // counting pass gathers (then a gather pass over 24-bit sub-buckets), 0.01 out of the finely counted
+  // buckets too (a gather pass over the 16-bit bucket); 1: no gather pass
+  const d = data(769, 256, 5);
+  for (const s of [1, 0.9, 0.01]) {
+    const models = d.models.map((m) =>
+      decodeFloats(
+        encodeFloats(
+          Float32Array.from(m, (x, i) => (i < 65536 ? d.base[i] + (x - d.base[i]) * s : x)),
+          "BF16",
+        ),
+        "BF16",
+      )
+    );
+    const enc = (f: ArrayLike<number>) => ({
+      shape: d.shape,
+      dtype: "BF16" as const,
+      bytes: encodeFloats(f, "BF16"),
+    });
+    for (
+      const [method, mp] of [["ties", { weight: 1, density: 0.3 }], ["breadcrumbs", {
+        weight: 1,
+        density: 0.3,
+      }]] as const
+    ) {
+      const job = () => ({
+        options: { method, name: "w", output: "f32" as const, consumeInputs: true },
+        base: enc(d.base),
+        models: models.map((m) => ({ tensor: enc(m), params: mp })),
+      });
+      const wasPool = setDecodePool(false);
+      const whole = runJob(job()).data;
+      setDecodePool(true);
+      const chunked = runJob(job()).data;
+      setDecodePool(wasPool);
+      sameBits(whole, chunked, `${method}, first chunk scaled by ${s}`);
+    }
+  }
+});
+
 Deno.test("merge stream: a large tensor split in blocks over two Workers gives the bytes of a whole-tensor merge", async () => {
   const { writeCheckpoint } = await import("../lib/io/mod.ts");
   const { parseMergeConfig, planCheckpointMerge, runCheckpointMerge } = await import("../lib/merging/mod.ts");
@@ -468,6 +520,10 @@ Deno.test("merge stream: a large tensor split in blocks over two Workers gives t
       "merge_method: task_arithmetic\nbase_model: base\n" + "models:\n" +
       models.replaceAll(/, density: [0-9.]+/g, ""),
       "merge_method: dare_ties\nbase_model: base\nparameters: {semantics: peft}\nmodels:\n" + models,
+      // planned by one Worker from the raw bytes (counting and gathering a chunk at a time), then merged
+      // in blocks on both, each a chunk at a time with its chunks' plans
+      "merge_method: ties\nbase_model: base\nmodels:\n" + models,
+      "merge_method: breadcrumbs\nbase_model: base\nmodels:\n" + models,
       // split after its planner's read pass (the angle's sums)
       "merge_method: slerp\nbase_model: base\nparameters: {t: 0.3}\nmodels:\n  - {model: a}\n",
     ];

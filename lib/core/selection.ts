@@ -20,32 +20,33 @@ function absChunk(values: ArrayLike<number>, sub: ArrayLike<number> | undefined,
   else for (let i = 0; i < len; i++) chunkF64[i] = Math.abs(values[start + i]);
 }
 
-/** Exact k-th largest of non-negative doubles by 16-bit radix passes over their bit patterns. */
-function radixKth(v: Float64Array, count: number, k: number): number {
+/**
+ * Exact k-th largest of non-negative doubles by 16-bit radix passes over their bit patterns (from the top;
+ * `top`: the top 16 bits, when every value is known to share them). After each pass the values that still
+ * share the prefix are moved to the front, so later passes look at those only.
+ */
+function radixKth(v: Float64Array, count: number, k: number, top = -1): number {
   const f = new Float64Array(1), u = new Uint32Array(f.buffer);
-  let prefixHi = 0, prefixLo = 0, rank = k;
+  // a copy: the caller's candidates keep their order (their block numbers run beside them)
+  const w = Float64Array.from(v.subarray(0, count)), vu = new Uint32Array(w.buffer);
+  let prefixHi = top >= 0 ? (top << 16) >>> 0 : 0, prefixLo = 0, rank = k, live = count;
   const h = new Uint32Array(65536);
-  for (let pass = 0; pass < 4; pass++) {
+  for (let pass = top >= 0 ? 1 : 0; pass < 4; pass++) {
     h.fill(0);
-    for (let i = 0; i < count; i++) {
-      f[0] = v[i];
-      const hi = u[HI], lo = u[1 - HI];
-      let digit: number;
-      if (pass === 0) digit = hi >>> 16;
-      else if (pass === 1) {
-        if (hi >>> 16 !== prefixHi >>> 16) continue;
-        digit = hi & 0xffff;
-      } else if (pass === 2) {
-        if (hi !== prefixHi) continue;
-        digit = lo >>> 16;
-      } else {
-        if (hi !== prefixHi || lo >>> 16 !== prefixLo >>> 16) continue;
-        digit = lo & 0xffff;
-      }
-      h[digit]++;
-    }
+    const shift = pass % 2 === 0 ? 16 : 0, word = pass < 2 ? HI : 1 - HI;
+    for (let i = 0; i < live; i++) h[(vu[2 * i + word] >>> shift) & 0xffff]++;
     let d = 65535;
     for (; d > 0 && h[d] < rank; d--) rank -= h[d];
+    // keep the values whose digit is d
+    let m = 0;
+    for (let i = 0; i < live; i++) {
+      if (((vu[2 * i + word] >>> shift) & 0xffff) === d) {
+        vu[2 * m] = vu[2 * i];
+        vu[2 * m + 1] = vu[2 * i + 1];
+        m++;
+      }
+    }
+    live = m;
     if (pass === 0) prefixHi = (d << 16) >>> 0;
     else if (pass === 1) prefixHi = (prefixHi | d) >>> 0;
     else if (pass === 2) prefixLo = (d << 16) >>> 0;
@@ -73,10 +74,33 @@ export class MagnitudeSelection {
   #above: Float64Array;
   #cand: { v: Float64Array; b: Uint32Array; c: number }[];
   #block = 0;
+  /** Entries of the whole tensor (for the fine window's guess), or 0 when not known. */
+  readonly #total: number;
+  /**
+   * The first rank's fine window: counts of the top-24-bit keys [lo, lo + hist.length), guessed from the
+   * first block; `ok` while every block was counted into it.
+   */
+  #fine?: { lo: number; hist: Uint32Array; ok: boolean };
+  /**
+   * One rank only: the magnitudes whose 24-bit key is in [lo, lo + count) — a few sub-buckets around the
+   * boundary guessed from the first block — with their block numbers, gathered while counting; when the
+   * boundary falls inside, they are the candidates and the gather pass is not needed.
+   */
+  #win?: { lo: number; count: number; v: Float64Array; b: Uint32Array; c: number };
+  /** Whether the counting pass found the candidates (no gather pass). */
+  #single = false;
+  /** Per rank: the key of its boundary bucket and the shift that gives an entry's key (48: 16 bits). */
+  #key = new Int32Array(0);
+  #shift = new Int32Array(0);
 
-  /** `ks`: the ranks (1-based, k-th largest) to select; `hist`: a 65536-entry buffer to reuse. */
-  constructor(ks: readonly number[], hist: Uint32Array = new Uint32Array(65536)) {
+  /**
+   * `ks`: the ranks (1-based, k-th largest) to select; `hist`: a 65536-entry buffer to reuse; `total`:
+   * the entries of the whole tensor fed in blocks (lets the kernel narrow the boundary bucket).
+   */
+  constructor(ks: readonly number[], hist: Uint32Array = new Uint32Array(65536), total = 0) {
     this.#ks = ks;
+    this.#total = total;
+    countKernel?.flush?.(hist); // counts an interrupted selection left pending: dropped below
     this.#hist = hist.fill(0);
     this.#bucket = new Int32Array(ks.length).fill(-1);
     this.#rank = new Float64Array(ks.length);
@@ -117,6 +141,28 @@ export class MagnitudeSelection {
         return;
       }
     }
+    if (!guess && countKernel?.accumulate) {
+      if (this.#blocksCounted === 0 && this.#total > 0 && n >= 4096 && this.#ks.length) {
+        // the first rank's boundary, guessed from this block: counted to 24 bits inside that window
+        const [lo, hi] = guessBuckets(values, Math.max(1, Math.round(this.#ks[0] * n / this.#total)), sub);
+        if (hi >= lo && hi - lo < 8 && hi < 0x7ff0) {
+          this.#fine = { lo: lo << 8, hist: new Uint32Array((hi - lo + 1) << 8), ok: true };
+        }
+      }
+      const block = this.#blocksCounted++, win = this.#win;
+      const gather = win &&
+        { lo: win.lo, count: win.count, keep: (a: Float64Array) => this.#keepWindow(a, block) };
+      if (countKernel.accumulate(values, sub, hist, this.#fine, gather)) {
+        if (block === 0 && this.#fine && this.#ks.length === 1) this.#openWindow(values, sub);
+        this.#guessed = undefined;
+        return;
+      }
+      if (this.#fine) this.#fine.ok = false;
+      this.#win = undefined;
+    }
+    this.#blocksCounted++;
+    if (this.#fine) this.#fine.ok = false;
+    this.#win = undefined;
     if (countKernel?.count(values, sub, hist, guess ? gLo : 0x10000, guess ? gHi : 0x10000, keep)) {
       this.#guessed = guess ? { lo: gLo, hi: gHi, count: g } : undefined;
       return;
@@ -140,6 +186,51 @@ export class MagnitudeSelection {
     this.#guessed = guess ? { lo: gLo, hi: gHi, count: g } : undefined;
   }
   #guessed?: { lo: number; hi: number; count: number };
+  #blocksCounted = 0;
+
+  /**
+   * After the first block's count: the sub-buckets around the rank's place in that block (scaled to the
+   * tensor), and the first block's entries in them.
+   */
+  #openWindow(values: ArrayLike<number>, sub: ArrayLike<number> | undefined): void {
+    const fine = this.#fine!, hist = this.#hist, n = values.length, bins = fine.hist.length;
+    countKernel!.flush!(hist);
+    // the rank's place in this block, and a margin of 4 standard deviations of a sample quantile (plus
+    // 0.2 %): the window spans the sub-buckets holding those ranks (magnitudes cluster on few values)
+    const q = Math.min(1, this.#ks[0] / this.#total), r = Math.max(1, Math.round(q * n));
+    const margin = Math.ceil(4 * Math.sqrt(n * q * (1 - q)) + 0.002 * n);
+    let above = 0;
+    for (let d = 65535; d > (fine.lo + bins - 1) >>> 8; d--) above += hist[d];
+    const keyAt = (rank: number) => {
+      let c = above, i = bins - 1;
+      for (; i > 0 && c + fine.hist[i] < rank; i--) c += fine.hist[i];
+      return fine.lo + i;
+    };
+    const hi = keyAt(Math.max(1, r - margin)), lo = keyAt(r + margin);
+    let expect = 0;
+    for (let i = lo - fine.lo; i <= hi - fine.lo; i++) expect += fine.hist[i];
+    if (expect > 0.05 * n) return; // too wide to be worth gathering
+    const size = Math.max(1024, Math.ceil(1.5 * expect * this.#total / n));
+    this.#win = { lo, count: hi - lo + 1, v: new Float64Array(size), b: new Uint32Array(size), c: 0 };
+    // the first block's entries of the window (counted into a scratch histogram, dropped)
+    const keep = (a: Float64Array) => this.#keepWindow(a, 0);
+    countKernel!.accumulate!(values, sub, scratchHist, undefined, { lo, count: hi - lo + 1, keep });
+    countKernel!.flush!(scratchHist);
+  }
+
+  #keepWindow(a: Float64Array, block: number): void {
+    const w = this.#win!;
+    if (w.c + a.length > w.v.length) {
+      const size = 2 * (w.c + a.length), v = new Float64Array(size), b = new Uint32Array(size);
+      v.set(w.v.subarray(0, w.c));
+      b.set(w.b.subarray(0, w.c));
+      w.v = v;
+      w.b = b;
+    }
+    w.v.set(a, w.c);
+    w.b.fill(block, w.c, w.c + a.length);
+    w.c += a.length;
+  }
 
   #partial = false;
 
@@ -148,6 +239,7 @@ export class MagnitudeSelection {
    * (with the kernel's band pass) does not when a rank falls outside them: count again without a guess.
    */
   covers(): boolean {
+    countKernel?.flush?.(this.#hist);
     if (!this.#partial) return true;
     const hist = this.#hist, gs = this.#guessed!;
     return this.#ks.every((k) => {
@@ -162,7 +254,10 @@ export class MagnitudeSelection {
    * the entries kept by a `guess` of the one block already hold every boundary bucket).
    */
   settle(): boolean {
-    const hist = this.#hist;
+    countKernel?.flush?.(this.#hist);
+    const hist = this.#hist, K = this.#ks.length;
+    this.#key = new Int32Array(K);
+    this.#shift = new Int32Array(K);
     this.#ks.forEach((k, j) => {
       let d = 65535, rank = k, above = 0;
       for (; d > 0 && hist[d] < rank; d--) {
@@ -170,12 +265,46 @@ export class MagnitudeSelection {
         above += hist[d];
       }
       this.#bucket[j] = d;
+      let key = d, shift = 48, size = hist[d];
+      const fine = j === 0 ? this.#fine : undefined;
+      if (fine?.ok && (d << 8) >= fine.lo && (d << 8) < fine.lo + fine.hist.length) {
+        // the bucket's 256 sub-buckets (the next 8 bits): only the one holding the rank is gathered
+        let f = (d << 8) - fine.lo + 255;
+        for (; f > (d << 8) - fine.lo && fine.hist[f] < rank; f--) {
+          rank -= fine.hist[f];
+          above += fine.hist[f];
+        }
+        key = fine.lo + f;
+        shift = 40;
+        size = fine.hist[f];
+      }
+      this.#key[j] = key;
+      this.#shift[j] = shift;
       this.#rank[j] = rank;
       this.#above[j] = above;
-      const size = hist[d];
       this.#cand[j] = { v: new Float64Array(size), b: new Uint32Array(size), c: 0 };
     });
-    const gs = this.#guessed, buckets = this.#bucket, K = this.#ks.length;
+    const win = this.#win;
+    if (
+      K === 1 && win && this.#shift[0] === 40 && this.#key[0] >= win.lo && this.#key[0] < win.lo + win.count
+    ) {
+      // the counting pass gathered the boundary sub-bucket: its entries, in block order, are the candidates
+      const cand = this.#cand[0], key = this.#key[0], u = new Uint32Array(win.v.buffer, 0, 2 * win.c);
+      let c = 0;
+      for (let i = 0; i < win.c; i++) {
+        if (u[2 * i + HI] >>> 8 === key) {
+          cand.v[c] = win.v[i];
+          cand.b[c++] = win.b[i];
+        }
+      }
+      cand.c = c;
+      this.#block = this.#blocksCounted;
+      this.#single = true;
+      this.#win = undefined;
+      return false;
+    }
+    this.#win = undefined;
+    const gs = this.#guessed, buckets = this.#bucket;
     if (gs && Array.from(buckets).every((d) => d >= gs.lo && d <= gs.hi)) {
       const u = new Uint32Array(gathered.buffer);
       for (let j = 0; j < K; j++) {
@@ -191,14 +320,39 @@ export class MagnitudeSelection {
 
   /** Pass 2: keeps the entries of the boundary buckets of a block (blocks numbered from 0 in order). */
   gather(values: ArrayLike<number>, sub?: ArrayLike<number>): void {
+    if (this.#single) return; // the counting pass found the candidates
     const n = values.length, block = this.#block++, K = this.#ks.length;
+    const keys = this.#key, shifts = this.#shift;
+    /** Whether the magnitude with top 32 bits `hi` is in rank j's boundary bucket. */
+    const inBucket = (hi: number, j: number) => hi >>> (shifts[j] - 32) === keys[j];
+    const kept = (a: Float64Array) => {
+      if (K === 1) {
+        // one rank: every magnitude handed over is in its bucket
+        const c = this.#cand[0];
+        c.v.set(a, c.c);
+        c.b.fill(block, c.c, c.c + a.length);
+        c.c += a.length;
+        return;
+      }
+      const u = new Uint32Array(a.buffer, a.byteOffset, 2 * a.length);
+      for (let i = 0; i < a.length; i++) {
+        for (let j = 0; j < K; j++) {
+          if (inBucket(u[2 * i + HI], j)) {
+            const c = this.#cand[j];
+            c.b[c.c] = block;
+            c.v[c.c++] = a[i];
+          }
+        }
+      }
+    };
+    if (countKernel?.gather?.(values, sub, keys[0], shifts[0], keys[K - 1], shifts[K - 1], kept)) return;
     for (let start = 0; start < n; start += CHUNK) {
       const len = Math.min(CHUNK, n - start);
       absChunk(values, sub, start, len);
       for (let i = 0; i < len; i++) {
-        const key = chunkU32[2 * i + HI] >>> 16;
+        const hi = chunkU32[2 * i + HI];
         for (let j = 0; j < K; j++) {
-          if (key === this.#bucket[j]) {
+          if (inBucket(hi, j)) {
             const c = this.#cand[j];
             c.b[c.c] = block;
             c.v[c.c++] = chunkF64[i];
@@ -220,7 +374,7 @@ export class MagnitudeSelection {
       theta = s[count - rank];
       for (let i = count - 1; i >= 0 && s[i] > theta; i--) above++;
     } else {
-      theta = radixKth(v, count, rank);
+      theta = radixKth(v, count, rank, this.#bucket[j]);
       for (let i = 0; i < count; i++) if (v[i] > theta) above++;
     }
     const equal = new Uint32Array(this.#block);
@@ -252,6 +406,7 @@ export function selectMagnitude(
 }
 
 let gathered = new Float64Array(1 << 16);
+const scratchHist = new Uint32Array(65536);
 
 /**
  * Faster passes over float32 data (the merge engine's WebAssembly kernel registers them). `count` adds the
@@ -276,6 +431,36 @@ export interface MagnitudeKernel {
     hi: number,
     keep: (magnitudes: Float64Array) => void,
   ): number;
+  /**
+   * Counts the keys towards `hist` like `count` (no band), possibly held back in the kernel until
+   * `flush(hist)`: for a selection fed in many blocks. False when it does not take these arrays.
+   */
+  accumulate?(
+    values: ArrayLike<number>,
+    sub: ArrayLike<number> | undefined,
+    hist: Uint32Array,
+    fine?: { readonly lo: number; readonly hist: Uint32Array },
+    gather?: {
+      readonly lo: number;
+      readonly count: number;
+      readonly keep: (magnitudes: Float64Array) => void;
+    },
+  ): boolean;
+  /** Adds the counts `accumulate` holds back for `hist` into it. */
+  flush?(hist: Uint32Array): void;
+  /**
+   * Hands `keep` the magnitudes whose bits shifted right by `s1` are `k1`, or by `s2` are `k2`, in index
+   * order; false when it does not take these arrays.
+   */
+  gather?(
+    values: ArrayLike<number>,
+    sub: ArrayLike<number> | undefined,
+    k1: number,
+    s1: number,
+    k2: number,
+    s2: number,
+    keep: (magnitudes: Float64Array) => void,
+  ): boolean;
 }
 
 let countKernel: MagnitudeKernel | undefined;
@@ -362,6 +547,8 @@ export function magnitudeRangeCut(
 export function magnitudeCutAccumulator(n: number, from: number, to: number): {
   readonly passes: number;
   add(values: ArrayLike<number>, sub?: ArrayLike<number>): void;
+  /** After every `add`: whether pass 2 (`refine`) is needed (false: pass 1 found every boundary). */
+  needsRefine(): boolean;
   refine(values: ArrayLike<number>, sub?: ArrayLike<number>): void;
   cut(block?: number): RangeCut | "none" | "all";
 } {
@@ -369,18 +556,19 @@ export function magnitudeCutAccumulator(n: number, from: number, to: number): {
   const ks: number[] = [];
   if (!trivial && to < n) ks.push(to);
   if (!trivial && from > 0) ks.push(from);
-  const sel = trivial ? null : new MagnitudeSelection(ks);
-  let settled = false, res: { theta: number; above: number; equal: Uint32Array }[] | undefined;
+  const sel = trivial ? null : new MagnitudeSelection(ks, undefined, n);
+  let refine: boolean | undefined, res: { theta: number; above: number; equal: Uint32Array }[] | undefined;
+  const needs = () => (refine ??= sel ? sel.settle() : false);
   return {
     passes: trivial ? 0 : 2,
     add: (values, sub) => sel?.count(values, sub),
+    needsRefine: needs,
     refine(values, sub) {
-      if (!sel) return;
-      if (!settled) settled = (sel.settle(), true);
-      sel.gather(values, sub);
+      if (sel && needs()) sel.gather(values, sub);
     },
     cut(block?: number): RangeCut | "none" | "all" {
       if (trivial) return trivial;
+      needs();
       res ??= ks.map((_, j) => sel!.result(j));
       const hi = to < n ? res[0] : { theta: -1, above: n, equal: new Uint32Array(0) };
       const lo = from > 0 ? res[ks.length - 1] : { theta: Infinity, above: 0, equal: new Uint32Array(0) };

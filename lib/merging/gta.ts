@@ -305,6 +305,7 @@ export function gtaBlockPlanner(
   name: string | undefined,
 ): {
   readonly passes: number;
+  needs(pass: number): boolean;
   add(pass: number, base: FloatArray, models: readonly FloatArray[], offset: number): void;
   plans(offset: number): BlockSparsePlan[];
 } | null {
@@ -316,6 +317,7 @@ export function gtaBlockPlanner(
   if (!spec.sparsify) {
     return {
       passes: 0,
+      needs: () => false,
       add() {},
       plans: () => models.map(() => ({ scale: 1, zero: false })),
     };
@@ -326,11 +328,13 @@ export function gtaBlockPlanner(
   );
   if (each.some((e) => e === null)) return null;
   const ok = each as NonNullable<(typeof each)[number]>[];
+  const needs = (e: (typeof ok)[number], pass: number) => pass < e.passes && (e.needs?.(pass) ?? true);
   return {
     passes: Math.max(0, ...ok.map((e) => e.passes)),
+    needs: (pass) => ok.some((e) => needs(e, pass)),
     add(pass, base, xs, offset) {
       ok.forEach((e, j) => {
-        if (pass < e.passes) e.add(pass, xs[j], base, offset);
+        if (needs(e, pass)) e.add(pass, xs[j], base, offset);
       });
     },
     plans: (offset) => ok.map((e) => e.plan(offset)),

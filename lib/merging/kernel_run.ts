@@ -9,6 +9,7 @@
  */
 
 import { MERGE_WASM } from "./kernel_wasm.ts";
+import { HALF_BINS } from "./kernel_wat.ts";
 import { registerMagnitudeKernel } from "../core/selection.ts";
 
 /** Entries per chunk. */
@@ -69,6 +70,27 @@ interface Exports {
   dot3(acc: number, a: number, b: number, len: number): void;
   mag_hist(hist: number, x: number, b: number, len: number, lo: number, hi: number, gat: number): number;
   mag_band(x: number, b: number, len: number, lo: number, hi: number, gat: number, above: number): number;
+  mag_count(
+    hist: number,
+    x: number,
+    b: number,
+    len: number,
+    lo: number,
+    nf: number,
+    g0: number,
+    ng: number,
+    gat: number,
+  ): number;
+  mag_gather(
+    x: number,
+    b: number,
+    len: number,
+    k1: number,
+    s1: number,
+    k2: number,
+    s2: number,
+    gat: number,
+  ): number;
   lerp2(out: number, x: number, b: number, al: number, be: number, len: number, f32: number): void;
 }
 
@@ -83,7 +105,12 @@ const WS = PTRS + KMAX_MODELS * 4; // float64 weights
 const ACC = WS + KMAX_MODELS * 8; // float64 sums; i32 tie quotas at ACC + 32
 const HIST = ACC + 64; // u32[65536]: the magnitude histogram
 const GAT = HIST + 65536 * 4; // float64 magnitudes gathered by the histogram pass
-const POOL = Math.ceil((GAT + SLOT * 8) / 65536) * 65536; // the decode pool starts at a page boundary
+const HSLOTS = 4; // histograms counted by `mag_count` across calls (two u32[65536] halves each)
+/** Most bins of a fine histogram (24-bit keys, 256 per 16-bit key). */
+export const FINE_BINS = HALF_BINS - 65536;
+const HSLOT_BYTES = 2 * HALF_BINS * 4;
+const HISTS = Math.ceil((GAT + SLOT * 8) / 16) * 16;
+const POOL = Math.ceil((HISTS + HSLOTS * HSLOT_BYTES) / 65536) * 65536; // the decode pool: a page boundary
 
 /** A thread's kernel instance and its memory. */
 export class MergeKernel {
@@ -254,6 +281,97 @@ export class MergeKernel {
     for (let i = 0; i < 65536; i++) hist[i] += c[i];
   }
 
+  /** Which histograms each `mag_count` slot counts into (pending counts, added by `flushHistogram`). */
+  #slots: ({ hist: Uint32Array; fine?: { lo: number; hist: Uint32Array } } | undefined)[] = new Array(HSLOTS)
+    .fill(undefined);
+  #slotUse = new Array<number>(HSLOTS).fill(0);
+  #tick = 0;
+
+  /**
+   * Counts the top-16-bit keys of `|values − sub|` (float32 data) towards `hist` — and with `fine`, the
+   * top-24-bit keys in [fine.lo, fine.lo + fine.hist.length) towards `fine.hist` (at most FINE_BINS) — in
+   * a histogram slot of the kernel's memory, kept across calls (no per-call zeroing or summing): the
+   * counts reach `hist` at `flushHistogram(hist)`, or when the slot is taken for another histogram. With
+   * `gather`, the magnitudes whose 24-bit key is in [lo, lo + count) go to `keep` (in index order).
+   */
+  countInto(
+    values: Float32Array,
+    sub: Float32Array | undefined,
+    hist: Uint32Array,
+    fine?: { lo: number; hist: Uint32Array },
+    gather?: { lo: number; count: number; keep: (a: Float64Array) => void },
+  ): void {
+    let s = this.#slots.findIndex((x) => x?.hist === hist);
+    if (s >= 0 && this.#slots[s]!.fine !== fine) {
+      this.flushHistogram(hist);
+      s = -1;
+    }
+    if (s < 0) {
+      s = this.#slots.indexOf(undefined);
+      if (s < 0) {
+        s = this.#slotUse.indexOf(Math.min(...this.#slotUse));
+        this.flushHistogram(this.#slots[s]!.hist);
+      }
+      this.#slots[s] = { hist, fine };
+    }
+    this.#slotUse[s] = ++this.#tick;
+    const at = HISTS + s * HSLOT_BYTES,
+      n = values.length,
+      nf = fine ? Math.min(fine.hist.length, FINE_BINS) : 0;
+    for (let start = 0; start < n; start += KCHUNK) {
+      const len = Math.min(KCHUNK, n - start);
+      const x = this.input(values, start, len, 1), b = sub ? this.input(sub, start, len, 0) : 0;
+      const g = this.k.mag_count(at, x, b, len, fine?.lo ?? 0, nf, gather?.lo ?? 0, gather?.count ?? 0, GAT);
+      if (g > 0) gather!.keep(this.#f64.subarray(GAT >> 3, (GAT >> 3) + g));
+    }
+  }
+
+  /** Adds the pending counts of `hist` (if a slot holds any) into it, and frees the slot. */
+  flushHistogram(hist: Uint32Array): void {
+    const s = this.#slots.findIndex((x) => x?.hist === hist);
+    if (s < 0) return;
+    const h = (HISTS + s * HSLOT_BYTES) >> 2, c = this.#i32, fine = this.#slots[s]!.fine;
+    for (let i = 0; i < 65536; i++) hist[i] += c[h + i] + c[h + HALF_BINS + i];
+    if (fine) {
+      // the window's entries were counted only there: into the fine bins and their 16-bit buckets
+      const f = h + 65536, nf = Math.min(fine.hist.length, FINE_BINS);
+      for (let i = 0; i < nf; i++) {
+        const v = c[f + i] + c[f + HALF_BINS + i];
+        fine.hist[i] += v;
+        hist[(fine.lo + i) >>> 8] += v;
+      }
+    }
+    c.fill(0, h, h + HSLOT_BYTES / 4);
+    this.#slots[s] = undefined;
+  }
+
+  /** Flushes every histogram slot. */
+  flushAll(): void {
+    for (const h of this.#slots) if (h) this.flushHistogram(h.hist);
+  }
+
+  /**
+   * The boundary pass of magnitude selection over float32 data: hands `keep` the magnitudes whose bits
+   * shifted right by `s1` are `k1`, or by `s2` are `k2`, a chunk at a time, in index order.
+   */
+  gatherMagnitudes(
+    values: Float32Array,
+    sub: Float32Array | undefined,
+    k1: number,
+    s1: number,
+    k2: number,
+    s2: number,
+    keep: (a: Float64Array) => void,
+  ): void {
+    const n = values.length;
+    for (let start = 0; start < n; start += KCHUNK) {
+      const len = Math.min(KCHUNK, n - start);
+      const x = this.input(values, start, len, 1), b = sub ? this.input(sub, start, len, 0) : 0;
+      const g = this.k.mag_gather(x, b, len, k1, s1, k2, s2, GAT);
+      if (g > 0) keep(this.#f64.subarray(GAT >> 3, (GAT >> 3) + g));
+    }
+  }
+
   /** The guessed band of magnitude selection over float32 data (see `MagnitudeKernel.band`). */
   bandMagnitudes(
     values: Float32Array,
@@ -315,6 +433,21 @@ export function mergeKernel(): MergeKernel | null {
           K.countMagnitudes(values, sub as Float32Array | undefined, hist, lo, hi, keep);
           return true;
         },
+        accumulate(values, sub, hist, fine, gather) {
+          const K = mergeKernel();
+          if (!K || !f32(values, sub) || (fine && fine.hist.length > FINE_BINS)) return false;
+          K.countInto(values, sub as Float32Array | undefined, hist, fine, gather);
+          return true;
+        },
+        flush(hist) {
+          instance?.flushHistogram(hist);
+        },
+        gather(values, sub, k1, s1, k2, s2, keep) {
+          const K = mergeKernel();
+          if (!K || !f32(values, sub)) return false;
+          K.gatherMagnitudes(values, sub as Float32Array | undefined, k1, s1, k2, s2, keep);
+          return true;
+        },
         band(values, sub, lo, hi, keep) {
           const K = mergeKernel();
           return K && f32(values, sub)
@@ -344,6 +477,7 @@ export function setMergeKernel(on: boolean): boolean {
  * the next merge instantiates a fresh one. Internal.
  */
 export function releaseMergeKernel(): void {
+  instance?.flushAll();
   instance = undefined;
 }
 

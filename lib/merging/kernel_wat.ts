@@ -12,6 +12,8 @@
  *   with its tie quotas in index order);
  * - `dare_norms`: the DARE stream's full and kept L1 / L2 / L∞ sums in index order (the rescale factor);
  * - `gta_mix`: sign election, the agreeing sums and divisors, and `base + λ·mixed`;
+ * - `mag_hist`, `mag_band`, `mag_count`, `mag_gather`: the passes of magnitude selection (a histogram of the
+ *   top 16 bits of `|x − b|`, the entries of a band or of the boundary buckets);
  * - `dot3`: the three float64 dot products of SLERP (‖a‖², ‖b‖², a·b), each summed in index order; and
  *   `lerp2`: `α·a + β·b`.
  *
@@ -197,6 +199,24 @@ function gtaMix(flags: number): string {
         (local.set $j (i32.add (local.get $j) (i32.const 4)))
         (br $l))))
 `;
+}
+
+/** Bins of each half histogram of `mag_count`: the 16-bit keys, then a fine window of 24-bit keys. */
+export const HALF_BINS = 65536 + 2048;
+
+/** `mag_count`'s count of lane k of the 24-bit keys `$k`, into half k (and its gather). */
+function countLane(k: 0 | 1): string {
+  return `(local.set $e (i32.wrap_i64 (i64x2.extract_lane ${k} (local.get $k))))
+        (local.set $f (i32.sub (local.get $e) (local.get $lo)))
+        (local.set $h (i32.add (local.get $hist) (i32.shl (select (i32.add (local.get $f) (i32.const 65536))
+          (i32.shr_u (local.get $e) (i32.const 8)) (i32.lt_u (local.get $f) (local.get $nf))) (i32.const 2))))
+        (i32.store offset=${4 * HALF_BINS * k} (local.get $h) (i32.add (i32.load offset=${
+    4 * HALF_BINS * k
+  } (local.get $h)) (i32.const 1)))
+        (if (i32.lt_u (i32.sub (local.get $e) (local.get $g0)) (local.get $ng))
+          (then
+            (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane ${k} (local.get $a)))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))))`;
 }
 
 /** The WAT text of the merge kernel. */
@@ -546,6 +566,86 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
             (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (local.get $a))
             (local.set $g (i32.add (local.get $g) (i32.const 1)))))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $l)))
+    (local.get $g))
+
+  ;; The histogram pass of a magnitude selection fed in blocks: for each entry, a = |x − b| (float64; $b = 0:
+  ;; |x|), and one u32 count incremented: of its top 24 bits minus $lo at bin 65536 + that when below $nf
+  ;; (a fine window), else of its top 16 bits. Two half histograms of ${HALF_BINS} bins (even entries at
+  ;; $hist, odd ones after them: no store-to-load chain between neighbours), summed by the caller. The
+  ;; magnitudes whose top 24 bits minus $g0 are below $ng are also appended at $gat, in index order;
+  ;; returns how many.
+  (func (export "mag_count") (param $hist i32) (param $x i32) (param $b i32) (param $len i32) (param $lo i32)
+    (param $nf i32) (param $g0 i32) (param $ng i32) (param $gat i32) (result i32)
+    (local $j i32) (local $o4 i32) (local $a v128) (local $k v128) (local $h i32) (local $e i32) (local $f i32)
+    (local $g i32)
+    (block $pairs_done
+      (loop $pairs
+        (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
+        (local.set $a (f64x2.abs (local.get $a)))
+        (local.set $k (i64x2.shr_u (local.get $a) (i32.const 40)))
+        ${countLane(0)}
+        ${countLane(1)}
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
+        (br $pairs)))
+    (if (i32.lt_u (local.get $j) (local.get $len))
+      (then
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
+        (local.set $a (f64x2.abs (local.get $a)))
+        (local.set $k (i64x2.shr_u (local.get $a) (i32.const 40)))
+        ${countLane(0)}))
+    (local.get $g))
+
+  ;; The boundary pass of a magnitude selection fed in blocks: a = |x − b| (float64; $b = 0: |x|) of each
+  ;; entry whose bits shifted right by $s1 are $k1, or by $s2 are $k2, is appended at $gat, in index
+  ;; order. Returns how many.
+  (func (export "mag_gather") (param $x i32) (param $b i32) (param $len i32) (param $k1 i32) (param $s1 i32)
+    (param $k2 i32) (param $s2 i32) (param $gat i32) (result i32)
+    (local $j i32) (local $o4 i32) (local $g i32) (local $a v128) (local $in v128)
+    (local $v1 v128) (local $v2 v128)
+    (local.set $v1 (i64x2.splat (i64.extend_i32_u (local.get $k1))))
+    (local.set $v2 (i64x2.splat (i64.extend_i32_u (local.get $k2))))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (if (i32.lt_u (i32.add (local.get $j) (i32.const 1)) (local.get $len))
+          (then
+            (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
+            (if (local.get $b)
+              (then (local.set $a (f64x2.sub (local.get $a)
+                (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
+            (local.set $a (f64x2.abs (local.get $a))))
+          (else
+            ;; the last entry alone: both lanes the same entry, the second never stored
+            (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
+            (if (local.get $b)
+              (then (local.set $a (f64x2.sub (local.get $a)
+                (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
+            (local.set $a (f64x2.abs (local.get $a)))))
+        (local.set $in (v128.or (i64x2.eq (i64x2.shr_u (local.get $a) (local.get $s1)) (local.get $v1))
+          (i64x2.eq (i64x2.shr_u (local.get $a) (local.get $s2)) (local.get $v2))))
+        (if (v128.any_true (local.get $in))
+          (then
+            (if (i32.wrap_i64 (i64x2.extract_lane 0 (local.get $in)))
+              (then
+                (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane 0 (local.get $a)))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))))
+            (if (i32.and (i32.wrap_i64 (i64x2.extract_lane 1 (local.get $in)))
+                  (i32.lt_u (i32.add (local.get $j) (i32.const 1)) (local.get $len)))
+              (then
+                (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane 1 (local.get $a)))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
         (br $l)))
     (local.get $g))
 

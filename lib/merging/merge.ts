@@ -208,6 +208,11 @@ export function mergeBlockPlanner(options: {
   readonly seed?: number;
 }): {
   readonly passes: number;
+  /**
+   * After the passes before `pass`: whether `pass` must still be fed (false: the earlier passes already
+   * decided every plan; feeding it anyway does nothing).
+   */
+  needs(pass: number): boolean;
   add(
     pass: number,
     block: {
@@ -222,13 +227,14 @@ export function mergeBlockPlanner(options: {
   const params = options.params ?? {}, models = options.models.map((m) => m.params ?? {});
   validateMergeParams(method, params as Record<string, unknown>, models as Record<string, unknown>[]);
   if (method.blockwise === "elementwise" && !(method.base === "required" && "sparsify" in method)) {
-    return { passes: 0, add() {}, plans: () => undefined };
+    return { passes: 0, needs: () => false, add() {}, plans: () => undefined };
   }
   if (!method.blockwise) return null;
   if (method.name === "slerp") {
     const sl = slerpBlockPlanner(params.t!, options.numel);
     return {
       passes: sl.passes,
+      needs: (pass) => pass < sl.passes,
       add(pass, block) {
         if (!block.base) throw new MoekitError(`${method.name} needs the base's block`);
         sl.add(pass, block.offset, block.base, block.models[0]);
@@ -240,6 +246,7 @@ export function mergeBlockPlanner(options: {
   if (!g) return null;
   return {
     passes: g.passes,
+    needs: (pass) => g.needs(pass),
     add(pass, block) {
       if (!block.base) throw new MoekitError(`${method.name} needs the base's block`);
       g.add(pass, block.base, block.models, block.offset);

@@ -80,10 +80,36 @@ export interface ComputeJob {
    * in: no fresh memory). Used by jobs merged a chunk at a time (see `runJob`); dropped otherwise.
    */
   readonly out?: ArrayBuffer;
+  /**
+   * Plan only: the entry offsets of the tensor's blocks; the reply is their plans (`planJob`) and the raw
+   * bytes back, not a merge.
+   */
+  readonly planBlocks?: readonly number[];
+  /**
+   * A block of a tensor planned by a plan-only job: the plans of its chunks (`blockChunks` of its length),
+   * so that it is merged a chunk at a time like a whole tensor.
+   */
+  readonly chunkPlans?: readonly BlockPlans[];
+  /** The raw input buffers go back with the result (for the next blocks' bytes) instead of being freed. */
+  readonly giveBack?: boolean;
 }
 
 type Reply =
-  | { id: number; shape: number[]; data: Float32Array | Float64Array; warning?: undefined; error?: undefined }
+  | {
+    id: number;
+    shape: number[];
+    data: Float32Array | Float64Array;
+    inputs?: ArrayBuffer[];
+    warning?: undefined;
+    error?: undefined;
+  }
+  | {
+    id: number;
+    plans: BlockPlans[] | null;
+    bytes: (Uint8Array | undefined)[];
+    warning?: undefined;
+    error?: undefined;
+  }
   | { id: number; warning: string; error?: undefined }
   | {
     id: number;
@@ -111,21 +137,23 @@ function rebuildError(e: { name: string; message: string; fields: Record<string,
 /** One Worker that runs `merge()` jobs in order; inputs and results move by transfer. */
 class ComputeWorker {
   #worker: Worker;
-  #pending = new Map<
-    number,
-    { resolve: (d: Float32Array | Float64Array) => void; reject: (e: Error) => void }
-  >();
+  #pending = new Map<number, { resolve: (d: unknown) => void; reject: (e: Error) => void; work: number }>();
+  #work = 0;
   #next = 0;
   #dead?: Error;
 
-  constructor() {
+  /** `onInputs`: receives the raw input buffers of `giveBack` jobs. */
+  constructor(onInputs?: (buffers: ArrayBuffer[]) => void) {
     this.#worker = new Worker(new URL("./merge_worker.ts", import.meta.url), { type: "module" });
     this.#worker.onmessage = (ev: MessageEvent<Reply>) => {
       const r = ev.data, p = this.#pending.get(r.id);
       if (r.warning !== undefined) return console.warn(r.warning);
+      if ("inputs" in r && r.inputs?.length) onInputs?.(r.inputs);
       if (!p) return;
       this.#pending.delete(r.id);
+      this.#work -= p.work;
       if (r.error) p.reject(rebuildError(r.error));
+      else if ("plans" in r) p.resolve(r);
       else p.resolve((r as { data: Float32Array | Float64Array }).data);
     };
     this.#worker.onerror = (ev: ErrorEvent) => {
@@ -133,6 +161,7 @@ class ComputeWorker {
       this.#dead = new MoekitError(`the merge Worker stopped: ${ev.message}`);
       for (const p of this.#pending.values()) p.reject(this.#dead);
       this.#pending.clear();
+      this.#work = 0;
     };
   }
 
@@ -141,7 +170,30 @@ class ComputeWorker {
     return this.#pending.size;
   }
 
-  run(job: Omit<ComputeJob, "id">): Promise<Float32Array | Float64Array> {
+  /** The entries of the jobs posted and not yet answered. */
+  get work(): number {
+    return this.#work;
+  }
+
+  /** Posts a job of `work` entries; its result. */
+  run(job: Omit<ComputeJob, "id">, work = 0): Promise<Float32Array | Float64Array> {
+    return this.#post(job, work) as Promise<Float32Array | Float64Array>;
+  }
+
+  /**
+   * Posts a plan-only job (`job.planBlocks`) of `work` entries: the blocks' plans (null: not planned
+   * there) and the raw bytes back, in input order (the base first, if any).
+   */
+  plan(
+    job: Omit<ComputeJob, "id">,
+    work = 0,
+  ): Promise<{ plans: BlockPlans[] | null; bytes: (Uint8Array | undefined)[] }> {
+    return this.#post(job, work) as Promise<
+      { plans: BlockPlans[] | null; bytes: (Uint8Array | undefined)[] }
+    >;
+  }
+
+  #post(job: Omit<ComputeJob, "id">, work: number): Promise<unknown> {
     if (this.#dead) return Promise.reject(this.#dead);
     const id = this.#next++;
     const buffers = new Set<ArrayBuffer>();
@@ -150,7 +202,8 @@ class ComputeWorker {
     }
     if (job.out) buffers.add(job.out);
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      this.#pending.set(id, { resolve, reject, work });
+      this.#work += work;
       this.#worker.postMessage({ id, ...job } satisfies ComputeJob, [...buffers]);
     });
   }
@@ -166,54 +219,45 @@ class ComputeWorker {
 /** Entries per chunk of a job merged straight from its 16-bit bytes (see `mergeChunked`). */
 const RAW_CHUNK = 1 << 16;
 
+/**
+ * Methods whose jobs are merged a chunk at a time also when their block planner reads the data first,
+ * with float32 inputs too (`chunkSource`): the magnitude cuts (a counting pass over the chunks, and a
+ * gather pass only when the boundary falls outside the sub-buckets the counting pass gathered) and DARE's
+ * norm sums. Measured faster than their whole-tensor merges; SLERP's pass is not (it keeps its blocks).
+ */
+const CHUNK_READ_PASS = new Set([
+  "ties",
+  "magnitude_prune",
+  "breadcrumbs",
+  "breadcrumbs_ties",
+  "dare_ties",
+  "dare_linear",
+]);
+
 /** Frees the buffers of a job's raw tensors that are all theirs (detaching releases them at once). */
 function freeRaw(raw: readonly (RawTensor | undefined)[]): void {
   for (const t of raw) if (t) free(t.bytes);
 }
 
+/** Block plans of a tensor, as `MergeOptions.block.plans`. */
+type BlockPlans = NonNullable<MergeOptions["block"]>["plans"];
+
 /**
- * A job with bf16/f16 inputs merged a chunk of entries at a time, each chunk decoded from the raw bytes
- * into the kernel's pool (a few chunk-sized slots, reused): no float32 copy of the inputs is made, so no
- * fresh pages to fault in and 2 bytes per input entry held instead of 4. Each chunk is a `block` of the
- * tensor (`MergeOptions.block`), whose result is the same bytes as that range of the whole-tensor merge.
- * Only for methods whose block plans do not depend on the data (no pre-pass: linear, task arithmetic,
- * DARE without a norm rescale, …) and inputs of one shape; null otherwise (the caller merges it whole).
+ * The inputs of a job with bf16/f16 inputs, a chunk of entries at a time: `chunk(k, off, len)` decodes
+ * entries [off, off + len) of input k (0 the base, if any, then the models) into the kernel's pool (a
+ * chunk-sized slot per input, reused) or views float32/float64 inputs. Null when the kernel, the pool or
+ * the inputs do not allow it (no 16-bit input, too small, inputs of different shapes). `release()` ends it.
  */
-function mergeChunked(
-  job: Omit<ComputeJob, "id">,
-  onWarning?: (message: string) => void,
-): { shape: readonly number[]; data: ArrayLike<number> } | null {
+function chunkSource(job: Omit<ComputeJob, "id">) {
   const K = mergeKernel(), raw = [job.base, ...job.models.map((m) => m.tensor)];
   const is16 = (t?: RawTensor) => t?.dtype === "BF16" || t?.dtype === "F16";
   const ref = job.base ?? job.models[0]?.tensor;
-  if (!K || !decodePool() || !ref || !raw.some(is16)) return null;
-  const n = numel(ref), o = job.options;
-  if (n < 2 * RAW_CHUNK || raw.some((t) => t && t.shape.join() !== ref.shape.join())) return null;
-  let plans: (offset: number) => NonNullable<MergeOptions["block"]>["plans"];
-  if (o.block) {
-    // a block of a blocked tensor: its plans hold no per-entry state unless they carry a magnitude cut
-    const given = o.block.plans;
-    if (given?.some((p) => p.cut)) return null;
-    plans = () => given;
-  } else {
-    let pl: ReturnType<typeof mergeBlockPlanner>;
-    try {
-      pl = mergeBlockPlanner({
-        method: o.method,
-        params: o.params,
-        models: job.models.map((m) => ({ params: m.params })),
-        numel: n,
-        name: o.name,
-        seed: o.seed,
-      });
-    } catch {
-      return null; // merge() raises the error with its own wording
-    }
-    // (a planner with read passes — magnitude cuts, DARE's norm sums — is slower than the whole-tensor
-    // sweep, measured: those merge whole)
-    if (!pl || pl.passes > 0) return null;
-    plans = pl.plans;
+  // float32 inputs too for the magnitude cuts (their chunked selection beats the whole-tensor one)
+  if (!K || !decodePool() || !ref || !(raw.some(is16) || CHUNK_READ_PASS.has(job.options.method))) {
+    return null;
   }
+  const n = numel(ref);
+  if (n < 2 * RAW_CHUNK || raw.some((t) => t && t.shape.join() !== ref.shape.join())) return null;
   const at = raw.map((t) => (is16(t) ? K.reserve(4 * RAW_CHUNK) : 0));
   if (at.some((a) => a < 0)) {
     K.releasePool();
@@ -221,39 +265,150 @@ function mergeChunked(
   }
   // float32/float64 inputs: views over their bytes (as a whole-tensor merge reads them)
   const wide = raw.map((t) => (t && !is16(t) ? decodeFloats(t.bytes, t.dtype) : undefined));
-  // every input a pool slot or a view of our own bytes: the kernels may overwrite them
-  const consume = raw.every((t) => !t || is16(t)) || (o.consumeInputs ?? false);
+  const chunk = (k: number, off: number, len: number) => {
+    const t = raw[k]!;
+    return is16(t)
+      ? K.decode16(t.bytes.subarray(2 * off, 2 * (off + len)), t.dtype as "BF16" | "F16", at[k])
+      : wide[k]!.subarray(off, off + len);
+  };
+  return {
+    n,
+    ref,
+    raw,
+    chunk,
+    /** Every input a pool slot or a view of our own bytes (the kernels may overwrite them). */
+    allPooled: raw.every((t) => !t || is16(t)),
+    release: () => K.releasePool(),
+  };
+}
+
+/** The block planner of a job's method for its whole tensor (null: merged whole, or an invalid config). */
+function jobPlanner(job: Omit<ComputeJob, "id">, n: number): ReturnType<typeof mergeBlockPlanner> {
+  const o = job.options;
+  try {
+    return mergeBlockPlanner({
+      method: o.method,
+      params: o.params,
+      models: job.models.map((m) => ({ params: m.params })),
+      numel: n,
+      name: o.name,
+      seed: o.seed,
+    });
+  } catch {
+    return null; // merge() raises the error with its own wording
+  }
+}
+
+/**
+ * Feeds the planner's read passes (magnitude cuts: a histogram, then the boundary bucket) with the
+ * chunks starting at `starts` (in index order), decoded again each pass (cheaper than float32 copies).
+ */
+function feedPlanner(
+  pl: NonNullable<ReturnType<typeof mergeBlockPlanner>>,
+  src: NonNullable<ReturnType<typeof chunkSource>>,
+  starts: readonly number[],
+): void {
+  for (let pass = 0; pass < pl.passes; pass++) {
+    if (!pl.needs(pass)) continue;
+    for (const [i, off] of starts.entries()) {
+      const len = (starts[i + 1] ?? src.n) - off;
+      const inputs = src.raw.map((t, k) => (t ? src.chunk(k, off, len) : undefined));
+      pl.add(pass, {
+        offset: off,
+        base: inputs[0],
+        models: inputs.slice(1) as (Float32Array | Float64Array)[],
+      });
+    }
+  }
+}
+
+/** Chunk starts of a range of `len` entries: every RAW_CHUNK entries. */
+function chunkStarts(len: number): number[] {
+  return Array.from({ length: Math.ceil(len / RAW_CHUNK) }, (_, i) => i * RAW_CHUNK);
+}
+
+/** Chunk starts of a tensor of `n` entries merged in blocks starting at `blocks`: each block's chunks. */
+function blockChunks(n: number, blocks: readonly number[]): number[] {
+  return blocks.flatMap((b, i) => chunkStarts((blocks[i + 1] ?? n) - b).map((o) => b + o));
+}
+
+/**
+ * A job with bf16/f16 inputs merged a chunk of entries at a time (see `chunkSource`): no float32 copy of
+ * the inputs is made, so no fresh pages to fault in and 2 bytes per input entry held instead of 4. Each
+ * chunk is a `block` of the tensor (`MergeOptions.block`), whose result is the same bytes as that range
+ * of the whole-tensor merge. For methods whose block plans need no pre-pass (linear, task arithmetic,
+ * DARE without a norm rescale, …) or whose pre-pass reads chunks well (`CHUNK_READ_PASS`: the planner's
+ * passes run over the chunks first); null otherwise (the caller merges it whole).
+ */
+function mergeChunked(
+  job: Omit<ComputeJob, "id">,
+  onWarning?: (message: string) => void,
+): { shape: readonly number[]; data: ArrayLike<number> } | null {
+  const o = job.options;
+  // a block of a blocked tensor: its plans hold no per-entry state unless they carry a magnitude cut
+  // (then each chunk's plan must be given)
+  if (o.block?.plans?.some((p) => p.cut) && !job.chunkPlans) return null;
+  const ref = job.base ?? job.models[0]?.tensor;
+  const pl = o.block || !ref ? null : jobPlanner(job, numel(ref));
+  if (!o.block && (!pl || (pl.passes > 0 && !CHUNK_READ_PASS.has(o.method)))) return null;
+  const src = chunkSource(job);
+  if (!src) return null;
+  const { n, chunk } = src, starts = chunkStarts(n), given = o.block?.plans;
+  if (job.chunkPlans && job.chunkPlans.length !== starts.length) {
+    src.release();
+    return null;
+  }
+  const plans = (off: number, i: number): BlockPlans => (pl ? pl.plans(off) : job.chunkPlans?.[i] ?? given);
+  const consume = src.allPooled || (o.consumeInputs ?? false);
   const out = o.output !== "f32"
     ? new Float64Array(n)
     : job.out && !job.out.detached && job.out.byteLength >= 4 * n
     ? new Float32Array(job.out, 0, n)
     : new Float32Array(n);
   const offset0 = o.block?.offset ?? 0;
-  const chunk = (k: number, off: number, len: number) => {
-    const t = raw[k]!;
-    const data = is16(t)
-      ? K.decode16(t.bytes.subarray(2 * off, 2 * (off + len)), t.dtype as "BF16" | "F16", at[k])
-      : wide[k]!.subarray(off, off + len);
-    return { shape: [len], data };
-  };
   try {
-    for (let off = 0; off < n; off += RAW_CHUNK) {
-      const len = Math.min(RAW_CHUNK, n - off);
+    if (pl) feedPlanner(pl, src, starts);
+    for (const [i, off] of starts.entries()) {
+      const len = (starts[i + 1] ?? n) - off;
       const r = merge({
         ...o,
-        base: job.base && chunk(0, off, len),
-        models: job.models.map((m, i) => ({ tensor: chunk(i + 1, off, len), params: m.params })),
-        block: { offset: offset0 + off, plans: plans(off) },
+        base: job.base && { shape: [len], data: chunk(0, off, len) },
+        models: job.models.map((m, k) => ({
+          tensor: { shape: [len], data: chunk(k + 1, off, len) },
+          params: m.params,
+        })),
+        block: { offset: offset0 + off, plans: plans(off, i) },
         consumeInputs: consume,
         ...(onWarning ? { onWarning } : {}),
       });
       out.set(r.data, off);
     }
   } finally {
-    K.releasePool();
+    src.release();
   }
-  freeRaw(raw);
-  return { shape: ref.shape, data: out };
+  if (!job.giveBack) freeRaw(src.raw);
+  return { shape: src.ref.shape, data: out };
+}
+
+/**
+ * The plans of a job's whole tensor for its blocks (`job.planBlocks`: their entry offsets, in index
+ * order), one per chunk of each block (`blockChunks`), from its method's planner fed chunk by chunk from
+ * the raw bytes (see `chunkSource`); the raw bytes stay untouched (the blocks are merged from them
+ * afterwards). Null when the job cannot be planned this way (the caller then plans from float32 blocks).
+ */
+export function planJob(job: Omit<ComputeJob, "id">): BlockPlans[] | null {
+  const ref = job.base ?? job.models[0]?.tensor;
+  const pl = ref ? jobPlanner(job, numel(ref)) : null;
+  if (!pl) return null;
+  const src = chunkSource(job);
+  if (!src) return null;
+  const grid = blockChunks(src.n, job.planBlocks ?? [0]);
+  try {
+    feedPlanner(pl, src, grid);
+  } finally {
+    src.release();
+  }
+  return grid.map((b) => pl.plans(b));
 }
 
 /** Decodes a job's tensors and merges them: the same code on the Worker and on the calling thread. */
@@ -362,16 +517,21 @@ const SPLIT_READ_PASS = new Set(["slerp"]);
 /** Bytes of working set per entry of a tensor: its decoded inputs and its result, in float32. */
 const bytesPerEntry = (t: PlannedTensor) => 4 * ((t.base ? 1 : 0) + t.sources.length + 1);
 
-/** The plan's method's planner of blocks for tensor `t` (null: it needs the whole tensor). */
-const blockPlanner = (plan: MergePlan, t: PlannedTensor, seed?: number) =>
-  mergeBlockPlanner({
-    method: plan.method,
-    params: t.params,
-    models: t.sources.map((s) => ({ params: s.params })),
-    numel: numel(t),
-    name: t.name,
-    seed,
-  });
+/** The plan's method's planner of blocks for tensor `t` (null: it needs the whole tensor, or its parameters are invalid). */
+const blockPlanner = (plan: MergePlan, t: PlannedTensor, seed?: number) => {
+  try {
+    return mergeBlockPlanner({
+      method: plan.method,
+      params: t.params,
+      models: t.sources.map((s) => ({ params: s.params })),
+      numel: numel(t),
+      name: t.name,
+      seed,
+    });
+  } catch {
+    return null; // merged whole: merge() raises the error, naming the tensor
+  }
+};
 
 /**
  * Which tensors of a plan a memory cap splits into blocks of rows, and how. A tensor's working set is
@@ -466,7 +626,7 @@ interface Unit {
 /**
  * Streams the merged tensors of `list` (a plan's tensors in write order) with reads, compute and writes
  * overlapped: the compute runs on Workers (two where the machine has two cores or more; a job goes to the
- * one with the fewest queued), so the calling thread reads tensor i + 1 and writes tensor i − 1 while
+ * one with the fewest entries queued), so the calling thread reads tensor i + 1 and writes tensor i − 1 while
  * tensor i merges. Work goes in units — a tensor, one block of rows of a tensor that `maxBlockBytes`
  splits ({@link planBlocks}), or a block of about 2²⁰ entries of a large tensor whose method merges
  * blocks without a pre-pass — and a unit starts (its inputs are read) only when the units in flight —
@@ -497,12 +657,30 @@ export function mergeStream(
   // SPLIT_BLOCK entries (whole rows, at least two blocks):
   // the reads, merges (on both Workers) and writes of its blocks overlap; the blocks' results are the
   // bytes of the whole-tensor merge (measured: about 1.5× faster for linear on bf16 inputs)
-  const blocked = new Map(capped), split = new Set<string>();
+  const blocked = new Map(capped), split = new Set<string>(), planRemote = new Set<string>();
+  const total = list.reduce((a, t) => a + (t.passthrough ? 0 : numel(t)), 0);
+  const ck = (m: string) => plan.checkpoints.get(m)!;
   for (const t of list) {
     const n = numel(t), rows = t.shape.length ? t.shape[0] : 1;
     if (t.passthrough || blocked.has(t.name) || n < SPLIT_MIN || rows < 2) continue;
     const passes = blockPlanner(plan, t, options.seed)?.passes;
-    if (passes === undefined || (passes > 0 && !SPLIT_READ_PASS.has(plan.method))) continue;
+    if (passes === undefined) continue;
+    if (passes > 0) {
+      // a method whose planner reads the chunks well (CHUNK_READ_PASS) merges a tensor as one job, its
+      // read passes inside; one that holds more than a quarter of the merge's entries, on two Workers,
+      // goes in blocks: one Worker plans them from the raw bytes, then both merge them (the rest of the
+      // merge can hardly balance the Workers against it otherwise)
+      const srcs = [...(t.base ? [t.base] : []), ...t.sources];
+      const chunked = CHUNK_READ_PASS.has(plan.method) && srcs.every((x) => {
+        const i = ck(x.model).info(x.tensor)!;
+        return (i.dtype === "BF16" || i.dtype === "F16" || i.dtype === "F32") &&
+          i.shape.join() === t.shape.join();
+      });
+      // (16-bit inputs only: float32 blocks would be copies of bytes a whole-tensor job merges in place)
+      const wide = srcs.some((x) => ck(x.model).info(x.tensor)!.dtype === "F32");
+      if (chunked && !wide && nWorkers >= 2 && 4 * n > total) planRemote.add(t.name);
+      else if (chunked || !SPLIT_READ_PASS.has(plan.method)) continue;
+    }
     const rowsPerBlock = Math.max(1, Math.min(Math.ceil(rows / 2), Math.floor(SPLIT_BLOCK / (n / rows))));
     blocked.set(t.name, { rows, rowElems: n / rows, rowsPerBlock, passes });
     split.add(t.name);
@@ -538,11 +716,16 @@ export function mergeStream(
   );
   const refModel = plan.config.baseModel ?? plan.config.models[0]?.model ??
     plan.config.slices?.[0]?.sources[0]?.model;
-  const ck = (m: string) => plan.checkpoints.get(m)!;
   let next = 0, inFlight = 0, bytesRead = 0, closed = false;
   // started now, so that their start (loading the modules, compiling the kernel) overlaps the first reads
+  // raw buffers of merged blocks, back from the Workers: the next blocks' bytes are copied into them
+  // (no fresh pages); a few per Worker
+  const rawPool: ArrayBuffer[] = [];
+  const takeBack = (bufs: ArrayBuffer[]) => {
+    for (const b of bufs) if (rawPool.length < 8 * Math.max(1, nWorkers) && !closed) rawPool.push(b);
+  };
   const workers = list.some((t) => !t.passthrough)
-    ? Array.from({ length: nWorkers }, () => new ComputeWorker())
+    ? Array.from({ length: nWorkers }, () => new ComputeWorker(planRemote.size ? takeBack : undefined))
     : [];
 
   /** Entries per row of a source tensor (1 for a scalar). */
@@ -584,8 +767,58 @@ export function mergeStream(
    * norms) — made once per tensor, by its first block.
    */
   const planners = new Map<number, Promise<Map<number, NonNullable<MergeOptions["block"]>["plans"]>>>();
+  /** Raw bytes of a tensor's inputs read whole for its plan, sliced by its blocks (then dropped). */
+  const held = new Map<
+    number,
+    {
+      bytes: Uint8Array[];
+      left: number;
+      chunks: Map<number, BlockPlans[]>;
+      active: number;
+      waiting: (() => void)[];
+    }
+  >();
+  /** Blocks of a held tensor copied out and not yet merged, at most (their copies add to the held bytes). */
+  const HELD_ACTIVE = 4;
   const prepare = async (tensor: number) => {
     const e = list[tensor], b = blocked.get(e.name)!;
+    const starts = Array.from(
+      { length: Math.ceil(b.rows / b.rowsPerBlock) },
+      (_, i) => i * b.rowsPerBlock * b.rowElems,
+    );
+    if (planRemote.has(e.name) && workers.length) {
+      // the whole tensor's 16-bit bytes to the least busy Worker, which plans every block from them
+      // (the read passes a chunk at a time) and hands them back for the blocks
+      const [base, ...ts] = await Promise.all([
+        e.base ? raw(e, e.base) : undefined,
+        ...e.sources.map((s) => raw(e, s)),
+      ]);
+      if (closed) throw new MoekitError("the merge was stopped");
+      const w = workers.reduce((a, c) => (c.work < a.work ? c : a));
+      const r = await w.plan({
+        options: { method: plan.method, params: e.params, name: e.name, seed: options.seed },
+        base,
+        models: ts.map((t, i) => ({ tensor: t!, params: e.sources[i].params })),
+        planBlocks: starts,
+      }, numel(e) / 2);
+      const chunks = new Map<number, BlockPlans[]>();
+      if (r.plans) {
+        let i = 0;
+        for (const [k, s0] of starts.entries()) {
+          const m = chunkStarts((starts[k + 1] ?? numel(e)) - s0).length;
+          chunks.set(s0, r.plans.slice(i, i + m));
+          i += m;
+        }
+      }
+      held.set(tensor, {
+        bytes: r.bytes.filter((x) => x !== undefined),
+        left: starts.length,
+        chunks,
+        active: 0,
+        waiting: [],
+      });
+      if (r.plans) return new Map(starts.map((s0) => [s0, chunks.get(s0)![0]]));
+    }
     const pl = blockPlanner(plan, e, options.seed);
     if (!pl) throw new MoekitError(`tensor ${clip(e.name, 80)}: ${plan.method} cannot merge it in blocks`);
     // one raw buffer per input (and one float32 buffer per bf16/f16 input), reused from block to block
@@ -598,6 +831,7 @@ export function mergeStream(
       : [];
     const f32 = pl.passes ? infos.map((i) => (is16(i.dtype) ? new Float32Array(n) : undefined)) : [];
     for (let pass = 0; pass < pl.passes; pass++) {
+      if (!pl.needs(pass)) continue;
       for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
         const rows = [r0, Math.min(b.rows, r0 + b.rowsPerBlock)] as const, len = (rows[1] - r0) * b.rowElems;
         const ts = await Promise.all(srcs.map((x, k) => raw(e, x, rows, bufs[k])));
@@ -637,9 +871,11 @@ export function mergeStream(
         const d = ck(x.model).info(x.tensor)!.dtype;
         return d === "BF16" || d === "F16";
       });
-      c &&= blocked.has(e.name)
-        ? blocked.get(e.name)!.passes === 0
-        : blockPlanner(plan, e, options.seed)?.passes === 0;
+      const passes = blocked.has(e.name)
+        ? blocked.get(e.name)!.passes
+        : blockPlanner(plan, e, options.seed)?.passes;
+      c &&= passes === 0 || planRemote.has(e.name) ||
+        (passes !== undefined && !blocked.has(e.name) && CHUNK_READ_PASS.has(plan.method));
       chunkable.set(e.name, c);
     }
     return c;
@@ -662,6 +898,26 @@ export function mergeStream(
     return k < 0 ? undefined : spares.splice(k, 1)[0];
   };
 
+  /** Rows [r0, r1) of each input of a tensor from its held bytes (copies: each block moves on its own). */
+  const sliceHeld = (
+    e: PlannedTensor,
+    h: { bytes: Uint8Array[] },
+    [r0, r1]: readonly [number, number],
+    hasBase: boolean,
+  ): (RawTensor | undefined)[] => {
+    const srcs = [...(hasBase ? [e.base!] : []), ...e.sources], per = rowOf(e);
+    const shape = [r1 - r0, ...e.shape.slice(1)];
+    const out = srcs.map((s, k) => {
+      const dtype = ck(s.model).info(s.tensor)!.dtype, size = DTYPE_BYTES[dtype];
+      const from = h.bytes[k].subarray(r0 * per * size, r1 * per * size),
+        j = rawPool.findIndex((b) => b.byteLength === from.byteLength);
+      const bytes = j >= 0 ? new Uint8Array(rawPool.splice(j, 1)[0]) : new Uint8Array(from.byteLength);
+      bytes.set(from);
+      return { shape, dtype, bytes };
+    });
+    return hasBase ? out : [undefined, ...out];
+  };
+
   /** Reads and merges one unit. */
   const run = async (u: Unit): Promise<TensorData> => {
     const e = list[u.tensor];
@@ -680,10 +936,27 @@ export function mergeStream(
       if (u.rows[1] === b.rows) planners.delete(u.tensor); // the last block
     }
     // raw bytes here; decoded where the merge runs (the Worker, or below on this thread)
-    const [base, ...ts] = await Promise.all([
+    const h = u.rows ? held.get(u.tensor) : undefined;
+    if (h) {
+      while (h.active >= HELD_ACTIVE && !closed) await new Promise<void>((r) => h.waiting.push(r));
+      if (closed) throw new MoekitError("the merge was stopped");
+      h.active++;
+    }
+    const [base, ...ts] = h ? sliceHeld(e, h, u.rows!, !!e.base) : await Promise.all([
       e.base ? raw(e, e.base, u.rows) : undefined,
       ...e.sources.map((s) => raw(e, s, u.rows)),
     ]);
+    const chunkPlans = h && block ? h.chunks.get(block.offset) : undefined;
+    const giveBack = chunkPlans !== undefined && workers.length > 0;
+    if (h && --h.left === 0) {
+      held.delete(u.tensor);
+      h.bytes.forEach(free); // every block has its copy: the whole tensor's bytes go now
+    }
+    const done = () => {
+      if (!h) return;
+      h.active--;
+      h.waiting.shift()?.();
+    };
     const models = ts.map((tensor, i) => ({ tensor: tensor!, params: e.sources[i].params }));
     const opts: ComputeJob["options"] = {
       method: plan.method,
@@ -699,27 +972,58 @@ export function mergeStream(
     if (closed) throw new MoekitError("the merge was stopped");
     const out = opts.output === "f32" ? spareFor(e, 4 * u.elems) : undefined;
     if (workers.length) {
-      // the Worker with the fewest jobs queued (equal: the first)
-      const w = workers.reduce((a, b) => (b.queued < a.queued ? b : a));
-      return await w.run({ options: opts, base, models, ...(out ? { out } : {}) });
+      // the Worker with the fewest entries queued (equal: the first)
+      const w = workers.reduce((a, b) => (b.work < a.work ? b : a));
+      try {
+        return await w.run({
+          options: opts,
+          base,
+          models,
+          ...(out ? { out } : {}),
+          ...(chunkPlans ? { chunkPlans } : {}),
+          ...(giveBack ? { giveBack } : {}),
+        }, u.elems);
+      } finally {
+        done();
+      }
     }
-    return runJob({ options: opts, base, models, ...(out ? { out } : {}) }).data;
+    try {
+      return runJob({
+        options: opts,
+        base,
+        models,
+        ...(out ? { out } : {}),
+        ...(chunkPlans ? { chunkPlans } : {}),
+      }).data;
+    } finally {
+      done();
+    }
+  };
+  /**
+   * What a unit counts towards the memory bound: its entries, or half of them for a whole tensor merged a
+   * chunk at a time from 16-bit inputs (it holds 2 bytes per input entry and its float32 result, not a
+   * float32 copy of every input: two such tensors in flight stay below the bound of one merged whole).
+   */
+  const weight = (u: Unit) => {
+    const e = list[u.tensor];
+    if (u.rows) return planRemote.has(e.name) && isChunkable(e) ? u.elems / 2 : u.elems; // (16-bit bytes held)
+    return !e.passthrough && u.elems >= 2 * RAW_CHUNK && isChunkable(e) ? u.elems / 2 : u.elems;
   };
   const start = (j: number) => {
     const u = units[j];
-    inFlight += u.elems;
+    inFlight += weight(u);
     u.job = run(u);
     u.job.catch(() => {}); // surfaces when (if) the unit is taken
   };
   const fill = () => {
-    while (!closed && next < units.length && (inFlight === 0 || inFlight + units[next].elems <= largest)) {
+    while (!closed && next < units.length && (inFlight === 0 || inFlight + weight(units[next]) <= largest)) {
       start(next++);
     }
   };
   const release = (u: Unit) => {
     if (u.released) return;
     u.released = true;
-    inFlight -= u.elems;
+    inFlight -= weight(u);
     fill();
   };
   /** The result of unit j, started now if it has not been (out of the writer's order: start it anyway). */
@@ -764,6 +1068,10 @@ export function mergeStream(
       closed = true;
       for (const w of workers) w.close();
       spares.length = 0;
+      rawPool.length = 0;
+      // blocks waiting for their turn to copy their bytes: they stop at the check that follows
+      for (const h of held.values()) h.waiting.splice(0).forEach((r) => r());
+      held.clear();
     },
   };
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ComputeJob, runJob } from "./merge_run.ts";
+import { type ComputeJob, planJob, runJob } from "./merge_run.ts";
 import { mergeKernel } from "./kernel_run.ts";
 
 mergeKernel(); // compiled while the first inputs are read
@@ -18,10 +18,30 @@ const self = globalThis as unknown as {
 self.onmessage = (ev: MessageEvent<ComputeJob>) => {
   const { id } = ev.data;
   try {
+    if (ev.data.planBlocks) {
+      // plan only: the plans, and the raw bytes back (the blocks are merged from them)
+      const plans = planJob(ev.data);
+      const bytes = [ev.data.base, ...ev.data.models.map((m) => m.tensor)].map((t) => t?.bytes);
+      const buffers = bytes.flatMap((b) => (b && b.buffer instanceof ArrayBuffer ? [b.buffer] : []));
+      self.postMessage({ id, plans, bytes }, [...new Set(buffers)]);
+      return;
+    }
     const out = runJob(ev.data, (warning) => self.postMessage({ id, warning }));
     const data = out.data as Float32Array | Float64Array;
-    // runJob has freed the input buffers (detached); the result moves by transfer
-    self.postMessage({ id, shape: out.shape, data }, data.buffer instanceof ArrayBuffer ? [data.buffer] : []);
+    // runJob has freed the input buffers (detached), or they go back (`giveBack`); the result moves by
+    // transfer
+    const inputs = ev.data.giveBack
+      ? [
+        ...new Set([ev.data.base, ...ev.data.models.map((m) => m.tensor)].flatMap((t) => {
+          const b = t?.bytes.buffer;
+          return b instanceof ArrayBuffer && !b.detached && b !== data.buffer ? [b] : [];
+        })),
+      ]
+      : [];
+    self.postMessage(
+      { id, shape: out.shape, data, ...(inputs.length ? { inputs } : {}) },
+      [...(data.buffer instanceof ArrayBuffer ? [data.buffer] : []), ...inputs],
+    );
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     const fields: Record<string, unknown> = {};

@@ -551,6 +551,8 @@ export interface BlockSparsePlan {
  */
 export function sparsifyBlockPlanner(options: SparsifyOptions, n: number, round?: (v: number) => number): {
   readonly passes: number;
+  /** After the passes before `pass`: whether `pass` must still be fed (default: yes). */
+  needs?(pass: number): boolean;
   add(pass: number, x: FloatArray, sub: FloatArray | undefined, offset: number): void;
   plan(offset: number): BlockSparsePlan;
 } | null {
@@ -570,9 +572,24 @@ export function sparsifyBlockPlanner(options: SparsifyOptions, n: number, round?
     }
     const sums = { full: 0, kept: 0 };
     let buf = new Uint8Array(0);
+    const nm = norm as "l1" | "l2" | "linf";
     return {
       passes: 1,
       add(_pass, x, sub, offset) {
+        const K = mergeKernel(), n = x.length;
+        if (K && sub && allF32(x, sub)) {
+          // the kernel's sums (as for a whole tensor), carried from block to block in index order
+          const stream: MaskStream = { options: { ...options, offset }, density: d };
+          K.setSums(sums.full, sums.kept);
+          for (let start = 0; start < n; start += DRAW_CHUNK) {
+            const len = Math.min(DRAW_CHUNK, n - start), st = streamState(stream, start);
+            const xp = K.input(x as Float32Array, start, len, 1),
+              bp = K.input(sub as Float32Array, start, len, 0);
+            K.k.dare_norms(K.ACC, xp, bp, st.s0, st.thr, st.all, len, nm === "l1" ? 1 : nm === "l2" ? 2 : 3);
+          }
+          [sums.full, sums.kept] = K.sums(2);
+          return;
+        }
         if (buf.length < x.length) buf = new Uint8Array(x.length);
         const mask = bernoulliInto(buf.subarray(0, x.length), d, { ...options, offset });
         addNormSums(sums, x, sub, mask, norm as "l1" | "l2" | "linf");
@@ -589,20 +606,23 @@ export function sparsifyBlockPlanner(options: SparsifyOptions, n: number, round?
   }
   const band = magnitudeBand(options, n);
   if (!("from" in band)) return fixed(band);
-  const acc = magnitudeCutAccumulator(n, band.from, band.to), order: number[] = [];
+  // blocks are numbered in the order the passes feed them (the same each pass)
+  const acc = magnitudeCutAccumulator(n, band.from, band.to), order = new Map<number, number>();
   return {
     passes: acc.passes,
+    needs: (pass) => pass === 0 || acc.needsRefine(),
     add(pass, x, sub, offset) {
-      if (pass === 0) acc.add(x, sub);
-      else {
-        order.push(offset);
-        acc.refine(x, sub);
-      }
+      if (pass === 0) {
+        order.set(offset, order.size);
+        acc.add(x, sub);
+      } else acc.refine(x, sub);
     },
     plan(offset) {
-      const b = order.indexOf(offset);
+      const b = order.get(offset) ?? -1;
       if (acc.passes > 0 && b < 0) {
-        throw new MoekitError(`no block starts at entry ${offset}; the planner saw ${order.join(", ")}`);
+        throw new MoekitError(
+          `no block starts at entry ${offset}; the planner saw ${[...order.keys()].join(", ")}`,
+        );
       }
       const cut = acc.cut(Math.max(0, b));
       return cut === "none" ? ZERO : cut === "all" ? KEEP_ALL : { cut, scale: 1, zero: false };
