@@ -162,10 +162,16 @@ export function matmulAdd(
  * Thin singular value decomposition. Native: LAPACK `sgesdd` (divide and conquer, float32 — numpy's
  * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side on the GEMM,
  * its float64 eigendecomposition (blocked tridiagonalisation, divide and conquer, blocked
- * back-transformation, all on a float64 GEMM), then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`;
- * accurate for singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, 2.2e-16 for js),
- * which is what low-rank compression keeps (below that, U's columns are not re-orthonormalised). Non-finite
- * input throws `NonFiniteError`.
+ * back-transformation, all on a float64 GEMM), then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`.
+ * That resolves the singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, so about
+ * `3e-4·σ₁`; 2.2e-16 for js). The columns below what the Gram matrix resolves to orthonormality (5e-2·σ₁
+ * on wasm, 1e-4·σ₁ on js) are then projected off the others twice, factored by a float64 QR and their
+ * small block decomposed again (recursively, relative to its own norm), so U and V (the long side's
+ * vectors: V for a wide A) are orthonormal to about 1e-6 for every input, `‖A − U·Σ·Vᵀ‖` stays at float32
+ * rounding, and the small σ come out far more accurate than `√ε·σ₁`; the cost grows with the number of
+ * such columns (a float64 QR and an SVD of that many columns). Where σ = 0 (rank-deficient A) the basis is
+ * completed with seeded Gaussian vectors (fixed seed 0x5eed, reproducible), as numpy completes it.
+ * Non-finite input throws `NonFiniteError`.
  *
  * @example
  * ```ts
@@ -213,8 +219,8 @@ export function svd(a: Mat, options: LinalgOptions = {}): SvdResult {
  * `sgesdd` when the library lacks a routine or MRRR reports a failure.
  *
  * WebAssembly / JS, small side ≥ 256 and rank ≤ half of it: the same scheme on the backend's GEMM (float32
- * Gram on wasm, so σ below about `3e-4·σ₁` are noise there, as for its {@link svd}), with `symTop64`'s
- * inverse iteration in place of MRRR. Otherwise {@link svd}, truncated.
+ * Gram on wasm, so σ below about `3e-4·σ₁` are noise there; {@link svd} resolves them further), with
+ * `symTop64`'s inverse iteration in place of MRRR. Otherwise {@link svd}, truncated.
  */
 export function svdTop(a: Mat, rank: number, options: LinalgOptions = {}): SvdResult {
   finite("svd: A", a);
@@ -346,16 +352,24 @@ function longSide(
 
 /**
  * Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix: its float64 eigenvectors V (the blocked
- * eigensolver in `symmetric.ts`), each σⱼ re-measured as `‖A·vⱼ‖`, `uⱼ = A·vⱼ/σⱼ` (exactly zero σ get unit
- * vectors orthogonal to the rest). Columns of U whose σ is below what the Gram matrix resolves are not
- * re-orthonormalised here (that would cost a QR of the whole of U); `svdTop` does it for its `rank`.
+ * eigensolver in `symmetric.ts`), each σⱼ re-measured as `‖A·vⱼ‖`, `uⱼ = A·vⱼ/σⱼ`, then the columns of U
+ * whose σ the Gram matrix does not resolve re-orthonormalised ({@link orthonormaliseTail}). With `a64`
+ * (A's float64 entries; the tail's small block) the Gram matrix and `A·V` are float64 products on the
+ * backend's float64 kernels, so a float64 Gram's resolution applies.
  */
-function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
-  const m = a.rows, n = a.cols, gemm = gemmFor(backend);
-  const at = matrix.transpose(a);
-  const G = backend === "wasm"
-    ? Float64Array.from(gemmNT32(at.data, at.data, n, n, m))
-    : gemm(Float64Array.from(at.data), Float64Array.from(at.data), n, n, m);
+function gramSvd(a: Mat, backend: "wasm" | "js", a64?: Float64Array): SvdResult {
+  const m = a.rows, n = a.cols, gemm = a64 ? kernels64For(backend).gemm : gemmFor(backend);
+  let G: Float64Array;
+  if (a64) {
+    const at64 = new Float64Array(n * m);
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) at64[j * m + i] = a64[i * n + j];
+    G = gemm(at64, at64, n, n, m);
+  } else {
+    const at = matrix.transpose(a);
+    G = backend === "wasm"
+      ? Float64Array.from(gemmNT32(at.data, at.data, n, n, m))
+      : gemm(Float64Array.from(at.data), Float64Array.from(at.data), n, n, m);
+  }
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < i; j++) G[i * n + j] = G[j * n + i] = 0.5 * (G[i * n + j] + G[j * n + i]);
   }
@@ -363,7 +377,9 @@ function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
   // V rows, largest eigenvalue first
   const Vt = new Float64Array(n * n);
   for (let i = 0; i < n; i++) Vt.set(vectors.subarray((n - 1 - i) * n, (n - i) * n), i * n);
-  const AV = backend === "wasm"
+  const AV = a64
+    ? gemm(a64, Vt, m, n, n)
+    : backend === "wasm"
     ? Float64Array.from(gemmNT32(a.data, Float32Array.from(Vt), m, n, n))
     : gemm(Float64Array.from(a.data), Vt, m, n, n);
   const s = new Float64Array(n);
@@ -372,47 +388,124 @@ function gramSvd(a: Mat, backend: "wasm" | "js"): SvdResult {
   const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => s[q] - s[p] || p - q);
   const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n), inv = new Float64Array(n);
   const tiny = (s[order[0]] || 1) * 1e-30;
-  const deficient: number[] = [];
   order.forEach((src, j) => {
     sv[j] = s[src];
     vt.data.set(Vt.subarray(src * n, src * n + n), j * n);
-    if (s[src] <= tiny) {
-      sv[j] = 0;
-      deficient.push(j);
-    } else inv[j] = 1 / s[src];
+    if (s[src] <= tiny) sv[j] = 0;
+    else inv[j] = 1 / s[src];
   });
   for (let i = 0; i < m; i++) {
     const row = i * n;
     for (let j = 0; j < n; j++) u.data[row + j] = AV[row + order[j]] * inv[j];
   }
-  if (deficient.length) completeColumns(u, deficient);
+  orthonormaliseTail(u, sv, vt, backend, RESOLVED[a64 ? "js" : backend]);
+  // the tail's σ come from its own decomposition: keep them descending
+  if (sv.some((v, j) => j > 0 && v > sv[j - 1])) {
+    const p = Array.from({ length: n }, (_, i) => i).sort((x, y) => sv[y] - sv[x] || x - y);
+    const u2 = matrix.zeros(m, n), vt2 = matrix.zeros(n, n), s2 = p.map((i) => sv[i]);
+    p.forEach((src, j) => {
+      vt2.data.set(vt.data.subarray(src * n, src * n + n), j * n);
+      for (let i = 0; i < m; i++) u2.data[i * n + j] = u.data[i * n + src];
+    });
+    return { u: u2, s: Float64Array.from(s2), vt: vt2, backend };
+  }
   return { u, s: sv, vt, backend };
 }
 
-/** Fills the given columns of `u` (m×k, m ≥ k) with unit vectors orthogonal to all other columns. */
-function completeColumns(u: Mat, cols: number[]): void {
-  const m = u.rows, k = u.cols, fill = new Set(cols);
-  const done = Array.from({ length: k }, (_, j) => j).filter((j) => !fill.has(j));
-  let probe = 0;
-  for (const j of cols) {
-    for (; probe < m; probe++) {
-      const v = new Float64Array(m);
-      v[probe] = 1;
+/**
+ * The fraction of σ₁ from which {@link gramSvd}'s `uⱼ = A·vⱼ/σⱼ` are orthonormal to 1e-6 or better as they
+ * come: the Gram matrix's rounding (float32 on wasm, float64 on js) leaves about `ε·σ₁²/σⱼ²` in the
+ * directions of the columns below it (measured: 1e-5 at σⱼ ≈ 1e-2·σ₁ on wasm, at 1e-6·σ₁ on js).
+ */
+const RESOLVED: Record<"wasm" | "js", number> = { wasm: 0.05, js: 1e-4 };
+
+/** Seed of the random vectors that complete U's basis where a column vanishes (σ = 0, rank deficiency). */
+const COMPLETION_SEED = 0x5eed;
+
+/**
+ * Makes the columns of `u` (m×k, m ≥ k, σ descending in `s`, `vt` the k×n right vectors) orthonormal at a
+ * cost that grows with the number b of unresolved columns (σⱼ < `resolved`·σ₁, see {@link RESOLVED}):
+ * O(m·b² + b³), nothing when b = 0; the resolved ones are left as they are. The unresolved block `B = A·V_b` (columns `σⱼ·uⱼ`) is projected off the resolved
+ * columns twice (block classical Gram–Schmidt on the float64 GEMM, `C −= H·(Hᵀ·C)`), then factored
+ * `B = Q·M` by a float64 Householder QR; a column of Q that vanishes (σ = 0, or nothing left after the
+ * projections) is replaced by a Gaussian vector (seed {@link COMPLETION_SEED} + its index + k·round) and
+ * the step repeated, as numpy completes the basis there. The small b×b `M` is itself decomposed by
+ * {@link gramSvd} on its float64 entries (a float64 Gram relative to its own norm; it recurses on its own
+ * tail, which for a float64 Gram is below `1e-4·‖M‖`), and `U_b = Q·U_M`, `V_b ← V_b·V_M`, `σ_b = σ_M`:
+ * U orthonormal, and `A·V = U·Σ` kept up to what the Gram matrix put into the resolved columns' span.
+ */
+function orthonormaliseTail(
+  u: Mat,
+  s: Float64Array,
+  vt: Mat,
+  backend: "wasm" | "js",
+  resolved: number,
+): void {
+  const m = u.rows, k = u.cols, n = vt.cols, gemm = kernels64For(backend).gemm;
+  let j0 = 0;
+  while (j0 < k && s[j0] > 0 && s[j0] >= resolved * s[0]) j0++;
+  const b = k - j0;
+  if (b === 0) return;
+  // the unresolved columns as rows C [b, m]; the resolved ones as H [m, j0] and Hᵀ [j0, m]
+  const C = new Float64Array(b * m), H = new Float64Array(m * j0), Ht = new Float64Array(j0 * m);
+  for (let i = 0; i < m; i++) {
+    const row = i * k;
+    for (let j = 0; j < j0; j++) H[i * j0 + j] = Ht[j * m + i] = u.data[row + j];
+    for (let j = 0; j < b; j++) C[j * m + i] = u.data[row + j0 + j];
+  }
+  let fill: number[] = [];
+  for (let j = 0; j < b; j++) if (s[j0 + j] === 0) fill.push(j);
+  let qt: Float64Array = C, R: Float64Array = new Float64Array(0), C0: Float64Array | undefined;
+  for (let round = 0; round < 4; round++) {
+    for (const j of fill) {
+      const g = matrix.randn(1, m, { seed: COMPLETION_SEED + j0 + j + k * round }).data;
+      let q = 0;
+      for (let i = 0; i < m; i++) q += g[i] * g[i];
+      const sc = 1 / Math.sqrt(q);
+      for (let i = 0; i < m; i++) C[j * m + i] = g[i] * sc;
+    }
+    if (j0 > 0) {
       for (let pass = 0; pass < 2; pass++) {
-        for (const c of done) {
-          let dot = 0;
-          for (let i = 0; i < m; i++) dot += v[i] * u.data[i * k + c];
-          for (let i = 0; i < m; i++) v[i] -= dot * u.data[i * k + c];
-        }
-      }
-      const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
-      if (norm > 0.5) {
-        for (let i = 0; i < m; i++) u.data[i * k + j] = v[i] / norm;
-        done.push(j);
-        probe++;
-        break;
+        const d = gemm(gemm(C, Ht, b, j0, m), H, b, m, j0);
+        for (let i = 0; i < C.length; i++) C[i] -= d[i];
       }
     }
+    const f = qr64(C, m, b, gemm);
+    qt = f.qt;
+    R = f.r;
+    fill = [];
+    for (let j = 0; j < b; j++) {
+      const d = R[j * b + j];
+      if (!(Math.abs(d) >= 1e-6)) fill.push(j);
+      else if (d < 0) {
+        for (let i = 0; i < m; i++) qt[j * m + i] = -qt[j * m + i];
+        for (let c = 0; c < b; c++) R[j * b + c] = -R[j * b + c];
+      }
+    }
+    if (fill.length === 0) break;
+    C0 ??= C.slice(); // the projected block, for M = Qᵀ·B below
+    C.set(qt); // the accepted directions so far; the vanished rows get fresh vectors
+  }
+  // M = Qᵀ·B [b, b], B's column j = σⱼ·(projected uⱼ)
+  const M = C0 ? gemm(qt, C0, b, b, m) : R;
+  let any = false;
+  for (let i = 0; i < b; i++) {
+    for (let j = 0; j < b; j++) any = (M[i * b + j] *= s[j0 + j]) !== 0 || any;
+  }
+  let ub: Float64Array = qt; // rows = columns of U_b
+  if (any) {
+    const f = gramSvd({ rows: b, cols: b, data: Float32Array.from(M) }, backend, M);
+    // U_bᵀ = U_Mᵀ·Qᵀ [b, m]; V_bᵀ ← V_Mᵀ·V_bᵀ [b, n]
+    const qm = new Float64Array(m * b), vb = new Float64Array(n * b);
+    for (let j = 0; j < b; j++) for (let i = 0; i < m; i++) qm[i * b + j] = qt[j * m + i];
+    for (let j = 0; j < b; j++) for (let c = 0; c < n; c++) vb[c * b + j] = vt.data[(j0 + j) * n + c];
+    ub = gemm(Float64Array.from(matrix.transpose(f.u).data), qm, b, m, b);
+    vt.data.set(Float32Array.from(gemm(Float64Array.from(f.vt.data), vb, b, n, b)), j0 * n);
+    s.set(f.s, j0);
+  }
+  for (let i = 0; i < m; i++) {
+    const row = i * k + j0;
+    for (let j = 0; j < b; j++) u.data[row + j] = ub[j * m + i];
   }
 }
 
