@@ -303,3 +303,35 @@ Deno.test("a merge killed in the middle of a tensor written in blocks leaves no 
     }
     assertSame(await snapshot(`${dir}/out`), await snapshot(`${dir}/ref`), "after the kill");
   }, "moekit-blocks-"));
+
+Deno.test("slerp over large bf16 blocks (sums on 16-bit chunks decoded in the kernel) = small blocks (float32 sums)", () =>
+  withTempDir(async (dir) => {
+    // [1100, 1024]: split by the stream (≥ 2²⁰ entries) and, capped, in blocks of 300 rows (the last of 200)
+    for (const [i, m] of ["base", "a"].entries()) {
+      await writeCheckpoint(
+        `${dir}/${m}`,
+        [{ name: EMBED, dtype: "BF16", shape: [1100, 1024] }],
+        () =>
+          matrix.randn(1, 1100 * 1024, { seed: 3 + i }).data.map((
+            x,
+            j,
+          ) => (i ? 0.8 * x + 0.1 : x + (j % 7) / 16)),
+      );
+    }
+    const yaml = "merge_method: slerp\nbase_model: base\nparameters: {t: 0.3}\nmodels:\n  - {model: a}\n";
+    const plan = await planCheckpointMerge(parseMergeConfig(yaml), { configDir: dir });
+    try {
+      // blocks of 16 rows (16 384 entries): below two kernel chunks, summed from float32 copies
+      await runCheckpointMerge(plan, `${dir}/ref`, { overlap: false, maxBlockBytes: 16 * 1024 * per(2) });
+      const want = await snapshot(`${dir}/ref`);
+      for (
+        const [overlap, cap] of [[false, undefined], [true, undefined], [false, 300 * 1024 * per(2)]] as const
+      ) {
+        const to = `${dir}/out-${overlap}-${cap}`;
+        await runCheckpointMerge(plan, to, { overlap, ...(cap ? { maxBlockBytes: cap } : {}) });
+        assertSame(await snapshot(to), want, `slerp overlap ${overlap} cap ${cap}`);
+      }
+    } finally {
+      plan.close();
+    }
+  }, "moekit-blocks-"));

@@ -836,6 +836,35 @@ export function mergeStream(
         const rows = [r0, Math.min(b.rows, r0 + b.rowsPerBlock)] as const, len = (rows[1] - r0) * b.rowElems;
         const ts = await Promise.all(srcs.map((x, k) => raw(e, x, rows, bufs[k])));
         if (closed) throw new MoekitError("the merge was stopped");
+        // SLERP's sums over 16-bit inputs: decoded a chunk at a time into the kernel's pool, where its
+        // sums read them in place (no float32 copy of the block; the same sums in the same order)
+        const src = SPLIT_READ_PASS.has(plan.method)
+          ? chunkSource({
+            options: { method: plan.method, params: e.params, name: e.name },
+            base: e.base ? { ...ts[0], shape: [len] } : undefined,
+            models: ts.slice(e.base ? 1 : 0).map((t, k) => ({
+              tensor: { ...t, shape: [len] },
+              params: e.sources[k].params,
+            })),
+          })
+          : null;
+        if (src) {
+          try {
+            const starts = chunkStarts(len);
+            for (const [i, off] of starts.entries()) {
+              const m = (starts[i + 1] ?? len) - off;
+              const inputs = src.raw.map((t, k) => (t ? src.chunk(k, off, m) : undefined));
+              pl.add(pass, {
+                offset: r0 * b.rowElems + off,
+                base: inputs[0],
+                models: inputs.slice(1) as (Float32Array | Float64Array)[],
+              });
+            }
+          } finally {
+            src.release();
+          }
+          continue;
+        }
         const data = ts.map((t, k) =>
           is16(t.dtype)
             ? decodeFloatsInto(t.bytes, t.dtype, f32[k]!.subarray(0, len))
