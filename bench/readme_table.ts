@@ -288,8 +288,9 @@ const table = [
   `Measured with \`deno task bench:table\` on ${when}: ${machine()}. The machine was shared and busy while it ran, ` +
   "so treat differences of 10–20 % as noise; every figure is a ratio to a peer measured in the same sitting. " +
   "Routing: tokens/s relative to PyTorch at 1 thread on the peer kit's inputs (T = 4096); moekit wasm = the " +
-  "WebAssembly kernel (no permissions needed; 2T = `await useThreads(2)`), native = the machine's OpenBLAS " +
-  "(`--allow-ffi`; 2T = `await useThreads(2)`: two threads, each with its own 1-thread GEMM). Merging: input bytes ÷ wall time of the whole command (startup included), relative " +
+  "WebAssembly kernel (no permissions needed; 2T = `await useThreads(2)`), native = `--allow-ffi` " +
+  "with the gate GEMM named above (moekit's own kernel once `deno task build:native` has built it, else the " +
+  "BLAS library's `cblas_sgemm`; 2T = `await useThreads(2)`: two threads, each with its own 1-thread GEMM). Merging: input bytes ÷ wall time of the whole command (startup included), relative " +
   "to a mergekit-style PyTorch port at 1 thread on the same files, page cache warm, best of 2 runs.",
   "",
   ...routing,
