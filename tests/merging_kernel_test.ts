@@ -8,7 +8,7 @@ import { merge, mergeBlockPlanner, type MergeOptions } from "../lib/merging/merg
 import { KCHUNK, mergeKernel, setDecodePool, setMergeKernel } from "../lib/merging/kernel_run.ts";
 import { mergeKernelWat } from "../lib/merging/kernel_wat.ts";
 import { assembleWat, mergeWasmModuleText } from "../lib/kernels/build.ts";
-import { decodeFloats, encodeFloats } from "../lib/io/dtype.ts";
+import { decodeFloats, encodeFloats, f16ToNumber } from "../lib/io/dtype.ts";
 import { runJob } from "../lib/merging/merge_run.ts";
 import { magnitudeCutAccumulator, magnitudeRangeCut, magnitudeRanks } from "../lib/core/selection.ts";
 import { OptionError, ShapeError } from "../lib/core/errors.ts";
@@ -142,6 +142,93 @@ Deno.test("merge kernel: 16-bit decoders give decodeFloats' bits for every patte
     const got = new Uint32Array(K.decode16(raw, dt, at).slice().buffer);
     K.releasePool();
     assert.deepEqual(got, want, dt);
+  }
+});
+
+Deno.test("merge kernel: 16-bit encoders give encodeFloats' bytes (every output pattern, ties, boundaries, random float64)", () => {
+  const K = mergeKernel()!;
+  const f64 = new Float64Array(1), u64 = new BigUint64Array(f64.buffer);
+  const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+  const fromBits64 = (b: bigint) => (u64[0] = b, f64[0]);
+  const fromBits32 = (b: number) => (u32[0] = b >>> 0, f32[0]);
+  const step64 = (x: number, d: bigint) => (f64[0] = x, u64[0] = u64[0] + d, f64[0]);
+  const values: number[] = [];
+  for (let h = 0; h < 65536; h++) {
+    // bf16: the pattern itself and the roundings around it (ties at 0x8000 below the kept bits)
+    for (const o of [0, 1, 0x7fff, 0x8000, 0x8001, 0xffff]) values.push(fromBits32((h << 16) + o));
+    // f16: the pattern, the midpoint to the next one and its float64 neighbours
+    const v = f16ToNumber(h), w = f16ToNumber(h + 1 === 0x10000 ? h : h + 1);
+    values.push(v);
+    if ((h & 0x7fff) < 0x7c00 && ((h + 1) & 0x7fff) <= 0x7c00 && (h & 0x8000) === ((h + 1) & 0x8000)) {
+      const mid = (v + w) / 2;
+      values.push(mid, step64(mid, 1n), step64(mid, -1n));
+    }
+  }
+  const boundary = [
+    0,
+    -0,
+    Infinity,
+    -Infinity,
+    NaN,
+    3.4028234663852886e38,
+    -3.4028234663852886e38,
+    1e300,
+    -1e-300,
+    5e-324,
+    2 ** -149,
+    2 ** -126,
+    65504,
+    65519.99,
+    65520,
+    -65520,
+    2 ** -24,
+    2 ** -25,
+    3 * 2 ** -26,
+    2 ** -25 * (1 + 2 ** -20),
+    2 ** -14,
+    2 ** -14 * (1 - 2 ** -11),
+    1 / 3,
+  ];
+  for (const b of [0x7f800001, 0xffffffff, 0x7fc00000, 0xff800001, 0x7f7fffff, 0x00000001, 0x807fffff]) {
+    boundary.push(fromBits32(b));
+  }
+  for (const b of [0x7ff0000000000001n, 0xfff8000000000001n, 0x47efffffefffffffn, 0x47effffff0000000n]) {
+    boundary.push(fromBits64(b));
+  }
+  values.push(...boundary);
+  const r = lcg(14);
+  for (let i = 0; i < 200_000; i++) {
+    values.push(
+      i & 1 ? r() * 2 ** Math.floor(r() * 100) : fromBits64(
+        (BigInt(Math.floor((r() + 0.5) * 2 ** 32)) << 32n) | BigInt(Math.floor((r() + 0.5) * 2 ** 32)),
+      ),
+    );
+  }
+  for (const dtype of ["BF16", "F16"] as const) {
+    for (const Arr of [Float32Array, Float64Array]) {
+      const x = Arr.from(values);
+      for (
+        const [n, wasm] of [[x.length, true], [x.length, false], [13, true], [8, true], [1, true], [
+          0,
+          true,
+        ]] as const
+      ) {
+        const want = encodeFloats(x.subarray(0, n), dtype);
+        K.wasmF16 = wasm;
+        const got = K.encode16(x.slice(0, n), dtype);
+        K.wasmF16 = false;
+        assert.equal(got.length, 2 * n);
+        if (!got.every((b, i) => b === want[i])) {
+          const i = got.findIndex((b, i) => b !== want[i]) >> 1;
+          assert.fail(
+            `${dtype} from ${Arr.name}: entry ${i} = ${x[i]} (${
+              new Uint32Array(x.buffer, x.byteOffset + x.BYTES_PER_ELEMENT * i, x.BYTES_PER_ELEMENT / 4)
+                .join()
+            }): got ${got[2 * i + 1]},${got[2 * i]}, want ${want[2 * i + 1]},${want[2 * i]}`,
+          );
+        }
+      }
+    }
   }
 });
 

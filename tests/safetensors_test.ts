@@ -4,6 +4,7 @@ import {
   bf16ToNumber,
   CheckpointError,
   decodeFloats,
+  type EncodedBytes,
   encodeFloats,
   f16Bits,
   f16ToNumber,
@@ -15,6 +16,8 @@ import {
   writeSafetensors,
   writeSafetensorsStream,
 } from "../lib/io/mod.ts";
+import { writeSafetensorsFile } from "../lib/io/safetensors.ts";
+import { MoekitError } from "../lib/core/errors.ts";
 import { withTempDir } from "./harness.ts";
 
 /** Runs `f` with a fresh temporary folder, removed afterwards (also on failure). */
@@ -705,4 +708,74 @@ Deno.test("tensors written in pieces are the same bytes as whole tensors; a wron
         "whole.safetensors",
       ]);
     }
+  }));
+
+Deno.test("bytes already encoded are written as they are; a wrong length is an error before the tensor's first byte, and no output", () =>
+  inTemp(async (dir) => {
+    const vals = Float32Array.from({ length: 35 }, (_, i) => Math.sin(i) * 1000 + i / 3);
+    const specs = [
+      { name: "b", dtype: "BF16" as const, shape: [5, 7] },
+      { name: "h", dtype: "F16" as const, shape: [35] },
+      { name: "f", dtype: "F32" as const, shape: [35] },
+    ];
+    await writeSafetensorsStream(`${dir}/values.safetensors`, specs, () => vals);
+    // whole for b and f, in pieces (encoded and plain values mixed) for h
+    const enc = (name: string, a = 0, b = 35) =>
+      encodeFloats(vals.subarray(a, b), specs.find((s) => s.name === name)!.dtype);
+    const produce = (name: string): EncodedBytes | TensorChunks =>
+      name === "h"
+        ? { chunks: [{ encoded: enc("h", 0, 10) }, vals.subarray(10, 20), { encoded: enc("h", 20) }] }
+        : { encoded: enc(name) };
+    await writeSafetensorsStream(`${dir}/encoded.safetensors`, specs, produce);
+    assert.deepEqual(
+      await Deno.readFile(`${dir}/encoded.safetensors`),
+      await Deno.readFile(`${dir}/values.safetensors`),
+    );
+    // the bytes are not re-read as values: arbitrary bf16 patterns (a NaN payload) pass through unchanged
+    const odd = new Uint8Array([0x81, 0x7f, 0x01, 0xff]);
+    await writeSafetensorsStream(
+      `${dir}/odd.safetensors`,
+      [{ name: "x", dtype: "BF16", shape: [2] }],
+      () => ({
+        encoded: odd,
+      }),
+    );
+    const f = await openSafetensors(`${dir}/odd.safetensors`);
+    assert.deepEqual(await f.readBytes("x"), odd);
+    f.close();
+    // too short or too long, whole or as a piece: a typed error naming the lengths, nothing written
+    for (
+      const [data, pattern] of [
+        [
+          { encoded: new Uint8Array(68) },
+          /tensor "?b"? has 68 encoded bytes, its shape \[5,7\] × BF16 needs 70/,
+        ],
+        [{ encoded: new Uint8Array(72) }, /has 72 encoded bytes/],
+        [
+          { chunks: [{ encoded: new Uint8Array(60) }, { encoded: new Uint8Array(12) }] },
+          /has at least 72 bytes/,
+        ],
+        [{ chunks: [{ encoded: new Uint8Array(60) }] }, /has 60 bytes in its pieces/],
+      ] as const
+    ) {
+      const produce = (name: string) => (name === "b" ? data : vals);
+      await assert.rejects(
+        () => writeCheckpoint(`${dir}/out`, specs, produce),
+        (e: unknown) => e instanceof MoekitError && pattern.test(e.message),
+      );
+      await assert.rejects(() => writeSafetensorsStream(`${dir}/out.safetensors`, specs, produce), pattern);
+      if ("encoded" in data) {
+        // the file writer itself: only the header is on disk, not one byte of the tensor
+        const raw = `${dir}/raw.safetensors`;
+        await assert.rejects(() => writeSafetensorsFile(raw, specs, produce), pattern);
+        const header = await Deno.readFile(raw);
+        assert.equal(header.length, 8 + Number(new DataView(header.buffer).getBigUint64(0, true)));
+        await Deno.remove(raw);
+      }
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "encoded.safetensors",
+      "odd.safetensors",
+      "values.safetensors",
+    ]);
   }));

@@ -19,6 +19,7 @@ export {
 } from "./dtype.ts";
 export { CheckpointError, SafetensorsError } from "./errors.ts";
 export {
+  type EncodedBytes,
   openSafetensors,
   parseSafetensorsHeader,
   type SafetensorsFile,

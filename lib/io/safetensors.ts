@@ -518,13 +518,38 @@ export function referenceOrder<T extends { name: string; dtype: Dtype }>(specs: 
 export interface TensorChunks {
   /** The pieces, in order. */
   readonly chunks:
-    | AsyncIterable<ArrayLike<number> | Uint8Array>
-    | Iterable<ArrayLike<number> | Uint8Array>;
+    | AsyncIterable<ArrayLike<number> | Uint8Array | EncodedBytes>
+    | Iterable<ArrayLike<number> | Uint8Array | EncodedBytes>;
+}
+
+/**
+ * Bytes already encoded in the tensor's dtype (little-endian, e.g. bf16 bits a Worker rounded), written
+ * as they are: no decoding, no re-encoding. Whole, its length must be exactly the tensor's
+ * `Π shape × dtype size` bytes; as a piece of {@link TensorChunks}, the next bytes of the tensor. A wrong
+ * length fails the write before any byte of the tensor is written (and a checkpoint write leaves no
+ * output).
+ *
+ * @example
+ * ```ts
+ * import { type EncodedBytes, openSafetensors, writeSafetensorsStream } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * const w: EncodedBytes = { encoded: new Uint8Array([0x80, 0x3f, 0x00, 0xc0]) }; // bf16 1, -2
+ * await writeSafetensorsStream(`${dir}/w.safetensors`, [{ name: "w", dtype: "BF16", shape: [2] }], () => w);
+ * const f = await openSafetensors(`${dir}/w.safetensors`);
+ * assert.deepEqual(Array.from((await f.read("w")).data), [1, -2]);
+ * f.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export interface EncodedBytes {
+  /** The encoded bytes. */
+  readonly encoded: Uint8Array;
 }
 
 /**
  * One tensor's data for a writer: all its values (or raw bytes, for a dtype that is not a float) at once,
- * or {@link TensorChunks}.
+ * its bytes already encoded ({@link EncodedBytes}), or {@link TensorChunks}.
  *
  * @example
  * ```ts
@@ -535,7 +560,7 @@ export interface TensorChunks {
  * assert.ok("chunks" in pieces && !("chunks" in whole));
  * ```
  */
-export type TensorData = ArrayLike<number> | Uint8Array | TensorChunks;
+export type TensorData = ArrayLike<number> | Uint8Array | TensorChunks | EncodedBytes;
 
 /**
  * A producer of one tensor's values or bytes, whole or in pieces: called with the tensor's name and its
@@ -562,6 +587,12 @@ function isChunks(d: TensorData): d is TensorChunks {
   return typeof d === "object" && d !== null && !ArrayBuffer.isView(d) && "chunks" in d;
 }
 
+/** Whether data (or a piece) is bytes already encoded ({@link EncodedBytes}). */
+function isEncoded(d: unknown): d is EncodedBytes {
+  return typeof d === "object" && d !== null && !ArrayBuffer.isView(d) && "encoded" in d &&
+    (d as EncodedBytes).encoded instanceof Uint8Array;
+}
+
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** Entries encoded at a time when a whole float tensor is written: the encoded copy stays this small. */
 const ENCODE_CHUNK = 1 << 20;
@@ -570,7 +601,8 @@ const ENCODE_CHUNK = 1 << 20;
  * The bytes of values (or raw bytes) of `dtype`: float values are encoded (a float32 array written as
  * F32, or a float64 one as F64, is written from its own memory: no copy), other dtypes' bytes as given.
  */
-function pieceBytes(data: ArrayLike<number> | Uint8Array, dtype: Dtype): Uint8Array {
+function pieceBytes(data: ArrayLike<number> | Uint8Array | EncodedBytes, dtype: Dtype): Uint8Array {
+  if (isEncoded(data)) return data.encoded;
   if (!FLOAT_DTYPES.includes(dtype)) {
     if (data instanceof Uint8Array) return data;
   } else if (
@@ -649,6 +681,9 @@ export async function writeSafetensorsFile(
       if (isChunks(data)) {
         for await (const piece of data.chunks) await put(pieceBytes(piece, s.dtype));
         if (written !== want) throw wrong(`${written} bytes in its pieces`);
+      } else if (isEncoded(data)) {
+        if (data.encoded.length !== want) throw wrong(`${data.encoded.length} encoded bytes`);
+        await put(data.encoded);
       } else if (!FLOAT_DTYPES.includes(s.dtype) && data instanceof Uint8Array) {
         if (data.length !== want) throw wrong(`${data.length} bytes`);
         await put(data);

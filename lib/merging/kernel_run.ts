@@ -92,6 +92,8 @@ interface Exports {
     gat: number,
   ): number;
   lerp2(out: number, x: number, b: number, al: number, be: number, len: number, f32: number): void;
+  bf16_encode(dst: number, src: number, n: number, f64: number): void;
+  f16_encode(dst: number, src: number, n: number, f64: number): void;
 }
 
 // the scratch layout (byte offsets): chunk slots are KCHUNK + 4 entries wide (vector reads past the end)
@@ -105,6 +107,8 @@ const WS = PTRS + KMAX_MODELS * 4; // float64 weights
 const ACC = WS + KMAX_MODELS * 8; // float64 sums; i32 tie quotas at ACC + 32
 const HIST = ACC + 64; // u32[65536]: the magnitude histogram
 const GAT = HIST + 65536 * 4; // float64 magnitudes gathered by the histogram pass
+/** Entries encoded at a time by `encode16` (float64 ones fill the task-vector slots). */
+const ENC_CHUNK = 16 * KCHUNK;
 const HSLOTS = 4; // histograms counted by `mag_count` across calls (two u32[65536] halves each)
 /** Most bins of a fine histogram (24-bit keys, 256 per 16-bit key). */
 export const FINE_BINS = HALF_BINS - 65536;
@@ -183,6 +187,45 @@ export class MergeKernel {
     (dtype === "BF16" ? this.k.bf16_widen : this.k.f16_widen)(at, at + 2 * n, n);
     return new Float32Array(this.k.memory.buffer, at, n);
   }
+
+  /**
+   * Encodes a result as BF16/F16 bytes bit-identical to `encodeFloats(data, dtype)`, into the first
+   * `2 · length` bytes of its own memory (each chunk is copied into the kernel before its bits are
+   * written back, so the result is overwritten front to back): returns the bytes, a view of `data`'s
+   * buffer. `data` must not live in this kernel's memory, and is not usable afterwards.
+   */
+  encode16(data: Float32Array | Float64Array, dtype: "BF16" | "F16"): Uint8Array {
+    // F16 is stored through Float16Array where the engine has one (its result is encodeFloats' by
+    // definition), else the kernel's `f16_encode` (bit-identical to it; `wasmF16` forces it, for tests)
+    const n = data.length, wide = data instanceof Float64Array ? 1 : 0, size = data.BYTES_PER_ELEMENT;
+    const out = new Uint8Array(data.buffer, data.byteOffset, 2 * n);
+    const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const F16 = (globalThis as unknown as {
+      Float16Array?: new (b: ArrayBufferLike, o: number, n: number) => Float32Array;
+    })
+      .Float16Array;
+    if (dtype === "F16" && F16 && !this.#wasmF16) {
+      // the engine's Float16Array stores (what encodeFloats does): measured faster than the scalar WASM
+      // encoder; front to back in place, each entry read before its 2 bytes are written
+      const h = new F16(data.buffer, data.byteOffset, n);
+      for (let i = 0; i < n; i++) h[i] = data[i];
+      return out;
+    }
+    const enc = dtype === "BF16" ? this.k.bf16_encode : this.k.f16_encode;
+    for (let a = 0; a < n; a += ENC_CHUNK) {
+      const len = Math.min(ENC_CHUNK, n - a);
+      this.#u8.set(src.subarray(a * size, (a + len) * size), SD);
+      enc(SD, SD, len, wide);
+      out.set(this.#u8.subarray(SD, SD + 2 * len), 2 * a);
+    }
+    return out;
+  }
+
+  /** Encode F16 with the kernel even where Float16Array exists (tests compare both with encodeFloats). */
+  set wasmF16(on: boolean) {
+    this.#wasmF16 = on;
+  }
+  #wasmF16 = false;
 
   /** Whether `a` lives in this kernel's memory. */
   owns(a: ArrayBufferView): boolean {

@@ -5,7 +5,8 @@
  * and the results are bit-identical to it:
  *
  * - `bf16_widen`, `f16_widen`: decode 16-bit floats into float32 (in place when the bytes sit in the
- *   upper half of the destination);
+ *   upper half of the destination); `bf16_encode`, `f16_encode`: the reverse, float32 or float64 results
+ *   to 16-bit bits bit-identical to `encodeFloats` (in place when the bits go to the start of the source);
  * - `lin`: `Σ wₘ·xₘ` over the models (then `÷ s`), the linear weighted sum;
  * - `sd_keep`, `sd_mask`, `sd_dare`, `sd_cut`: one model's sparsified, scaled task vector `plan(x − b)`
  *   of a chunk (keep all, a byte mask, the DARE counter-mode stream drawn in 4 i32 lanes, a magnitude band
@@ -281,6 +282,95 @@ export function mergeKernelWat(): string {
             (i32.load16_u (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $t))))
+
+  ;; bf16 bits of float32 bits b, round to nearest even; every NaN → 0x7fc0 (as encodeFloats gives)
+  (func $bf16_of (param $b i32) (result i32)
+    (if (result i32) (i32.gt_u (i32.and (local.get $b) (i32.const 0x7fffffff)) (i32.const 0x7f800000))
+      (then (i32.const 0x7fc0))
+      (else (i32.shr_u (i32.add (i32.add (local.get $b) (i32.const 0x7fff))
+        (i32.and (i32.shr_u (local.get $b) (i32.const 16)) (i32.const 1))) (i32.const 16)))))
+
+  ;; the same for 4 lanes (no lane overflows: NaN lanes are replaced)
+  (func $bf16x4 (param $b v128) (result v128)
+    (v128.bitselect
+      (i32x4.splat (i32.const 0x7fc0))
+      (i32x4.shr_u (i32x4.add (i32x4.add (local.get $b) (i32x4.splat (i32.const 0x7fff)))
+        (v128.and (i32x4.shr_u (local.get $b) (i32.const 16)) (i32x4.splat (i32.const 1)))) (i32.const 16))
+      (i32x4.gt_u (v128.and (local.get $b) (i32x4.splat (i32.const 0x7fffffff)))
+        (i32x4.splat (i32.const 0x7f800000)))))
+
+  ;; dst[i] = bf16 of float32 ($f64 = 0) or float64 src[i] (rounded to float32 first, as encodeFloats does),
+  ;; 8 at a time for float32; dst may be src (encoding in place, front to back)
+  (func (export "bf16_encode") (param $dst i32) (param $src i32) (param $n i32) (param $f64 i32)
+    (local $i i32)
+    (if (i32.eqz (local.get $f64))
+      (then
+        (block $done
+          (loop $l
+            (br_if $done (i32.gt_u (i32.add (local.get $i) (i32.const 8)) (local.get $n)))
+            (v128.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 1)))
+              (i16x8.narrow_i32x4_u
+                (call $bf16x4 (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+                (call $bf16x4 (v128.load offset=16 (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 8)))
+            (br $l)))))
+    (block $tail_done
+      (loop $t
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store16 (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 1)))
+          (call $bf16_of (if (result i32) (local.get $f64)
+            (then (i32.reinterpret_f32 (f32.demote_f64
+              (f64.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 3)))))))
+            (else (i32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2))))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $t))))
+
+  ;; IEEE binary16 bits of a float64 (one rounding to nearest even, as Float16Array stores; subnormals,
+  ;; overflow to ±inf, NaN → sign | 0x7e00 | the top 9 payload bits, as Float16Array keeps them)
+  (func $f16_of (param $x f64) (result i32)
+    (local $u i64) (local $sign i32) (local $e i32) (local $mant i64) (local $m i64) (local $sh i64)
+    (local $h i64) (local $rest i64) (local $half i64)
+    (local.set $u (i64.reinterpret_f64 (local.get $x)))
+    (local.set $sign (i32.and (i32.wrap_i64 (i64.shr_u (local.get $u) (i64.const 48))) (i32.const 0x8000)))
+    (local.set $e (i32.and (i32.wrap_i64 (i64.shr_u (local.get $u) (i64.const 52))) (i32.const 0x7ff)))
+    (local.set $mant (i64.and (local.get $u) (i64.const 0xfffffffffffff)))
+    (if (i32.eq (local.get $e) (i32.const 0x7ff))
+      (then (return (i32.or (local.get $sign) (select
+        (i32.or (i32.const 0x7e00) (i32.wrap_i64 (i64.shr_u (local.get $mant) (i64.const 42))))
+        (i32.const 0x7c00)
+        (i64.ne (local.get $mant) (i64.const 0)))))))
+    (local.set $e (i32.sub (local.get $e) (i32.const 1008))) ;; − 1023 + 15
+    (if (i32.ge_s (local.get $e) (i32.const 31)) (then (return (i32.or (local.get $sign) (i32.const 0x7c00)))))
+    (if (i32.le_s (local.get $e) (i32.const 0))
+      (then
+        (if (i32.lt_s (local.get $e) (i32.const -10)) (then (return (local.get $sign))))
+        (local.set $m (i64.or (local.get $mant) (i64.const 0x10000000000000)))
+        (local.set $sh (i64.extend_i32_u (i32.sub (i32.const 43) (local.get $e))))
+        (local.set $h (i64.shr_u (local.get $m) (local.get $sh)))
+        (local.set $half (i64.shl (i64.const 1) (i64.sub (local.get $sh) (i64.const 1))))
+        (local.set $rest (i64.and (local.get $m) (i64.sub (i64.shl (i64.const 1) (local.get $sh)) (i64.const 1)))))
+      (else
+        (local.set $h (i64.or (i64.shl (i64.extend_i32_u (local.get $e)) (i64.const 10))
+          (i64.shr_u (local.get $mant) (i64.const 42))))
+        (local.set $half (i64.const 0x20000000000))
+        (local.set $rest (i64.and (local.get $mant) (i64.const 0x3ffffffffff)))))
+    (if (i32.or (i64.gt_u (local.get $rest) (local.get $half))
+        (i32.and (i64.eq (local.get $rest) (local.get $half)) (i32.wrap_i64 (i64.and (local.get $h) (i64.const 1)))))
+      (then (local.set $h (i64.add (local.get $h) (i64.const 1)))))
+    (i32.or (local.get $sign) (i32.wrap_i64 (local.get $h))))
+
+  ;; dst[i] = binary16 of float32 ($f64 = 0) or float64 src[i]; dst may be src (in place, front to back)
+  (func (export "f16_encode") (param $dst i32) (param $src i32) (param $n i32) (param $f64 i32)
+    (local $i i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store16 (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 1)))
+          (call $f16_of (if (result f64) (local.get $f64)
+            (then (f64.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 3)))))
+            (else (f64.promote_f32 (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l))))
 
   ;; out[j] = (Σₘ wₘ·xₘ[j]) (÷ s when $div), m = 0 … N−1 in order; xₘ float32 at i32 pointers $ptrs[m],
   ;; wₘ float64 at $ws; out float32 ($f32 ≠ 0) or float64

@@ -12,7 +12,12 @@ import { type ExtraFile, shardLayout } from "../io/checkpoint.ts";
 import { decodeFloats, decodeFloatsInPlace, decodeFloatsInto, type Dtype, DTYPE_BYTES } from "../io/dtype.ts";
 import { CheckpointError, clip } from "../io/errors.ts";
 import { checkOutputFolder, stageOutput } from "../io/output.ts";
-import { openSafetensors, type TensorData, writeSafetensorsFile } from "../io/safetensors.ts";
+import {
+  type EncodedBytes,
+  openSafetensors,
+  type TensorData,
+  writeSafetensorsFile,
+} from "../io/safetensors.ts";
 import type { MergePlan, MergeProgress, PlannedTensor } from "./checkpoint_merge.ts";
 import { merge, mergeBlockPlanner, type MergeOptions } from "./merge.ts";
 import { decodePool, mergeKernel } from "./kernel_run.ts";
@@ -92,13 +97,20 @@ export interface ComputeJob {
   readonly chunkPlans?: readonly BlockPlans[];
   /** The raw input buffers go back with the result (for the next blocks' bytes) instead of being freed. */
   readonly giveBack?: boolean;
+  /**
+   * The output dtype when it is 16-bit: the Worker encodes the result into it (`encodeFloats`' bytes) and
+   * replies with the bytes (`encoded`), so that the calling thread writes them as they are.
+   */
+  readonly encode?: "BF16" | "F16";
 }
 
 type Reply =
   | {
     id: number;
     shape: number[];
-    data: Float32Array | Float64Array;
+    data?: Float32Array | Float64Array;
+    /** The result encoded in the job's `encode` dtype (instead of `data`). */
+    encoded?: Uint8Array;
     inputs?: ArrayBuffer[];
     warning?: undefined;
     error?: undefined;
@@ -154,7 +166,10 @@ class ComputeWorker {
       this.#work -= p.work;
       if (r.error) p.reject(rebuildError(r.error));
       else if ("plans" in r) p.resolve(r);
-      else p.resolve((r as { data: Float32Array | Float64Array }).data);
+      else {
+        const d = r as { data?: Float32Array | Float64Array; encoded?: Uint8Array };
+        p.resolve(d.encoded ? { encoded: d.encoded } : d.data);
+      }
     };
     this.#worker.onerror = (ev: ErrorEvent) => {
       ev.preventDefault();
@@ -176,8 +191,8 @@ class ComputeWorker {
   }
 
   /** Posts a job of `work` entries; its result. */
-  run(job: Omit<ComputeJob, "id">, work = 0): Promise<Float32Array | Float64Array> {
-    return this.#post(job, work) as Promise<Float32Array | Float64Array>;
+  run(job: Omit<ComputeJob, "id">, work = 0): Promise<Float32Array | Float64Array | EncodedBytes> {
+    return this.#post(job, work) as Promise<Float32Array | Float64Array | EncodedBytes>;
   }
 
   /**
@@ -911,6 +926,12 @@ export function mergeStream(
   };
   /** A written result's buffer kept for the next chunked job (or freed). */
   const recycle = (data: unknown) => {
+    if (typeof data === "object" && data !== null && "encoded" in data) {
+      // a result the Worker encoded in place: its whole buffer serves as a float32 result's again
+      const enc = (data as EncodedBytes).encoded, b = enc.buffer;
+      if (!(b instanceof ArrayBuffer) || b.detached || enc.byteOffset !== 0) return;
+      data = b.byteLength % 4 === 0 ? new Float32Array(b) : new Uint8Array(b);
+    }
     if (
       data instanceof Float32Array && data.buffer instanceof ArrayBuffer && !data.buffer.detached &&
       data.byteOffset === 0 && spares.length < maxSpares && !closed
@@ -1011,19 +1032,28 @@ export function mergeStream(
           ...(out ? { out } : {}),
           ...(chunkPlans ? { chunkPlans } : {}),
           ...(giveBack ? { giveBack } : {}),
+          // 16-bit outputs are encoded on the Worker: this thread only writes the bytes
+          ...(e.dtype === "BF16" || e.dtype === "F16" ? { encode: e.dtype } : {}),
         }, u.elems);
       } finally {
         done();
       }
     }
     try {
-      return runJob({
+      const data = runJob({
         options: opts,
         base,
         models,
         ...(out ? { out } : {}),
         ...(chunkPlans ? { chunkPlans } : {}),
       }).data;
+      // a 16-bit output: encoded by the kernel, in place over the result (as the Workers do)
+      const enc = e.dtype === "BF16" || e.dtype === "F16" ? e.dtype : undefined;
+      if (enc && (data instanceof Float32Array || data instanceof Float64Array)) {
+        const K = data.buffer instanceof ArrayBuffer ? mergeKernel() : null;
+        if (K && !K.owns(data)) return { encoded: K.encode16(data, enc) };
+      }
+      return data;
     } finally {
       done();
     }
@@ -1063,9 +1093,9 @@ export function mergeStream(
     u.job = undefined;
     return p;
   };
-  async function* blocks(j0: number, tensor: number): AsyncGenerator<ArrayLike<number>> {
+  async function* blocks(j0: number, tensor: number): AsyncGenerator<ArrayLike<number> | EncodedBytes> {
     for (let j = j0; j < units.length && units[j].tensor === tensor; j++) {
-      const data = await result(j) as ArrayLike<number>;
+      const data = await result(j) as ArrayLike<number> | EncodedBytes;
       yield data; // resumed when the writer has written it
       recycle(data); // the block's result is ours and written
       release(units[j]);

@@ -28,6 +28,9 @@ self.onmessage = (ev: MessageEvent<ComputeJob>) => {
     }
     const out = runJob(ev.data, (warning) => self.postMessage({ id, warning }));
     const data = out.data as Float32Array | Float64Array;
+    // a 16-bit output: encoded here, in place over the result (the calling thread writes the bytes)
+    const K = ev.data.encode && data.buffer instanceof ArrayBuffer ? mergeKernel() : null;
+    const encoded = K && !K.owns(data) ? K.encode16(data, ev.data.encode!) : undefined;
     // runJob has freed the input buffers (detached), or they go back (`giveBack`); the result moves by
     // transfer
     const inputs = ev.data.giveBack
@@ -39,7 +42,7 @@ self.onmessage = (ev: MessageEvent<ComputeJob>) => {
       ]
       : [];
     self.postMessage(
-      { id, shape: out.shape, data, ...(inputs.length ? { inputs } : {}) },
+      { id, shape: out.shape, ...(encoded ? { encoded } : { data }), ...(inputs.length ? { inputs } : {}) },
       [...(data.buffer instanceof ArrayBuffer ? [data.buffer] : []), ...inputs],
     );
   } catch (e) {
