@@ -36,6 +36,17 @@ const diff1 = `(f64.sub
         (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))
         (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))`;
 
+/**
+ * `$a = |x − b|` of entries `j` and `j + 1` as f64x2 (`|x|` when the pointer `$b` is 0), from float32
+ * pointers `$x`, `$b`, byte offset `$o4`.
+ */
+const absDiff2 =
+  `(local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
+        (local.set $a (f64x2.abs (local.get $a)))`;
+
 /** The loop over pairs of entries `j = 0, 2, …` then the odd last one: `$o4 = 4j`, `$o8 = 8j`. */
 function pairLoop(pair: string, single: string, fromZero = true): string {
   return `${fromZero ? "(local.set $j (i32.const 0))" : ""}
@@ -673,11 +684,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
       (loop $pairs
         (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
-        (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
-        (if (local.get $b)
-          (then (local.set $a (f64x2.sub (local.get $a)
-            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
-        (local.set $a (f64x2.abs (local.get $a)))
+        ${absDiff2}
         (local.set $k (i64x2.shr_u (local.get $a) (i32.const 40)))
         ${countLane(0)}
         ${countLane(1)}
@@ -710,11 +717,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
         (if (i32.lt_u (i32.add (local.get $j) (i32.const 1)) (local.get $len))
           (then
-            (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
-            (if (local.get $b)
-              (then (local.set $a (f64x2.sub (local.get $a)
-                (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
-            (local.set $a (f64x2.abs (local.get $a))))
+            ${absDiff2})
           (else
             ;; the last entry alone: both lanes the same entry, the second never stored
             (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
@@ -752,11 +755,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
       (loop $pairs
         (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
-        (local.set $a (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o4)))))
-        (if (local.get $b)
-          (then (local.set $a (f64x2.sub (local.get $a)
-            (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
-        (local.set $a (f64x2.abs (local.get $a)))
+        ${absDiff2}
         (local.set $in (f64x2.lt (local.get $a) (local.get $vhi)))
         ;; above: not below hi (NaN included); the all-ones lane is −1 as an i64
         (local.set $cnt (i64x2.sub (local.get $cnt) (v128.not (local.get $in))))
