@@ -39,6 +39,9 @@ if (import.meta.main) {
   if (command === "inspect" || command === "route" || command === "compress") {
     Deno.exit(await (await import("./lib/cli/model_cli.ts")).runModelCli(command, rest));
   }
+  if (command !== undefined && command !== "--help" && command !== "-h") {
+    console.error(`error: unknown command "${command}" (commands: merge, inspect, route, compress)\n`);
+  }
   console.error(
     "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--overwrite] [--out-shard-size 5B] [--seed N]\n" +
       "                [--shard i/n]   |   deno run -A mod.ts merge --finalize <out-dir>   (--help for the rest)\n" +

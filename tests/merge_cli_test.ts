@@ -156,6 +156,25 @@ Deno.test("CLI merge --dry-run prints resolved parameters per tensor", () =>
     assert.match(r.out, /position_ids \[2\] I64 .* copied from the base/);
   }));
 
+Deno.test("CLI merge --dry-run onto an existing folder reports the refusal, writes nothing, exits 0", () =>
+  withFixture({}, async ({ dir }) => {
+    await Deno.writeTextFile(
+      `${dir}/c.yaml`,
+      "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 0.5}\n  - model: b\n    parameters: {weight: 0.5}\n",
+    );
+    await Deno.mkdir(`${dir}/out`);
+    await Deno.writeTextFile(`${dir}/out/keep.txt`, "mine");
+    const r = await cli(`${dir}/c.yaml`, `${dir}/out`, "--dry-run");
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /dry run: the real run would stop here: .*already exists/);
+    assert.match(r.out, /plan: linear/);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/out`)].map((e) => e.name), ["keep.txt"]);
+    // without --dry-run the same command is refused as before
+    const real = await cli(`${dir}/c.yaml`, `${dir}/out`);
+    assert.equal(real.code, 2, real.err);
+    assert.match(real.err, /already exists/);
+  }));
+
 Deno.test("CLI merge validates before any work: unknown method/parameter, missing file, missing tensor, shape mismatch", () =>
   withFixture({}, async ({ dir }) => {
     // a model without one tensor, and one with a different shape

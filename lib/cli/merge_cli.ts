@@ -162,7 +162,15 @@ export async function runMergeCli(args: string[]): Promise<number> {
     const side = await planOutputFiles(plan);
     const inputs = [...side.inputs, configPath];
     side.notes.forEach((n) => console.error(`moekit: ${n}`));
-    if (outDir !== undefined) await checkOutputFolder(outDir, { overwrite: v.overwrite, inputs });
+    if (outDir !== undefined) {
+      try {
+        await checkOutputFolder(outDir, { overwrite: v.overwrite, inputs });
+      } catch (e) {
+        // a dry run writes nothing: it reports what the real run would refuse, and goes on
+        if (!v["dry-run"] || !(e instanceof MoekitError)) throw e;
+        console.error(`moekit: dry run: the real run would stop here: ${e.message}`);
+      }
+    }
     const share = part && await planPart(plan, part, { shardBytes, seed }); // e.g. fewer files than parts
     const { blocked } = planBlocks(plan, maxBlockBytes, "--max-block-size"); // e.g. a cap below one row
     if (v["dry-run"]) {

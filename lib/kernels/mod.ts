@@ -10,4 +10,5 @@ export * from "../core/mod.ts";
 import "./wasm_backend.ts";
 import "./native_backend.ts";
 export { allocTokens, freeTokens, kernelInfo } from "./runtime.ts";
+export { nativeInfo } from "./native.ts";
 export { threadCount, useThreads } from "./threads.ts";

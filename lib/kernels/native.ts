@@ -65,8 +65,11 @@ export class NativeLibraryError extends MoekitError {
   constructor(symbol: string, library: string | undefined, why: string) {
     super(
       `native BLAS/LAPACK: ${symbol === "library" ? "no usable library" : `symbol ${symbol}`}` +
-        `${library ? ` (${library})` : ""}: ${why}; set MOEKIT_BLAS to a full OpenBLAS/MKL library ` +
-        `(e.g. apt-get install libopenblas0-pthread) and run with --allow-ffi, or use backend: "wasm"`,
+        `${library ? ` (${library})` : ""}: ${why}; ` +
+        (/--allow-ffi is not granted/.test(why)
+          ? `run with --allow-ffi, or use backend: "wasm"`
+          : `set MOEKIT_BLAS to a full OpenBLAS/MKL library (e.g. apt-get install libopenblas0-pthread) ` +
+            `and run with --allow-ffi, or use backend: "wasm"`),
     );
     this.symbol = symbol;
     this.library = library;

@@ -42,5 +42,11 @@ if (import.meta.main) {
     Deno.exit(1);
   }
   await Deno.rename(tmp, target);
+  // the loader finds the library through the first of these variables that is granted and set
+  const from = ["MOEKIT_NATIVE_DIR", "XDG_CACHE_HOME", "HOME", "USERPROFILE"].find((v) => Deno.env.get(v));
   console.log(`built ${target}`);
+  console.log(
+    `use it with: deno run --allow-ffi --allow-env=${from ?? "HOME"} … (the native backend then reports ` +
+      `"moekit's native gate kernel" in kernelInfo())`,
+  );
 }
