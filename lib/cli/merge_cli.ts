@@ -33,7 +33,7 @@ const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
 
   --dry-run             print the plan (method, tensors, resolved parameters, files) and stop
   --overwrite           replace an existing non-empty <out-dir> as a whole (else it is refused)
-  --out-shard-size S    bytes per output shard: 5B (default), 500M, 64K or a plain number
+  --out-shard-size S    bytes per output shard: 5B (5 billion bytes, the default), 500M, 64K or a plain number
   --seed N              seed of DARE/DELLA masks (default 0)
   --max-block-size S    cap the memory of merging one tensor at about S bytes (256M, 1G, …): a larger
                         tensor is read, merged and written in blocks of rows, when the method allows it
