@@ -1488,7 +1488,7 @@ export async function finalizeCheckpointMerge(
         `part ${i}/${n} is missing${
           running.length ? " (it has an unfinished temporary folder: still running, or killed)" : ""
         }; ` +
-          `run \`merge <config> <out-dir> --shard ${i}/${n}\` and finalize again`,
+          `run \`merge <config> <out-dir> --shard ${i}/${n}\` with the same other flags as the parts that ran (--out-shard-size, --seed) and finalize again`,
       );
     }
   }
