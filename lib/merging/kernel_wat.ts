@@ -47,6 +47,14 @@ const absDiff2 =
             (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $b) (local.get $o4))))))))
         (local.set $a (f64x2.abs (local.get $a)))`;
 
+/** `$a = |x − b|` of entry `j` alone, in both f64x2 lanes (the odd last entry of a pair loop). */
+const absDiff1 =
+  `(local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
+        (if (local.get $b)
+          (then (local.set $a (f64x2.sub (local.get $a)
+            (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
+        (local.set $a (f64x2.abs (local.get $a)))`;
+
 /** The loop over pairs of entries `j = 0, 2, …` then the odd last one: `$o4 = 4j`, `$o8 = 8j`. */
 function pairLoop(pair: string, single: string, fromZero = true): string {
   return `${fromZero ? "(local.set $j (i32.const 0))" : ""}
@@ -693,11 +701,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
     (if (i32.lt_u (local.get $j) (local.get $len))
       (then
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
-        (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
-        (if (local.get $b)
-          (then (local.set $a (f64x2.sub (local.get $a)
-            (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
-        (local.set $a (f64x2.abs (local.get $a)))
+        ${absDiff1}
         (local.set $k (i64x2.shr_u (local.get $a) (i32.const 40)))
         ${countLane(0)}))
     (local.get $g))
@@ -720,11 +724,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
             ${absDiff2})
           (else
             ;; the last entry alone: both lanes the same entry, the second never stored
-            (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
-            (if (local.get $b)
-              (then (local.set $a (f64x2.sub (local.get $a)
-                (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
-            (local.set $a (f64x2.abs (local.get $a)))))
+            ${absDiff1}))
         (local.set $in (v128.or (i64x2.eq (i64x2.shr_u (local.get $a) (local.get $s1)) (local.get $v1))
           (i64x2.eq (i64x2.shr_u (local.get $a) (local.get $s2)) (local.get $v2))))
         (if (v128.any_true (local.get $in))
@@ -776,11 +776,7 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
     (if (i32.lt_u (local.get $j) (local.get $len))
       (then
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
-        (local.set $a (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o4))))))
-        (if (local.get $b)
-          (then (local.set $a (f64x2.sub (local.get $a)
-            (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $b) (local.get $o4)))))))))
-        (local.set $a (f64x2.abs (local.get $a)))
+        ${absDiff1}
         (if (f64.lt (f64x2.extract_lane 0 (local.get $a)) (local.get $hi))
           (then
             (if (f64.ge (f64x2.extract_lane 0 (local.get $a)) (local.get $lo))

@@ -297,22 +297,30 @@ function chunkSource(job: Omit<ComputeJob, "id">) {
   };
 }
 
-/** The block planner of a job's method for its whole tensor (null: merged whole, or an invalid config). */
-function jobPlanner(job: Omit<ComputeJob, "id">, n: number): ReturnType<typeof mergeBlockPlanner> {
-  const o = job.options;
+/**
+ * The block planner for these options, or null when the method merges whole tensors or its parameters are
+ * invalid (merge() then raises the error with its own wording, naming the tensor).
+ */
+function plannerOrNull(
+  options: Parameters<typeof mergeBlockPlanner>[0],
+): ReturnType<typeof mergeBlockPlanner> {
   try {
-    return mergeBlockPlanner({
-      method: o.method,
-      params: o.params,
-      models: job.models.map((m) => ({ params: m.params })),
-      numel: n,
-      name: o.name,
-      seed: o.seed,
-    });
+    return mergeBlockPlanner(options);
   } catch {
-    return null; // merge() raises the error with its own wording
+    return null;
   }
 }
+
+/** The block planner of a job's method for its whole tensor of `n` entries (see {@link plannerOrNull}). */
+const jobPlanner = (job: Omit<ComputeJob, "id">, n: number) =>
+  plannerOrNull({
+    method: job.options.method,
+    params: job.options.params,
+    models: job.models.map((m) => ({ params: m.params })),
+    numel: n,
+    name: job.options.name,
+    seed: job.options.seed,
+  });
 
 /**
  * Feeds the planner's read passes (magnitude cuts: a histogram, then the boundary bucket) with the
@@ -532,21 +540,16 @@ const SPLIT_READ_PASS = new Set(["slerp"]);
 /** Bytes of working set per entry of a tensor: its decoded inputs and its result, in float32. */
 const bytesPerEntry = (t: PlannedTensor) => 4 * ((t.base ? 1 : 0) + t.sources.length + 1);
 
-/** The plan's method's planner of blocks for tensor `t` (null: it needs the whole tensor, or its parameters are invalid). */
-const blockPlanner = (plan: MergePlan, t: PlannedTensor, seed?: number) => {
-  try {
-    return mergeBlockPlanner({
-      method: plan.method,
-      params: t.params,
-      models: t.sources.map((s) => ({ params: s.params })),
-      numel: numel(t),
-      name: t.name,
-      seed,
-    });
-  } catch {
-    return null; // merged whole: merge() raises the error, naming the tensor
-  }
-};
+/** The plan's method's planner of blocks for tensor `t` (see {@link plannerOrNull}). */
+const blockPlanner = (plan: MergePlan, t: PlannedTensor, seed?: number) =>
+  plannerOrNull({
+    method: plan.method,
+    params: t.params,
+    models: t.sources.map((s) => ({ params: s.params })),
+    numel: numel(t),
+    name: t.name,
+    seed,
+  });
 
 /**
  * Which tensors of a plan a memory cap splits into blocks of rows, and how. A tensor's working set is

@@ -115,9 +115,15 @@ function lib(): Lib {
   return s.lib;
 }
 
+/** Packed sizes already asked of the library, by `E·2²⁴ + d` (every tile asks again). */
+const packedSizes = new Map<number, number>();
+
 /** Floats of the packed weight for `E` experts of length `d`. */
 export function gatePackedFloats(E: number, d: number): number {
-  return Number(lib().symbols.moekit_gate_packed_floats(E, d));
+  const key = E * 2 ** 24 + d;
+  let n = packedSizes.get(key);
+  if (n === undefined) packedSizes.set(key, n = Number(lib().symbols.moekit_gate_packed_floats(E, d)));
+  return n;
 }
 
 /** Packs `w [E,d]` into `out` ({@link gatePackedFloats} floats). */
