@@ -39,13 +39,18 @@ if (import.meta.main) {
   if (command === "inspect" || command === "route" || command === "compress") {
     Deno.exit(await (await import("./lib/cli/model_cli.ts")).runModelCli(command, rest));
   }
-  if (command !== undefined && command !== "--help" && command !== "-h") {
+  const usage =
+    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--overwrite] [--out-shard-size 5B] [--seed N]\n" +
+    "                [--shard i/n]   |   deno run -A mod.ts merge --finalize <out-dir>   (--help for the rest)\n" +
+    "       deno run -A mod.ts inspect|route|compress <model-dir> … (--help for each)";
+  // --help asked for the usage: stdout, exit 0 (as every example and command does); anything else is a usage error
+  if (command === "--help" || command === "-h") {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  if (command !== undefined) {
     console.error(`error: unknown command "${command}" (commands: merge, inspect, route, compress)\n`);
   }
-  console.error(
-    "usage: deno run -A mod.ts merge <config.yaml> <out-dir> [--dry-run] [--overwrite] [--out-shard-size 5B] [--seed N]\n" +
-      "                [--shard i/n]   |   deno run -A mod.ts merge --finalize <out-dir>   (--help for the rest)\n" +
-      "       deno run -A mod.ts inspect|route|compress <model-dir> … (--help for each)",
-  );
+  console.error(usage);
   Deno.exit(2);
 }

@@ -145,7 +145,13 @@ if (args.out) {
   if (Deno.permissions.querySync({ name: "write", path: args.out }).state !== "granted") {
     console.log(`\n(--out ${args.out}: run with --allow-write to save the table)`);
   } else {
-    await Deno.writeTextFile(args.out, JSON.stringify(rows, null, 2));
+    try {
+      await Deno.writeTextFile(args.out, JSON.stringify(rows, null, 2));
+    } catch (e) {
+      // a folder, a missing parent folder, …: say so in one line, no stack trace
+      console.error(`error: --out ${args.out}: cannot write the rows there (${(e as Error).message})`);
+      Deno.exit(1);
+    }
     console.log(`\nrows saved to ${args.out} (plot them with compressionPlot)`);
   }
 }

@@ -4,8 +4,9 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import type { ParseArgsConfig } from "node:util";
+import { MoekitError } from "../lib/core/errors.ts";
+import { parseCommandLine } from "../lib/cli/args.ts";
 
 /**
  * The flags of `Deno.args` (no positionals): an unknown or malformed flag is a usage error, and `--help`
@@ -15,12 +16,12 @@ export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"
   usage: string,
   options: O,
 ) {
-  const config = { args: Deno.args, strict: true, allowPositionals: false, options } as const;
-  let parsed: ReturnType<typeof parseArgs<typeof config>>;
+  let parsed;
   try {
-    parsed = parseArgs(config);
+    parsed = parseCommandLine({ args: Deno.args, allowPositionals: false, options });
   } catch (e) {
-    usageError(usage, (e as Error).message);
+    if (!(e instanceof MoekitError)) throw e;
+    usageError(usage, e.message);
   }
   if ((parsed.values as Record<string, unknown>).help) {
     console.log(usage);

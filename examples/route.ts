@@ -308,7 +308,11 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
       spark,
     ];
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  // a skipped router's note runs past the table: it does not widen the last column
+  const measured = body.filter((_, r) => !rows[r].note);
+  const widths = head.map((h, i) =>
+    Math.max(h.length, ...(i === 6 ? measured : body).map((b) => b[i].length))
+  );
   const line = (cells: string[]) =>
     cells.map((s, i) => (i === 0 ? s.padEnd(widths[i]) : i === 6 ? s : s.padStart(widths[i]))).join("  ");
   console.log(line(head));

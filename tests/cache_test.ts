@@ -100,6 +100,68 @@ Deno.test("lookahead: whole future = Belady; zero horizon = LRU; prefetch hides 
   );
 });
 
+/** The spec's table, read literally: on a miss with a full cache, scan every cached key for the victim. */
+function referenceEvictions(
+  trace: number[],
+  capacity: number,
+  policy: "lru" | "fifo" | "lfu" | "belady" | "lookahead",
+  horizon = Infinity,
+) {
+  const cache: number[] = [], lastUse = new Map<number, number>(), inserted = new Map<number, number>();
+  const count = new Map<number, number>(), evictions: number[] = [];
+  let hits = 0;
+  const nextUse = (key: number, i: number) => {
+    const j = trace.indexOf(key, i + 1);
+    return j < 0 ? Infinity : j;
+  };
+  // lookahead: a next use beyond the horizon is unknown, as good as never
+  const ahead = (key: number, i: number) => (nextUse(key, i) - i > horizon ? Infinity : nextUse(key, i));
+  trace.forEach((key, i) => {
+    count.set(key, (count.get(key) ?? 0) + 1);
+    if (cache.includes(key)) {
+      hits++;
+    } else {
+      if (cache.length >= capacity) {
+        // the key each policy evicts: the first of the cache sorted by its rule
+        const order = [...cache].sort((a, b) =>
+          policy === "lru"
+            ? lastUse.get(a)! - lastUse.get(b)!
+            : policy === "fifo"
+            ? inserted.get(a)! - inserted.get(b)!
+            : policy === "lfu"
+            ? count.get(a)! - count.get(b)! || lastUse.get(a)! - lastUse.get(b)!
+            : policy === "belady"
+            ? nextUse(b, i) - nextUse(a, i) || a - b
+            : ahead(b, i) - ahead(a, i) || lastUse.get(a)! - lastUse.get(b)!
+        );
+        evictions.push(order[0]);
+        cache.splice(cache.indexOf(order[0]), 1);
+      }
+      cache.push(key);
+      inserted.set(key, i);
+    }
+    lastUse.set(key, i);
+  });
+  return { hits, evictions };
+}
+
+Deno.test("simulateCache equals the policies' rules read literally on random traces (no scan vs scan)", () => {
+  const rng = new Rng(11);
+  for (let c = 0; c < 304; c++) {
+    const keys = rng.int(12) + 1, capacity = rng.int(keys) + 1;
+    // the last few are long enough for the victim heap to compact itself (over 4·capacity + 1024 entries)
+    const length = c < 300 ? rng.int(300) + 1 : 3000;
+    const trace = Array.from({ length }, () => Math.floor(rng.uniform() ** 2 * keys));
+    const horizon = [Infinity, 0, rng.int(8), rng.int(60)][c % 4];
+    for (const policy of ["lru", "fifo", "lfu", "belady", "lookahead"] as const) {
+      const s = simulateCache(trace, { capacity, policy, ...(policy === "lookahead" ? { horizon } : {}) });
+      const ref = referenceEvictions(trace, capacity, policy, horizon);
+      assert.equal(s.hits, ref.hits, `${policy} capacity ${capacity}: ${trace}`);
+      assert.deepEqual(Array.from(s.evictions), ref.evictions, `${policy} capacity ${capacity}: ${trace}`);
+    }
+  }
+});
+
 Deno.test("cache bad input: capacity ≤ 0, unknown policy", () => {
   assert.throws(
     () => simulateCache(H, { capacity: 0, policy: "lru" }),

@@ -27,7 +27,7 @@ Deno.test("examples/cache.ts: --help, and bad flags exit 2 with the usage, no st
     const [args, pattern] of [
       [["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
       [["--experts", "1"], /--experts must be an integer ≥ 2, got "1"/],
-      [["--bogus"], /Unknown option '--bogus'/],
+      [["--bogus"], /unknown option --bogus; the options are --/],
     ] as const
   ) {
     const r = await run(...args);

@@ -63,7 +63,7 @@ Deno.test("examples/route.ts --json reports metrics per router", async () => {
 Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () => {
   for (
     const [args, pattern] of [
-      [["--bogus"], /Unknown option '--bogus'/],
+      [["--bogus"], /unknown option --bogus; the options are --/],
       [["--experts", "x"], /--experts must be an integer ≥ 2, got "x"/],
       [["--router", "nope"], /unknown router "nope"/],
       [["--top-k", "9", "--experts", "4"], /--top-k 9 exceeds --experts 4/],

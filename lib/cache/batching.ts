@@ -29,6 +29,23 @@ export function expertLoadsPerStep(
     throw new OptionError("batchSize", batchSize, "must be an integer ≥ 1");
   }
   if (routings.length === 0) throw new MoekitError("expertLoadsPerStep: needs at least one layer's routing");
+  const T = routings[0].tokens, seen = new Uint8Array(T);
+  routings.forEach((r, l) => {
+    if (r.tokens !== T) {
+      throw new MoekitError(`expertLoadsPerStep: layer ${l} routes ${r.tokens} tokens; layer 0 routes ${T}`);
+    }
+  });
+  for (let i = 0; i < order.length; i++) {
+    const t = order[i];
+    if (!Number.isInteger(t) || t < 0 || t >= T || seen[t]) {
+      throw new OptionError(
+        `order[${i}]`,
+        t,
+        `a token order lists tokens 0..${T - 1}, each at most once${seen[t] ? ` (${t} is repeated)` : ""}`,
+      );
+    }
+    seen[t] = 1;
+  }
   const steps: number[] = [];
   for (let s = 0; s < order.length; s += batchSize) {
     const used = new Set<number>();

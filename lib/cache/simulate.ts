@@ -87,7 +87,9 @@ export interface CacheStats {
 }
 
 /**
- * Simulates an expert cache on a trace (plain numbers, or an {@link AccessTrace}).
+ * Simulates an expert cache on a trace (plain numbers, or an {@link AccessTrace}) of non-negative integer
+ * keys. No policy scans the cache for a victim: LRU, FIFO, LFU and Belady find it in O(log capacity),
+ * lookahead passes at most `horizon` keys (O(log capacity) without a horizon).
  *
  * @example
  * ```ts
@@ -124,6 +126,18 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
     throw new OptionError("prefetch", depth, `prefetching needs policy "lookahead"`);
   }
   const expertBytes = options.expertBytes ?? 1;
+  if (!(expertBytes >= 0) || !Number.isFinite(expertBytes)) {
+    throw new OptionError("expertBytes", expertBytes, "must be a finite number ≥ 0 (bytes per expert)");
+  }
+  for (let i = 0; i < n; i++) {
+    if (keys[i] !== (keys[i] | 0) || keys[i] < 0) {
+      throw new OptionError(
+        `trace[${i}]`,
+        keys[i],
+        "cache keys must be integers in 0..2³¹−1 (an expert id, or layer·E + expert)",
+      );
+    }
+  }
   // next[i] = position of the next access to keys[i] after i (n = never)
   const next = new Int32Array(n), seen = new Map<number, number>();
   for (let i = n - 1; i >= 0; i--) {
@@ -138,8 +152,11 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
   const evictions: number[] = [];
   let hits = 0, misses = 0, prefetches = 0, prefetchHits = 0, clock = 0;
 
+  // Victims without a scan of the cache. Every policy but lookahead ranks a cached key by its own state
+  // alone, and uniquely (times, keys and next-use positions are): a max-heap of (rank, key) entries,
+  // pushed whenever a key's rank changes and skipped when stale, gives the victim in O(log capacity).
   /** Eviction rank of a cached key: the largest [primary, tie-break] is evicted. */
-  const rank = (key: number, now: number): [number, number] => {
+  const rank = (key: number): [number, number] => {
     switch (policy) {
       case "lru":
         return [-lastUse.get(key)!, 0];
@@ -149,26 +166,52 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
         return [-count.get(key)!, -lastUse.get(key)!];
       case "belady": // farthest next use (never = n); equal → smallest key
         return [nextUse.get(key)!, -key];
-      default: { // next use within the horizon, beyond it = unknown = never; equal → least recently used
-        const nu = nextUse.get(key)!;
-        return [nu - now > horizon ? n : nu, -lastUse.get(key)!];
-      }
+      default: // lookahead: the heap holds next uses (see victim)
+        return [nextUse.get(key)!, 0];
     }
   };
-  const victim = (now: number, protect?: number): number => {
-    let best = -1, bestRank: [number, number] = [-Infinity, -Infinity];
+  const lookahead = policy === "lookahead";
+  const heap = new RankHeap(), never = new Map<number, true>();
+  const ranked = (key: number) => {
+    const [a, b] = rank(key);
+    heap.push(a, b, key);
+    if (heap.size > 4 * capacity + 1024) heap.rebuild(lastUse.keys(), rank);
+    if (lookahead && a === n) never.set(key, true);
+  };
+  const current = (key: number, a: number, b: number) => {
+    if (!lastUse.has(key)) return false;
+    const [ra, rb] = rank(key);
+    return ra === a && rb === b;
+  };
+  /**
+   * Lookahead ranks a key [next use within the horizon, beyond it = unknown = never (n); equal → least
+   * recently used]: the victim is the least recently used key whose next use lies beyond the horizon (a walk
+   * over `lastUse`, kept in recency order, that passes at most `horizon` keys; with no horizon, the keys
+   * never used again, kept apart in `never` in the same order), else the farthest next use (the heap).
+   */
+  const beyondHorizon = (now: number, protect?: number): number => {
+    if (horizon === Infinity) {
+      for (const key of never.keys()) if (key !== protect) return key;
+      return -1;
+    }
     for (const key of lastUse.keys()) {
       if (key === protect) continue;
-      const r = rank(key, now);
-      if (r[0] > bestRank[0] || (r[0] === bestRank[0] && r[1] > bestRank[1])) {
-        best = key;
-        bestRank = r;
-      }
+      const nu = nextUse.get(key)!;
+      if (nu - now > horizon || nu === n) return key;
     }
-    return best;
+    return -1;
+  };
+  const victim = (now: number, protect?: number): number => {
+    if (!lookahead) return heap.top(current);
+    const far = beyondHorizon(now, protect);
+    if (far >= 0) return far;
+    const v = heap.top((key, a, b) => key !== protect && current(key, a, b));
+    if (protect !== undefined && lastUse.has(protect)) ranked(protect); // top() dropped its entry
+    return v;
   };
   const evict = (key: number) => {
     evictions.push(key);
+    never.delete(key);
     lastUse.delete(key);
     inserted.delete(key);
     nextUse.delete(key);
@@ -178,6 +221,7 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
     lastUse.set(key, clock);
     inserted.set(key, clock);
     nextUse.set(key, nextPos);
+    ranked(key);
   };
 
   for (let i = 0; i < n; i++) {
@@ -187,8 +231,10 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
     if (lastUse.has(key)) {
       hits++;
       if (fresh.delete(key)) prefetchHits++;
+      lastUse.delete(key); // re-inserted: lastUse iterates from the least recently used key
       lastUse.set(key, clock);
       nextUse.set(key, next[i]);
+      ranked(key);
     } else {
       misses++;
       if (lastUse.size >= capacity) evict(victim(i));
@@ -219,4 +265,78 @@ export function simulateCache(trace: ArrayLike<number> | AccessTrace, options: C
     prefetchHits,
     bytesMoved: (misses + prefetches) * expertBytes,
   };
+}
+
+/**
+ * A binary max-heap of `(a, b, key)` entries ordered by `a`, then `b` (the cache's eviction ranks). Stale
+ * entries stay until they reach the top, where {@link RankHeap.top}'s check drops them.
+ */
+class RankHeap {
+  #a: number[] = [];
+  #b: number[] = [];
+  #key: number[] = [];
+
+  get size(): number {
+    return this.#key.length;
+  }
+
+  push(a: number, b: number, key: number): void {
+    this.#a.push(a);
+    this.#b.push(b);
+    this.#key.push(key);
+    let i = this.#key.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#above(i, parent)) break;
+      this.#swap(i, parent);
+      i = parent;
+    }
+  }
+
+  /** The key of the highest entry that `valid` accepts, dropping the ones above it it rejects; −1 if none. */
+  top(valid: (key: number, a: number, b: number) => boolean): number {
+    while (this.#key.length > 0) {
+      if (valid(this.#key[0], this.#a[0], this.#b[0])) return this.#key[0];
+      this.#popTop();
+    }
+    return -1;
+  }
+
+  /** Replaces the entries with one per key of `keys`, at its current rank (drops every stale entry). */
+  rebuild(keys: Iterable<number>, rank: (key: number) => [number, number]): void {
+    this.#a = [];
+    this.#b = [];
+    this.#key = [];
+    for (const key of keys) {
+      const [a, b] = rank(key);
+      this.push(a, b, key);
+    }
+  }
+
+  #above(i: number, j: number): boolean {
+    return this.#a[i] > this.#a[j] || (this.#a[i] === this.#a[j] && this.#b[i] > this.#b[j]);
+  }
+
+  #swap(i: number, j: number): void {
+    [this.#a[i], this.#a[j]] = [this.#a[j], this.#a[i]];
+    [this.#b[i], this.#b[j]] = [this.#b[j], this.#b[i]];
+    [this.#key[i], this.#key[j]] = [this.#key[j], this.#key[i]];
+  }
+
+  #popTop(): void {
+    const last = this.#key.length - 1;
+    this.#swap(0, last);
+    this.#a.pop();
+    this.#b.pop();
+    this.#key.pop();
+    for (let i = 0;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < last && this.#above(l, m)) m = l;
+      if (r < last && this.#above(r, m)) m = r;
+      if (m === i) break;
+      this.#swap(i, m);
+      i = m;
+    }
+  }
 }

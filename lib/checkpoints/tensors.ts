@@ -68,18 +68,13 @@ export async function loadTensor(path: string, name?: string): Promise<Mat> {
   try {
     const names = [...file.tensors.keys()];
     const pick = name ?? (names.length === 1 ? names[0] : undefined);
+    // the first names, and how many more (a listing cut short must say so)
+    const some = names.slice(0, 8).join(", ") + (names.length > 8 ? `, … (${names.length - 8} more)` : "");
     if (pick === undefined) {
-      throw new TensorFileError(
-        path,
-        `holds ${names.length} tensors; name one of ${names.slice(0, 8).join(", ")}${
-          names.length > 8 ? ", …" : ""
-        }`,
-      );
+      throw new TensorFileError(path, `holds ${names.length} tensors; name one of ${some}`);
     }
     const info = file.tensors.get(pick);
-    if (!info) {
-      throw new TensorFileError(path, `has no tensor ${pick}; it has ${names.slice(0, 8).join(", ")}`);
-    }
+    if (!info) throw new TensorFileError(path, `has no tensor ${pick}; it has ${some}`);
     if (!["F32", "F16", "BF16", "F64"].includes(info.dtype)) {
       throw new TensorFileError(
         path,

@@ -8,7 +8,7 @@
 
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { parseCommandLine } from "./args.ts";
 import { MoekitError } from "../core/errors.ts";
 import { checkOutputFolder } from "../io/output.ts";
 import { parseMergeConfig } from "../merging/config.ts";
@@ -98,10 +98,9 @@ function progressPrinter(): (p: MergeProgress) => void {
 export async function runMergeCli(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
+    parsed = parseCommandLine({
       args,
       allowPositionals: true,
-      strict: true,
       options: {
         "dry-run": { type: "boolean" },
         overwrite: { type: "boolean" },

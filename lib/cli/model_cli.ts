@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseCommandLine } from "./args.ts";
 import "../kernels/mod.ts"; // registers the WebAssembly / native gate GEMM backends for the routers
 import { MoekitError } from "../core/errors.ts";
 import type { Mat } from "../core/matrix.ts";
@@ -24,6 +24,7 @@ import {
   deltaCompress,
   mergeExperts,
   pruneExperts,
+  type PruneOptions,
   quantizeRTN,
   rtnLayer,
   svdLayer,
@@ -58,11 +59,13 @@ export function parseLayers(spec: string | undefined, moe: readonly number[]): n
   for (const part of spec.split(",")) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
     if (!m) throw new MoekitError(`--layers ${JSON.stringify(spec)}: use a list like 0,2-5 or all`);
-    for (let l = Number(m[1]); l <= Number(m[2] ?? m[1]); l++) {
+    const [a, b] = [Number(m[1]), Number(m[2] ?? m[1])];
+    if (b < a) throw new MoekitError(`--layers: the range ${a}-${b} is empty; write it low-high (${b}-${a})`);
+    for (let l = a; l <= b; l++) {
       if (!moe.includes(l)) {
         throw new MoekitError(`--layers: layer ${l} is not an MoE layer (MoE layers: ${moe.join(", ")})`);
       }
-      out.push(l);
+      if (!out.includes(l)) out.push(l); // a layer named twice is routed (or compressed) once
     }
   }
   return out;
@@ -187,7 +190,7 @@ async function hiddenStates(
 }
 
 async function runInspect(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args,
     allowPositionals: true,
     options: { json: { type: "boolean" } },
@@ -205,7 +208,7 @@ async function runInspect(args: string[]): Promise<number> {
 }
 
 async function runRoute(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args,
     allowPositionals: true,
     options: {
@@ -339,8 +342,7 @@ export async function runModelCli(command: string, args: string[]): Promise<numb
     if (command === "compress") return await runCompress(args);
     throw new MoekitError(`unknown command ${JSON.stringify(command)}; use inspect, route or compress`);
   } catch (e) {
-    const code = (e as { code?: string }).code ?? "";
-    if (e instanceof MoekitError || code.startsWith("ERR_PARSE_ARGS")) {
+    if (e instanceof MoekitError) {
       console.error(`error: ${(e as Error).message.split("\n")[0]}`);
       return 2;
     }
@@ -350,6 +352,45 @@ export async function runModelCli(command: string, args: string[]): Promise<numb
 
 const COMPRESS_METHODS = ["prune", "merge", "svd", "delta", "rtn"] as const;
 type CompressMethod = typeof COMPRESS_METHODS[number];
+
+/** The options each method reads: another method's option is an error, not silently ignored. */
+const METHOD_OPTIONS: Record<CompressMethod, readonly string[]> = {
+  prune: ["keep", "prune-method"],
+  merge: ["groups"],
+  svd: ["ratio", "rank"],
+  delta: ["ratio", "rank"],
+  rtn: ["bits", "group-size"],
+};
+
+/** The rankings `pruneExperts` accepts (checked here, before any layer is read). */
+const PRUNE_METHODS: readonly NonNullable<PruneOptions["method"]>[] = [
+  "enumerate",
+  "greedy",
+  "count",
+  "weightSum",
+  "reap",
+];
+
+/** Throws when an option of another method is given, when --ratio and --rank are both given, or an unknown --prune-method. */
+function checkMethodOptions(method: CompressMethod, values: Record<string, unknown>): void {
+  const own = METHOD_OPTIONS[method];
+  for (const name of new Set(Object.values(METHOD_OPTIONS).flat())) {
+    if (values[name] !== undefined && !own.includes(name)) {
+      throw new MoekitError(
+        `compress: --${name} does not apply to --method ${method} (its options: ${
+          own.map((o) => `--${o}`).join(", ")
+        })`,
+      );
+    }
+  }
+  if (values.ratio !== undefined && values.rank !== undefined) {
+    throw new MoekitError(`compress: give --ratio or --rank, not both`);
+  }
+  const pm = values["prune-method"];
+  if (pm !== undefined && !(PRUNE_METHODS as readonly unknown[]).includes(pm)) {
+    throw new MoekitError(`compress: --prune-method ${JSON.stringify(pm)}; use ${PRUNE_METHODS.join(", ")}`);
+  }
+}
 
 function intOption(v: string | undefined, name: string, fallback?: number, method?: string): number {
   if (v === undefined && fallback !== undefined) return fallback;
@@ -457,7 +498,7 @@ function compressLayer(
 }
 
 async function runCompress(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandLine({
     args,
     allowPositionals: true,
     options: {
@@ -487,6 +528,7 @@ async function runCompress(args: string[]): Promise<number> {
       `compress: --method ${JSON.stringify(values.method ?? "")}; use ${COMPRESS_METHODS.join(", ")}`,
     );
   }
+  checkMethodOptions(method, values);
   if (!values.calibration) {
     throw new MoekitError("compress: --calibration <file> is required (.npy or safetensors)");
   }
@@ -516,6 +558,12 @@ async function runCompress(args: string[]): Promise<number> {
     }
     if (method === "merge" && (o.groups < topK || o.groups > experts)) {
       throw new MoekitError(`compress: --groups ${o.groups} must be in k..E = ${topK}..${experts}`);
+    }
+    const maxRank = Math.min(model.config.expertHidden, hidden);
+    if (o.rank !== undefined && o.rank > maxRank) {
+      throw new MoekitError(
+        `compress: --rank ${o.rank} exceeds min(f, d) = ${maxRank}, the largest rank an expert matrix has`,
+      );
     }
     const layers = parseLayers(values.layers, model.config.moeLayers);
     const xs = await hiddenStates(values.calibration, layers, values.name);

@@ -7,6 +7,7 @@
 import { type Mat, matrix } from "../core/matrix.ts";
 import { ShapeError } from "../core/errors.ts";
 import { isKept, type RoutingResult } from "../routing/result.ts";
+import { checkRoutingIndices } from "../routing/checks.ts";
 
 /**
  * Kept assignments grouped by expert: expert e's entries are `offsets[e] .. offsets[e+1]`, in token order.
@@ -48,6 +49,7 @@ export interface Dispatch {
  * ```
  */
 export function dispatch(r: RoutingResult): Dispatch {
+  checkRoutingIndices(r);
   const E = r.experts, n = r.indices.length;
   const offsets = new Int32Array(E + 1);
   for (let i = 0; i < n; i++) if (isKept(r, i)) offsets[r.indices[i] + 1]++;

@@ -111,6 +111,15 @@ export function gatedHidden(
   x3: Mat,
   activation: ExpertActivation = SILU,
 ): Mat {
+  checkActivation(activation);
+  if (expert.w3.rows !== expert.w1.rows) {
+    throw new ShapeError(
+      "expert w3",
+      [expert.w1.rows, expert.w1.cols],
+      [expert.w3.rows, expert.w3.cols],
+      "the gate (w1) and up (w3) projections must both be [f,d]",
+    );
+  }
   const a = matrix.matmulT(x1, expert.w1), b = matrix.matmulT(x3, expert.w3);
   addRowBias(a, expert.b1);
   addRowBias(b, expert.b3);
@@ -128,6 +137,22 @@ export function gatedHidden(
     }
   }
   return a;
+}
+
+/** Throws unless `activation` is one of the {@link ExpertActivation} kinds with valid parameters. */
+function checkActivation(activation: ExpertActivation): void {
+  const a = activation as { kind?: unknown; alpha?: unknown; limit?: unknown };
+  if (a?.kind === "silu") return;
+  if (a?.kind !== "clamped_swiglu") {
+    throw new OptionError(
+      "activation.kind",
+      a?.kind,
+      `use "silu" or "clamped_swiglu" (with alpha and limit)`,
+    );
+  }
+  if (!(typeof a.limit === "number" && a.limit > 0) || !Number.isFinite(a.alpha)) {
+    throw new OptionError("activation", JSON.stringify(activation), "needs a finite alpha and a limit > 0");
+  }
 }
 
 /** Adds a bias `[cols]` to every row of `m` in place (expert biases). Internal. */
@@ -456,9 +481,7 @@ export function moeLayer(options: MoeLayerOptions): MoeLayer {
     );
   }
   if (experts.length === 0) throw new MoekitError("moeLayer: no experts were given");
-  if (activation.kind === "clamped_swiglu" && !(activation.limit > 0 && Number.isFinite(activation.alpha))) {
-    throw new OptionError("activation", JSON.stringify(activation), "needs a finite alpha and a limit > 0");
-  }
+  checkActivation(activation);
   const d = experts[0].w2.rows;
   for (const [e, ex] of experts.entries()) checkExpert(`expert ${e}`, ex, d);
   for (const [s, ex] of (shared?.experts ?? []).entries()) checkExpert(`shared expert ${s}`, ex, d);

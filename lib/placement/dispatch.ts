@@ -6,6 +6,7 @@
 
 import { OptionError, ShapeError } from "../core/errors.ts";
 import type { RoutingResult } from "../routing/result.ts";
+import { checkRoutingIndices } from "../routing/checks.ts";
 import { type PlacementLike, readPlacement, topologyOf } from "./checks.ts";
 import { meanOverMax } from "./metrics.ts";
 
@@ -117,18 +118,7 @@ export function dispatchTraffic(
       `the placement holds E = ${E} logical experts; route with the same experts`,
     );
   }
-  if (idx.length !== T * k) {
-    throw new ShapeError("routing.indices", [T * k], [idx.length], `T·k = ${T}·${k}`);
-  }
-  for (let i = 0; i < idx.length; i++) {
-    if (idx[i] < -1 || idx[i] >= E) {
-      throw new OptionError(
-        `routing.indices[${i}]`,
-        idx[i],
-        `expert ids must be in −1..${E - 1} (token ${Math.floor(i / k)}, choice ${i % k})`,
-      );
-    }
-  }
+  checkRoutingIndices(routing);
   const tokenGpu = options.tokenGpu;
   if (tokenGpu !== undefined) {
     if (typeof tokenGpu !== "object" || tokenGpu === null || tokenGpu.length !== T) {

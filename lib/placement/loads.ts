@@ -7,6 +7,7 @@
 
 import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
 import { isKept, type RoutingResult } from "../routing/result.ts";
+import { checkRoutingIndices } from "../routing/checks.ts";
 import { type LoadMatrix, readLoads } from "./checks.ts";
 
 /**
@@ -83,6 +84,7 @@ export function expertLoadMatrix(
       if (r.experts !== E) {
         throw new ShapeError(`routings[${s}][${l}].experts`, [E], [r.experts], "every layer has the same E");
       }
+      checkRoutingIndices(r, `routings[${s}][${l}]`);
     });
   });
   const { decay, previous } = options;
@@ -101,13 +103,7 @@ export function expertLoadMatrix(
   for (const layers of steps) {
     const counts = layers.map((r) => {
       const c = new Float64Array(E);
-      for (let i = 0; i < r.indices.length; i++) {
-        const e = r.indices[i];
-        if (e >= E) {
-          throw new OptionError(`routing.indices[${i}]`, e, `expert ids must be in −1..${E - 1}`);
-        }
-        if (isKept(r, i)) c[e]++;
-      }
+      for (let i = 0; i < r.indices.length; i++) if (isKept(r, i)) c[r.indices[i]]++;
       return c;
     });
     if (m === undefined) m = counts;

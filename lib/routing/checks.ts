@@ -5,6 +5,7 @@
 
 import { type Mat, matrix } from "../core/matrix.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
+import type { RoutingResult } from "./result.ts";
 
 /** Throws unless `k` is an integer in 1..E. */
 export function checkK(k: number, experts: number): void {
@@ -23,6 +24,30 @@ export function checkTokens(x: Mat, d: number): void {
 export function checkTokenShape(x: Mat, d: number): void {
   if ((d >= 0 && x.cols !== d) || x.data.length !== x.rows * x.cols) {
     throw new ShapeError("hidden states X", [-1, d], [x.rows, x.cols], `the router expects d = ${d}`);
+  }
+}
+
+/**
+ * Throws unless a routing result's `indices` hold `T·k` expert ids in −1..E−1 (−1 = no expert) and its
+ * `keep` flags, when present, are `T·k` too: an id outside that range would silently drop the assignment
+ * from counts, dispatch and the combine.
+ */
+export function checkRoutingIndices(r: RoutingResult, what = "routing"): void {
+  const { tokens: T, k, experts: E, indices } = r;
+  if (indices.length !== T * k) {
+    throw new ShapeError(`${what}.indices`, [T * k], [indices.length], `T·k = ${T}·${k}`);
+  }
+  if (r.keep !== undefined && r.keep.length !== T * k) {
+    throw new ShapeError(`${what}.keep`, [T * k], [r.keep.length], `one flag per choice, T·k = ${T}·${k}`);
+  }
+  for (let i = 0; i < indices.length; i++) {
+    if (!(indices[i] >= -1 && indices[i] < E)) {
+      throw new OptionError(
+        `${what}.indices[${i}]`,
+        indices[i],
+        `expert ids must be in −1..${E - 1} (token ${Math.floor(i / k)}, choice ${i % k})`,
+      );
+    }
   }
 }
 

@@ -6,7 +6,7 @@
  */
 
 import type { Mat } from "../core/matrix.ts";
-import { OptionError, ShapeError } from "../core/errors.ts";
+import { NonFiniteError, OptionError, ShapeError } from "../core/errors.ts";
 import { sigmoid, softmaxInto } from "../core/numeric.ts";
 import { linearGate } from "./gate.ts";
 import type { BackendChoice } from "./backend.ts";
@@ -74,6 +74,27 @@ function checkGroups(E: number, k: number, nGroup: number, topkGroup: number): v
       k,
       `k exceeds the ${topkGroup * (E / nGroup)} experts in the ${topkGroup} kept groups`,
     );
+  }
+}
+
+/** Throws unless `routedScalingFactor` is a finite number > 0 (a NaN or negative scale corrupts every weight). */
+function checkScale(scale: number): void {
+  if (!(scale > 0) || !Number.isFinite(scale)) {
+    throw new OptionError(
+      "routedScalingFactor",
+      scale,
+      "must be a finite number > 0 (DeepSeek-V3: 2.5, V2: 16)",
+    );
+  }
+}
+
+/**
+ * Throws unless the correction bias is finite: a NaN bias silently reorders the selection. Checked when the
+ * router is built and on every routing, since the bias array is live (updated between batches).
+ */
+function checkBiasFinite(bias: Float32Array): void {
+  for (let e = 0; e < bias.length; e++) {
+    if (!Number.isFinite(bias[e])) throw new NonFiniteError("e_score_correction_bias", 0, e, bias[e]);
   }
 }
 
@@ -161,7 +182,16 @@ export function sigmoidGroupedTopK(
   if (options.maskValue !== undefined && !["-inf", "zero"].includes(options.maskValue)) {
     throw new OptionError("maskValue", options.maskValue, `use "-inf" or "zero"`);
   }
-  const groupScore = sumTopN(options.groupTopN ?? 2);
+  const groupTopN = options.groupTopN ?? 2;
+  if (!Number.isInteger(groupTopN) || groupTopN < 1) {
+    throw new OptionError(
+      "groupTopN",
+      groupTopN,
+      "must be an integer ≥ 1 (DeepSeek-V3: 2; Megatron: k/topkGroup)",
+    );
+  }
+  checkScale(scale);
+  const groupScore = sumTopN(groupTopN);
   return {
     name: "deepseek-v3",
     k,
@@ -175,7 +205,7 @@ export function sigmoidGroupedTopK(
         k,
         nGroup,
         topkGroup,
-        groupTopN: options.groupTopN ?? 2,
+        groupTopN,
         maskValue: options.maskValue ?? "-inf",
         normTopkProb: norm,
         routedScalingFactor: scale,
@@ -187,9 +217,11 @@ export function sigmoidGroupedTopK(
       if (options.bias && options.bias.length !== E) {
         throw new ShapeError("e_score_correction_bias", [E], [options.bias.length], "one bias per expert");
       }
+      if (options.bias) checkBiasFinite(options.bias);
     },
     select(logits, tokenOffset, out, ctx) {
       const E = logits.cols, bias = options.bias, pre = ctx.sigmoid;
+      if (bias) checkBiasFinite(bias);
       const s = new Float64Array(E), c = new Float64Array(E);
       const gScores = new Float64Array(nGroup), gIdx = new Int32Array(topkGroup);
       const groups = groupOutput(ctx, topkGroup);
@@ -310,6 +342,7 @@ export function softmaxGroupedTopK(
   }
   const nGroup = greedy ? 1 : options.nGroup ?? 1, topkGroup = greedy ? 1 : options.topkGroup ?? nGroup;
   const norm = options.normTopkProb ?? false, scale = options.routedScalingFactor ?? 1;
+  checkScale(scale);
   return {
     name: "deepseek-v2",
     k,
@@ -393,6 +426,15 @@ export function deepseekBiasUpdate(
   if (counts.length !== bias.length) throw new ShapeError("expert counts", [bias.length], [counts.length]);
   if (!(gamma >= 0) || !Number.isFinite(gamma)) {
     throw new OptionError("gamma", gamma, "must be a finite number ≥ 0");
+  }
+  for (let e = 0; e < counts.length; e++) {
+    if (!(counts[e] >= 0) || !Number.isFinite(counts[e])) {
+      throw new OptionError(
+        `counts[${e}]`,
+        counts[e],
+        "expert counts must be finite numbers ≥ 0 (the bias is unchanged)",
+      );
+    }
   }
   let mean = 0;
   for (let e = 0; e < counts.length; e++) mean += counts[e];

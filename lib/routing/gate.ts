@@ -7,7 +7,7 @@
 
 import { type Mat, matrix } from "../core/matrix.ts";
 import type { Rng } from "../core/random.ts";
-import { OptionError, ShapeError } from "../core/errors.ts";
+import { NonFiniteError, OptionError, ShapeError } from "../core/errors.ts";
 import { type Backend, type BackendChoice, bindGemm, type GateGemm } from "./backend.ts";
 import type { RouteOptions } from "./result.ts";
 
@@ -116,6 +116,10 @@ export function linearGate(options: LinearGateOptions): LogitSource {
   if (typeof choice !== "string") throw new OptionError("backend", choice, `use "auto" or a backend name`);
   const gemm = bindGemm(weight, choice);
   const bias = options.bias === undefined ? undefined : Float64Array.from(options.bias);
+  // a non-finite bias would surface as non-finite logits, blamed on X·Wᵀ: name it here
+  for (let e = 0; bias && e < bias.length; e++) {
+    if (!Number.isFinite(bias[e])) throw new NonFiniteError("gate bias", 0, e, bias[e]);
+  }
   return {
     experts: weight.rows,
     inputDim: weight.cols,

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { MoekitError, OptionError, ShapeError } from "../core/errors.ts";
+import { MoekitError, NonFiniteError, OptionError, ShapeError } from "../core/errors.ts";
 import { logSumExp, sigmoid, softmaxInto } from "../core/numeric.ts";
 import { isKept, type RoutingResult } from "./result.ts";
 
@@ -265,6 +265,14 @@ export function seqAuxLoss(r: RoutingResult, options: { readonly sequenceLength?
  * ```
  */
 export function cvSquaredLoss(importance: ArrayLike<number>, load: ArrayLike<number>): number {
+  if (importance.length !== load.length) {
+    throw new ShapeError("load", [importance.length], [load.length], "one value per expert, like importance");
+  }
+  for (const [name, v] of [["importance", importance], ["load", load]] as const) {
+    for (let e = 0; e < v.length; e++) {
+      if (!Number.isFinite(v[e])) throw new NonFiniteError(name, 0, e, v[e]);
+    }
+  }
   return cvSquared(importance) + cvSquared(load);
 }
 

@@ -5,6 +5,7 @@
 
 import { type Mat, matrix } from "../core/matrix.ts";
 import { isKept, type RoutingResult } from "./result.ts";
+import { checkRoutingIndices } from "./checks.ts";
 
 /**
  * Load-balance figures of one routing result.
@@ -55,6 +56,7 @@ export interface LoadMetrics {
  * ```
  */
 export function loadMetrics(r: RoutingResult): LoadMetrics {
+  checkRoutingIndices(r);
   const E = r.experts, k = r.k;
   const counts = new Float64Array(E), co = matrix.zeros(E, E);
   let kept = 0, assigned = 0;

@@ -299,6 +299,15 @@ export function recurrentRouter(options: RecurrentRouterOptions): RecurrentRoute
         "give projections and heads, or layers and dim for a seeded init",
       );
     }
+    for (const [name, v] of [["experts", E], ["hiddenSize", r]] as const) {
+      if (!Number.isInteger(v) || v < 1) {
+        throw new OptionError(
+          name,
+          v,
+          `must be an integer ≥ 1 for a seeded init (default ${name === "experts" ? 8 : 256})`,
+        );
+      }
+    }
     projections = Array.from({ length: L! }, (_, l) => uniformWeight(rng.derive(`proj.${l}`), r, d!));
     heads = Array.from({ length: L! }, (_, l) => uniformWeight(rng.derive(`head.${l}`), E, r));
   }

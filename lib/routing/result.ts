@@ -5,6 +5,7 @@
  */
 
 import { type Mat, matrix } from "../core/matrix.ts";
+import { checkRoutingIndices } from "./checks.ts";
 
 /**
  * How a router turns logits into gate scores (used by losses that recompute them).
@@ -156,6 +157,7 @@ export function isKept(r: RoutingResult, i: number): boolean {
  * ```
  */
 export function combineMatrix(r: RoutingResult): Mat {
+  checkRoutingIndices(r);
   const c = matrix.zeros(r.tokens, r.experts);
   for (let i = 0; i < r.indices.length; i++) {
     if (isKept(r, i)) c.data[Math.floor(i / r.k) * r.experts + r.indices[i]] += r.weights[i];

@@ -14,6 +14,16 @@ import { composeRouter } from "./compose.ts";
 import type { Router } from "./result.ts";
 import { checkK } from "./checks.ts";
 
+/** The stopping rule's options, checked: `tol` finite > 0 (default 1e-4), `maxIterations` integer ≥ 1 (10000). */
+function sinkhornStop(options: { readonly tol?: number; readonly maxIterations?: number }) {
+  const tol = options.tol ?? 1e-4, maxIt = options.maxIterations ?? 10000;
+  if (!(tol > 0) || !Number.isFinite(tol)) throw new OptionError("tol", tol, "must be a finite number > 0");
+  if (!Number.isInteger(maxIt) || maxIt < 1) {
+    throw new OptionError("maxIterations", maxIt, "must be an integer ≥ 1 (default 10000)");
+  }
+  return { tol, maxIt };
+}
+
 /**
  * Sinkhorn-Knopp scaling of `exp(logits)` exactly as Megatron: `d0 = (1/T)/(c·d1 + 1e-8)`,
  * `d1 = (1/E)/(cᵀd0 + 1e-8)` until `mean|d1_prev − d1| ≤ tol`. Returns the scaled matrix `d1·c·d0` and
@@ -32,7 +42,7 @@ export function sinkhorn(
   logits: Mat,
   options: { readonly tol?: number; readonly maxIterations?: number } = {},
 ): { scaled: Float64Array; iterations: number; converged: boolean } {
-  const T = logits.rows, E = logits.cols, tol = options.tol ?? 1e-4, maxIt = options.maxIterations ?? 10000;
+  const T = logits.rows, E = logits.cols, { tol, maxIt } = sinkhornStop(options);
   const c = new Float64Array(T * E);
   for (let i = 0; i < c.length; i++) {
     c[i] = Math.exp(logits.data[i]);
@@ -81,6 +91,7 @@ export function sinkhornSelect(
   options: { readonly k: number; readonly tol?: number; readonly maxIterations?: number },
 ): Selector {
   const k = options.k;
+  sinkhornStop(options);
   return {
     name: "sinkhorn",
     k,
@@ -132,12 +143,10 @@ export function sinkhornRouter(options: {
   readonly tol?: number;
   readonly maxIterations?: number;
 }): Router {
-  const tol = options.tol ?? 1e-4;
-  if (!(tol > 0)) throw new OptionError("tol", tol, "must be > 0");
   return composeRouter({
     name: "sinkhorn",
     gate: linearGate({ weight: options.weight, backend: options.backend }),
-    selector: sinkhornSelect({ k: options.k ?? 1, tol, maxIterations: options.maxIterations }),
+    selector: sinkhornSelect({ k: options.k ?? 1, tol: options.tol, maxIterations: options.maxIterations }),
     training: options.training,
   });
 }

@@ -10,7 +10,7 @@ import { linearGate } from "./gate.ts";
 import type { BackendChoice } from "./backend.ts";
 import { softmaxTopK } from "./select.ts";
 import { composeRouter } from "./compose.ts";
-import type { CapacityOptions, DropPolicy } from "./capacity.ts";
+import { type CapacityOptions, DROP_POLICIES, type DropPolicy } from "./capacity.ts";
 import type { Router } from "./result.ts";
 
 /**
@@ -142,6 +142,15 @@ export interface SwitchRouterOptions {
  * ```
  */
 export function switchRouter(options: SwitchRouterOptions): Router {
+  if (options.policy !== undefined && options.policy !== "position" && options.policy !== "bpr") {
+    throw new OptionError(
+      "policy",
+      options.policy,
+      `Switch keeps tokens by "position" (HF, flaxformer) or "bpr"${
+        DROP_POLICIES.includes(options.policy) ? `; capacityRouter takes "${options.policy}"` : ""
+      }`,
+    );
+  }
   return composeRouter({
     name: options.policy === "bpr" ? "switch-bpr" : "switch",
     gate: linearGate({ weight: options.weight, backend: options.backend }),
