@@ -6,6 +6,7 @@ import {
   composeRouter,
   DROP_POLICIES,
   expertCapacity,
+  gshardRouter,
   linearGate,
   loadMetrics,
   matrix,
@@ -255,4 +256,33 @@ Deno.test("combineMatrix gathers kept weights densely", () => {
     probsAsTokens([[.7, .3], [.8, .2]]),
   );
   assertClose(combineMatrix(r).data, [.7, 0, 0, 0]);
+});
+
+Deno.test("route(x, { into }) reuses the previous result's arrays and gives the same result as a fresh route", () => {
+  const w = matrix.randn(16, 32, { seed: 3 });
+  const routers = [
+    topKRouter({ weight: w, k: 4 }),
+    topKRouter({ weight: w, k: 2, backend: "js" }),
+    switchRouter({ weight: w, capacityFactor: 0.5 }),
+    gshardRouter({ weight: w, capacity: 10, secondExpertPolicy: "random" }),
+  ];
+  for (const router of routers) {
+    const xa = matrix.randn(96, 32, { seed: 4 }), xb = matrix.randn(96, 32, { seed: 5 });
+    const a = router.route(xa, { training: true, seed: 1 });
+    const fresh = router.route(xb, { training: true, seed: 2 });
+    const held = { indices: a.indices, weights: a.weights, scores: a.scores };
+    const b = router.route(xb, { training: true, seed: 2, into: a });
+    assert.equal(b.indices, held.indices, router.name); // the same arrays, overwritten
+    assert.equal(b.scores, held.scores, router.name);
+    assert.deepEqual(b.indices, fresh.indices, router.name);
+    assert.deepEqual(b.weights, fresh.weights, router.name);
+    assert.deepEqual(b.scores, fresh.scores, router.name);
+    assert.deepEqual(b.keep, fresh.keep, router.name);
+    assert.deepEqual(b.slot, fresh.slot, router.name);
+  }
+  const r = topKRouter({ weight: w, k: 2 });
+  const prev = r.route(matrix.randn(8, 32, { seed: 6 }));
+  assert.throws(() => r.route(matrix.randn(9, 32, { seed: 6 }), { into: prev }), ShapeError);
+  const r3 = topKRouter({ weight: w, k: 3 });
+  assert.throws(() => r3.route(matrix.randn(8, 32, { seed: 6 }), { into: prev }), /k = 3/);
 });

@@ -107,12 +107,7 @@ export function composeRouter(options: ComposeOptions): Router {
       else if (opts.jitter) {
         throw new OptionError("jitter", "given", "jitter applies in training only, with jitter > 0");
       }
-      const out: SelectionBuffers = {
-        indices: new Int32Array(T * k),
-        weights: new Float32Array(T * k),
-        scores: new Float32Array(T * k),
-        ...(selector.marksUnkept ? { keep: new Uint8Array(T * k).fill(1) } : {}),
-      };
+      const out = selectionBuffers(opts.into, T, E, k, selector.marksUnkept ?? false);
       const selectRng = rng.derive("select");
       const side: Record<string, Mat> = {};
       const gateCtx = (rowOffset: number): LogitContext => ({
@@ -216,6 +211,47 @@ export function composeRouter(options: ComposeOptions): Router {
       );
       return { ...result, weights: d.weights, keep: d.keep, slot: d.slot, capacity: d.capacity };
     },
+  };
+}
+
+/**
+ * The selection's output arrays for `T·k` choices: fresh, or `into`'s (checked, cleared: the same start as
+ * fresh ones) — see {@link RouteOptions.into}.
+ */
+function selectionBuffers(
+  into: RoutingResult | undefined,
+  T: number,
+  E: number,
+  k: number,
+  marksUnkept: boolean,
+): SelectionBuffers {
+  const n = T * k;
+  if (!into) {
+    return {
+      indices: new Int32Array(n),
+      weights: new Float32Array(n),
+      scores: new Float32Array(n),
+      ...(marksUnkept ? { keep: new Uint8Array(n).fill(1) } : {}),
+    };
+  }
+  const { indices, weights, scores } = into;
+  if (
+    into.tokens !== T || into.k !== k || into.experts !== E || indices.length !== n || weights.length !== n ||
+    scores.length !== n
+  ) {
+    throw new ShapeError(
+      "into (the result to reuse)",
+      [T, k],
+      [into.tokens, into.k],
+      `reuse a result of this router (E = ${E}, k = ${k}) routed from ${T} tokens`,
+    );
+  }
+  const keep = marksUnkept ? (into.keep?.length === n ? into.keep : new Uint8Array(n)).fill(1) : undefined;
+  return {
+    indices: indices.fill(0),
+    weights: weights.fill(0),
+    scores: scores.fill(0),
+    ...(keep ? { keep } : {}),
   };
 }
 

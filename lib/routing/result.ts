@@ -104,6 +104,14 @@ export interface RouteOptions {
   readonly state?: Mat;
   /** Group-limited routers (DeepSeek): put the kept groups `[T·topkGroup]` in `extras.groupIndices`. */
   readonly returnGroups?: boolean;
+  /**
+   * A previous result of this router for the same number of tokens, whose `indices`, `weights` and `scores`
+   * arrays (and `keep`, where the selector marks choices) this call overwrites and returns in its new
+   * result instead of allocating fresh ones: a serving loop's way to route batch after batch without fresh
+   * memory (on some machines every fresh page costs microseconds). Read nothing from the old result
+   * afterwards. Its token count, k and E must match (else a `ShapeError`).
+   */
+  readonly into?: RoutingResult;
 }
 
 /**
