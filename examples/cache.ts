@@ -7,7 +7,7 @@
  *   deno run examples/cache.ts [--tokens 2048] [--layers 4] [--experts 8] [--seed 0] [--json]
  */
 
-import { intFlag, parseFlags } from "./flags.ts";
+import { checkWorkSize, intFlag, parseFlags } from "./flags.ts";
 import {
   type AccessTrace,
   accessTrace,
@@ -51,6 +51,8 @@ const T = num("tokens", 1),
   d = num("dim", 4),
   seed = num("seed", 0);
 const k = Math.min(2, E);
+// every layer's experts (three d×d matrices each) and the token stream
+checkWorkSize(USAGE, `--layers ${L} × --experts ${E} × --dim ${d}`, L * E * 3 * d * d + 3 * T * d);
 
 const stream = topicStream({ tokens: T, dim: d, topics: 8, segmentLength: 48, seed });
 const experts = Array.from(

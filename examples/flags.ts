@@ -52,3 +52,21 @@ export function intFlag(
   }
   return v;
 }
+
+/** The most float32 entries an example holds at once: 2²⁸ (1 GiB). */
+export const MAX_EXAMPLE_FLOATS = 2 ** 28;
+
+/**
+ * Stops with a usage error, before any work, when the sizes asked for would hold more than
+ * {@link MAX_EXAMPLE_FLOATS} float32 entries (`floats`, as the example computes it from `flags`): an
+ * example is a demonstration, not a job that should run out of memory halfway.
+ */
+export function checkWorkSize(usage: string, flags: string, floats: number): void {
+  if (floats <= MAX_EXAMPLE_FLOATS) return;
+  usageError(
+    usage,
+    `${flags} would hold ${floats.toExponential(2)} float32 entries (${
+      (floats * 4 / 2 ** 30).toFixed(1)
+    } GiB); this example stops at 2^28 (1 GiB): lower them`,
+  );
+}

@@ -11,7 +11,7 @@
  *   deno run --allow-write=placement-plots examples/placement.ts --plots placement-plots
  */
 
-import { intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
 import {
   type DispatchTraffic,
   dispatchTraffic,
@@ -96,6 +96,8 @@ function parse(): { c: Config; json: boolean; plots?: string; overwrite: boolean
     seed: int("seed", 0, 0),
   };
   if (!(c.decay >= 0 && c.decay < 1)) fail(`--decay must be a number in [0, 1), got "${v.decay}"`);
+  // the token stream and each layer's [T,E] logits and scores
+  checkWorkSize(USAGE, `--tokens ${c.tokens} × --layers ${c.layers}`, c.tokens * (c.dim + 2 * E * c.layers));
   if (c.steps > c.tokens / 2) {
     fail(`--steps ${c.steps} exceeds the ${Math.floor(c.tokens / 2)} tokens of the first half`);
   }

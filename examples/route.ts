@@ -6,7 +6,7 @@
  *   deno run examples/route.ts --router topk,switch --experts 32 --top-k 4 --json
  */
 
-import { intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
 // Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
 // the plots, and the Vega packages behind them, load only when plots are written.
 import {
@@ -140,6 +140,12 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
     fail(`--capacity-factor must be a number ≥ 0, got "${v["capacity-factor"]}"`);
   }
   if (config.k > config.experts) fail(`--top-k ${config.k} exceeds --experts ${config.experts}`);
+  // the stream X [T,d], each layer's hidden states and its [T,E] logits and scores
+  checkWorkSize(
+    usage(),
+    `--tokens ${config.tokens} × (--dim ${config.dim}, --experts ${config.experts})`,
+    config.tokens * (3 * config.dim + 2 * config.experts),
+  );
   const list = String(v.router ?? "all");
   const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
   for (const r of routers) if (!FACTORIES[r]) fail(`unknown router "${r}"`);

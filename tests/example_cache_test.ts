@@ -28,6 +28,10 @@ Deno.test("examples/cache.ts: --help, and bad flags exit 2 with the usage, no st
       [["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
       [["--experts", "1"], /--experts must be an integer ≥ 2, got "1"/],
       [["--bogus"], /unknown option --bogus; the options are --/],
+      [
+        ["--experts", "100000"],
+        /--layers 4 × --experts 100000 × --dim 64 would hold 4\.92e\+9 float32 entries/,
+      ],
     ] as const
   ) {
     const r = await run(...args);

@@ -104,6 +104,7 @@ Deno.test("examples/placement.ts --help exits 0; bad flags exit 2 with a clear m
       [["--nodes", "0"], /--nodes must be an integer ≥ 1/],
       [["--steps", "9", "--tokens", "16"], /--steps 9 exceeds the 8 tokens/],
       [["--plots", ""], /--plots needs a directory/],
+      [["--tokens", "100000000"], /would hold 2\.11e\+11 float32 entries \(786\.8 GiB\)/],
     ] as const
   ) {
     const { code, stderr } = await run([...args]);

@@ -68,6 +68,10 @@ Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () =
       [["--router", "nope"], /unknown router "nope"/],
       [["--top-k", "9", "--experts", "4"], /--top-k 9 exceeds --experts 4/],
       [["--capacity-factor=-1"], /--capacity-factor must be a number ≥ 0/],
+      [
+        ["--tokens", "100000000"],
+        /would hold 2\.24e\+10 float32 entries \(83\.4 GiB\); this example stops at 2\^28/,
+      ],
     ] as const
   ) {
     const { code, stderr } = await run(...args);

@@ -23,8 +23,8 @@ import {
   compressionReport,
   deltaCompress,
   mergeExperts,
+  PRUNE_METHODS,
   pruneExperts,
-  type PruneOptions,
   quantizeRTN,
   rtnLayer,
   svdLayer,
@@ -361,15 +361,6 @@ const METHOD_OPTIONS: Record<CompressMethod, readonly string[]> = {
   delta: ["ratio", "rank"],
   rtn: ["bits", "group-size"],
 };
-
-/** The rankings `pruneExperts` accepts (checked here, before any layer is read). */
-const PRUNE_METHODS: readonly NonNullable<PruneOptions["method"]>[] = [
-  "enumerate",
-  "greedy",
-  "count",
-  "weightSum",
-  "reap",
-];
 
 /** Throws when an option of another method is given, when --ratio and --rank are both given, or an unknown --prune-method. */
 function checkMethodOptions(method: CompressMethod, values: Record<string, unknown>): void {

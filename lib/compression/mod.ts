@@ -43,6 +43,7 @@ export {
 export {
   calibrateSkip,
   naeeLoss,
+  PRUNE_METHODS,
   pruneExperts,
   type PruneOptions,
   skipExperts,

@@ -84,6 +84,18 @@ function maskWithout(layer: MoeLayer, dropped: readonly number[]): Uint8Array {
  * assert.equal(o.keep, 6);
  * ```
  */
+/**
+ * The expert rankings {@link pruneExperts} accepts as `method` (see {@link PruneOptions.method}).
+ *
+ * @example
+ * ```ts
+ * import { PRUNE_METHODS } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(PRUNE_METHODS, ["enumerate", "greedy", "count", "weightSum", "reap"]);
+ * ```
+ */
+export const PRUNE_METHODS = ["enumerate", "greedy", "count", "weightSum", "reap"] as const;
+
 export interface PruneOptions {
   /** Experts kept r (of the layer's routable experts; the others are removed). */
   readonly keep: number;
@@ -91,7 +103,7 @@ export interface PruneOptions {
    * `"enumerate"` (NAEE; greedy beyond `maxSubsets`), `"greedy"`, or a baseline ranking: `"count"`,
    * `"weightSum"`, `"reap"`. Default `"enumerate"`.
    */
-  readonly method?: "enumerate" | "greedy" | "count" | "weightSum" | "reap";
+  readonly method?: (typeof PRUNE_METHODS)[number];
   /** Loss partition: number of contiguous token batches. Default 1. */
   readonly numBatches?: number;
   /** Largest exhaustive search. Default 10 000 subsets. */
@@ -129,8 +141,8 @@ export function pruneExperts(
   if (!Number.isInteger(r) || r < k || r > n) {
     throw new OptionError("keep", r, `must be an integer in k..E = ${k}..${n} (routable experts)`);
   }
-  if (!["enumerate", "greedy", "count", "weightSum", "reap"].includes(method)) {
-    throw new OptionError("method", method, "use enumerate, greedy, count, weightSum or reap");
+  if (!(PRUNE_METHODS as readonly string[]).includes(method)) {
+    throw new OptionError("method", method, `use ${PRUNE_METHODS.join(", ")}`);
   }
   if (x.rows === 0) throw new MoekitError("pruneExperts: the calibration set is empty (0 tokens)");
   if (!Number.isInteger(nb) || nb < 1) throw new OptionError("numBatches", nb, "must be an integer ≥ 1");
