@@ -74,17 +74,6 @@ function maskWithout(layer: MoeLayer, dropped: readonly number[]): Uint8Array {
 }
 
 /**
- * Options of {@link pruneExperts}.
- *
- * @example
- * ```ts
- * import { type PruneOptions } from "@moekit/moekit/compression";
- * import assert from "node:assert/strict";
- * const o: PruneOptions = { keep: 6, method: "enumerate", numBatches: 4 };
- * assert.equal(o.keep, 6);
- * ```
- */
-/**
  * The expert rankings {@link pruneExperts} accepts as `method` (see {@link PruneOptions.method}).
  *
  * @example
@@ -96,6 +85,17 @@ function maskWithout(layer: MoeLayer, dropped: readonly number[]): Uint8Array {
  */
 export const PRUNE_METHODS = ["enumerate", "greedy", "count", "weightSum", "reap"] as const;
 
+/**
+ * Options of {@link pruneExperts}.
+ *
+ * @example
+ * ```ts
+ * import { type PruneOptions } from "@moekit/moekit/compression";
+ * import assert from "node:assert/strict";
+ * const o: PruneOptions = { keep: 6, method: "enumerate", numBatches: 4 };
+ * assert.equal(o.keep, 6);
+ * ```
+ */
 export interface PruneOptions {
   /** Experts kept r (of the layer's routable experts; the others are removed). */
   readonly keep: number;
