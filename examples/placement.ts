@@ -12,6 +12,7 @@
  */
 
 import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
 import {
   type DispatchTraffic,
   dispatchTraffic,
@@ -48,6 +49,9 @@ const USAGE = `usage: deno run examples/placement.ts [options]
 
 Model shape (fixed): E = 256 experts, 8 groups, k = 8, 4 groups per token (DeepSeek-V3); 7168 bytes
 per token dispatched (d = 7168, FP8).`;
+
+/** The plots `--plots` writes, each as `<name>.json`, `.svg` and (when allowed) `.png`. */
+const PLOT_NAMES = ["placement-gpu-load", "placement-traffic", "placement-balancedness"];
 
 const E = 256, GROUPS = 8, K = 8, TOPK_GROUP = 4, BYTES_PER_TOKEN = 7168;
 
@@ -331,14 +335,24 @@ function printTable(c: Config, rows: Row[], seconds: number, routeSeconds: numbe
   }
 }
 
-/** Renders every plot in memory, then writes them without replacing existing files (unless allowed). */
-async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[], loads: Float64Array[]) {
+/** PNG plots need --allow-ffi and --allow-read; without them only JSON and SVG are written. */
+const pngAllowed = () =>
+  Deno.permissions.querySync({ name: "ffi" }).state === "granted" &&
+  Deno.permissions.querySync({ name: "read" }).state === "granted";
+
+/** Stops before any work when the plots could not be written: no permission, or files that exist. */
+function checkPlots(dir: string, overwrite: boolean): void {
   if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
     console.error(`error: --plots ${dir}: writing there is not allowed; run with --allow-write=${dir}`);
     Deno.exit(2);
   }
-  const png = Deno.permissions.querySync({ name: "ffi" }).state === "granted" &&
-    Deno.permissions.querySync({ name: "read" }).state === "granted";
+  const exts = pngAllowed() ? ["json", "svg", "png"] : ["json", "svg"];
+  checkPlotTargets(USAGE, dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
+}
+
+/** Renders every plot in memory, then writes them without replacing existing files (unless allowed). */
+async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[], loads: Float64Array[]) {
+  const png = pngAllowed();
   const P = c.nodes * c.gpusPerNode;
   const pick = (policy: string) =>
     rows.find((r) => r.policy === policy && r.redundant === c.redundant[Math.min(1, c.redundant.length - 1)]);
@@ -356,38 +370,19 @@ async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[
     redundant: [0, 1, 2, 3, 4].map((i) => c.redundant[0] + i * P),
   });
   const plots: [string, Plot][] = [
-    ["placement-gpu-load", gpuLoadPlot(loadRuns, { title: "expected GPU load per layer / layer mean" })],
-    ["placement-traffic", trafficHeatmap(traffic, { title: "layer 0 dispatch bytes, held-out tokens" })],
-    ["placement-balancedness", redundancyPlot(sweep)],
+    [PLOT_NAMES[0], gpuLoadPlot(loadRuns, { title: "expected GPU load per layer / layer mean" })],
+    [PLOT_NAMES[1], trafficHeatmap(traffic, { title: "layer 0 dispatch bytes, held-out tokens" })],
+    [PLOT_NAMES[2], redundancyPlot(sweep)],
   ];
-  const files: [string, string | Uint8Array][] = [];
+  const files: PlotFile[] = [];
   for (const [name, plot] of plots) {
-    files.push([`${dir}/${name}.json`, JSON.stringify(plot.spec, null, 2)]);
-    files.push([`${dir}/${name}.svg`, await plot.toSVG()]);
-    if (png) files.push([`${dir}/${name}.png`, await plot.toPNG()]);
+    files.push([`${name}.json`, JSON.stringify(plot.spec, null, 2)]);
+    files.push([`${name}.svg`, await plot.toSVG()]);
+    if (png) files.push([`${name}.png`, await plot.toPNG()]);
   }
-  await Deno.mkdir(dir, { recursive: true });
-  const written: string[] = [];
-  try {
-    for (const [path, data] of files) {
-      const opts = { createNew: !overwrite };
-      if (typeof data === "string") await Deno.writeTextFile(path, data, opts);
-      else await Deno.writeFile(path, data, opts);
-      written.push(path);
-    }
-  } catch (e) {
-    // all or nothing: remove what this run wrote
-    for (const p of written) await Deno.remove(p).catch(() => {});
-    if (e instanceof Deno.errors.AlreadyExists) {
-      console.error(
-        `error: --plots ${dir}: ${files[written.length][0]} exists; remove it or pass --overwrite`,
-      );
-      Deno.exit(2);
-    }
-    throw e;
-  }
+  const written = await writePlotFiles(USAGE, dir, files, overwrite);
   console.log(
-    `\nplots written to ${dir}/: ${written.map((p) => p.slice(dir.length + 1)).join(", ")}${
+    `\nplots written to ${dir}/: ${written.join(", ")}${
       png ? "" : " (add --allow-ffi --allow-read for PNG)"
     }`,
   );
@@ -395,6 +390,7 @@ async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[
 
 async function main(): Promise<void> {
   const { c, json, plots, overwrite } = parse();
+  if (plots !== undefined) checkPlots(plots, overwrite);
   let result;
   try {
     result = run(c);

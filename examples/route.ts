@@ -7,6 +7,7 @@
  */
 
 import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
 // Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
 // the plots, and the Vega packages behind them, load only when plots are written.
 import {
@@ -54,6 +55,8 @@ const USAGE = `usage: deno run examples/route.ts [options]
                         deno run --allow-write=moekit-plots examples/route.ts        (SVG + JSON)
                         deno run --allow-write=moekit-plots {PNG_FLAGS} examples/route.ts
                                                                        (also PNG; or -A)
+                        Existing files are never replaced unless --overwrite is given
+  --overwrite           allow the plots to replace existing files
   --help                this text`;
 
 interface Config {
@@ -100,6 +103,9 @@ const FACTORIES: Record<string, RouterFactory> = {
   base: (w) => ({ router: baseRouter({ weight: w, groupSize: 256 }), options: { training: true } }),
 };
 
+/** The plots written when writing is allowed, each as `<name>.json`, `.svg` and (when allowed) `.png`. */
+const PLOT_NAMES = ["load", "layer-load", "coactivation"];
+
 /** The flags PNG output needs besides --allow-write (the plots module says the same at run time). */
 const PNG_FLAGS = "--allow-ffi --allow-read --allow-env --allow-sys";
 
@@ -113,7 +119,14 @@ function fail(message: string): never {
 const int = (values: Record<string, unknown>, name: string, def: number, min: number) =>
   intFlag(usage(), values, name, def, min);
 
-function parse(): { config: Config; routers: string[]; json: boolean; plots: string; kGiven: boolean } {
+function parse(): {
+  config: Config;
+  routers: string[];
+  json: boolean;
+  plots: string;
+  overwrite: boolean;
+  kGiven: boolean;
+} {
   const v = parseFlags(usage(), {
     tokens: { type: "string" },
     experts: { type: "string" },
@@ -125,6 +138,7 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
     plots: { type: "string" },
     seed: { type: "string" },
     json: { type: "boolean" },
+    overwrite: { type: "boolean" },
     help: { type: "boolean" },
   }) as Record<string, unknown>;
   const config: Config = {
@@ -154,6 +168,7 @@ function parse(): { config: Config; routers: string[]; json: boolean; plots: str
     routers,
     json: Boolean(v.json),
     plots: String(v.plots ?? "moekit-plots"),
+    overwrite: Boolean(v.overwrite),
     kGiven: v["top-k"] !== undefined,
   };
 }
@@ -184,7 +199,8 @@ function sumMetrics(results: RoutingResult[]): LoadMetrics {
 }
 
 async function main(): Promise<void> {
-  const { config: c, routers, json, plots, kGiven } = parse();
+  const { config: c, routers, json, plots, overwrite, kGiven } = parse();
+  const plotWriter = json ? undefined : await plotsAllowed(plots, overwrite);
   const stream = topicStream({ tokens: c.tokens, dim: c.dim, topics: 8, seed: c.seed });
   const gates = Array.from(
     { length: c.layers },
@@ -272,7 +288,8 @@ async function main(): Promise<void> {
     return;
   }
   printTables(c, rows, seconds);
-  await savePlots(plots, rows, inputs, stack.map((l) => l.router), c);
+  if (plotWriter) await savePlots(plotWriter, rows, inputs, stack.map((l) => l.router), c);
+  else printPlotHint(plots);
 }
 
 const SPARK = "▁▂▃▄▅▆▇█";
@@ -356,54 +373,69 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
 
 await main();
 
-/** Writes the load plots when the user allowed writing there; otherwise says which flag to add. */
+interface PlotWriter {
+  dir: string;
+  overwrite: boolean;
+  /** why no PNG is written ("" when it is) */
+  pngProblem: string;
+  plotsModule: typeof import("../lib/plots/mod.ts");
+}
+
+/**
+ * Before any work: when writing to `dir` is allowed, loads the plots module and stops (exit 2) if a plot
+ * file exists there and `--overwrite` is not given; returns nothing when writing there is not allowed.
+ */
+async function plotsAllowed(dir: string, overwrite: boolean): Promise<PlotWriter | undefined> {
+  if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") return undefined;
+  const plotsModule = await import("../lib/plots/mod.ts");
+  const missing = plotsModule.pngPermissionsMissing();
+  const pngProblem = missing.length ? `${missing.join(" ")} missing (PNG needs ${PNG_FLAGS}, or -A)` : "";
+  const exts = pngProblem ? ["json", "svg"] : ["json", "svg", "png"];
+  checkPlotTargets(usage(), dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
+  return { dir, overwrite, pngProblem, plotsModule };
+}
+
+/** Says which flags save the plots (when writing to `dir` is not allowed). */
+function printPlotHint(dir: string): void {
+  console.log(
+    `\nplots: run with --allow-write=${dir} to save them as SVG + JSON; for PNG too:\n` +
+      `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts` +
+      (dir === "moekit-plots" ? "" : ` --plots ${dir}`) +
+      "\n(with Deno from npm, as in the README: `npx -y deno@2.9.6 run …` in place of `deno run …`)",
+  );
+}
+
+/** Renders the load plots in memory, then writes them all or nothing (existing files kept). */
 async function savePlots(
-  dir: string,
+  w: PlotWriter,
   rows: Row[],
   inputs: Mat[],
   stackRouters: Router[],
   c: Config,
 ): Promise<void> {
-  if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
-    console.log(
-      `\nplots: run with --allow-write=${dir} to save them as SVG + JSON; for PNG too:\n` +
-        `  deno run --allow-write=${dir} ${PNG_FLAGS} examples/route.ts` +
-        (dir === "moekit-plots" ? "" : ` --plots ${dir}`) +
-        "\n(with Deno from npm, as in the README: `npx -y deno@2.9.6 run …` in place of `deno run …`)",
-    );
-    return;
-  }
-  const { coactivationPlot, layerLoadHeatmap, loadPlot, pngPermissionsMissing } = await import(
-    "../lib/plots/mod.ts"
-  );
-  const missing = pngPermissionsMissing();
-  const png = missing.length === 0;
-  await Deno.mkdir(dir, { recursive: true });
+  const { coactivationPlot, layerLoadHeatmap, loadPlot } = w.plotsModule;
   const measured = Object.fromEntries(rows.filter((r) => !r.note).map((r) => [r.router, r.metrics]));
   const layers = inputs.map((x, l) => stackRouters[l].route(x));
-  const plots: [string, { save(path: string): Promise<void> }][] = [
-    [
-      "load",
-      loadPlot(measured, { title: `expert load per router (${c.tokens} tokens × ${c.layers} layers)` }),
-    ],
-    ["layer-load", layerLoadHeatmap(layers, { title: "top-k backbone: load per layer and expert" })],
-    ["coactivation", coactivationPlot(layers[0], { title: "layer 0 expert co-activation" })],
+  const plots = [
+    loadPlot(measured, { title: `expert load per router (${c.tokens} tokens × ${c.layers} layers)` }),
+    layerLoadHeatmap(layers, { title: "top-k backbone: load per layer and expert" }),
+    coactivationPlot(layers[0], { title: "layer 0 expert co-activation" }),
   ];
-  const written: string[] = [];
-  let pngProblem = png ? "" : `${missing.join(" ")} missing (PNG needs ${PNG_FLAGS}, or -A)`;
-  for (const [name, plot] of plots) {
-    for (const ext of ["json", "svg", "png"]) {
-      if (ext === "png" && pngProblem) continue;
-      try {
-        await plot.save(`${dir}/${name}.${ext}`);
-        written.push(`${name}.${ext}`);
-      } catch (e) {
-        if (ext !== "png" || !(e instanceof MoekitError)) throw e;
-        pngProblem = e.message; // e.g. no font installed: say so once, keep the SVGs
-      }
+  const files: PlotFile[] = [];
+  let pngProblem = w.pngProblem;
+  for (const [i, plot] of plots.entries()) {
+    files.push([`${PLOT_NAMES[i]}.json`, JSON.stringify(plot.spec, null, 2)]);
+    files.push([`${PLOT_NAMES[i]}.svg`, await plot.toSVG()]);
+    if (pngProblem) continue;
+    try {
+      files.push([`${PLOT_NAMES[i]}.png`, await plot.toPNG()]);
+    } catch (e) {
+      if (!(e instanceof MoekitError)) throw e;
+      pngProblem = e.message; // e.g. no font installed: say so once, keep the SVGs
     }
   }
+  const written = await writePlotFiles(usage(), w.dir, files, w.overwrite);
   console.log(
-    `\nplots written to ${dir}/: ${written.join(", ")}${pngProblem ? `\n  no PNG: ${pngProblem}` : ""}`,
+    `\nplots written to ${w.dir}/: ${written.join(", ")}${pngProblem ? `\n  no PNG: ${pngProblem}` : ""}`,
   );
 }

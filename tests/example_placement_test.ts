@@ -79,6 +79,12 @@ Deno.test("examples/placement.ts --plots writes JSON + SVG, never replaces files
     const again = await run([...SMALL, "--plots", out], [`--allow-write=${dir}`]);
     assert.equal(again.code, 2);
     assert.match(again.stderr, /exists; remove it or pass --overwrite/);
+    // with read access the files are seen before any work (no table printed)
+    const early = await run([...SMALL, "--plots", out], [`--allow-write=${dir}`, `--allow-read=${dir}`]);
+    assert.equal(early.code, 2);
+    assert.match(early.stderr, /placement-gpu-load\.json exists; remove it or pass --overwrite/);
+    assert.equal(early.stdout, "");
+    assert.deepEqual((await Deno.stat(`${out}/placement-traffic.svg`)).mtime, before);
     assert.deepEqual((await Deno.stat(`${out}/placement-traffic.svg`)).mtime, before);
     const forced = await run([...SMALL, "--plots", out, "--overwrite"], [`--allow-write=${dir}`]);
     assert.equal(forced.code, 0, forced.stderr);

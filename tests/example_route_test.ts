@@ -145,3 +145,49 @@ Deno.test("examples/route.ts loads no plotting or build packages up front (vega,
   assert.ok(npm.some((s) => s.startsWith("npm:ml-matrix")), npm.join(" "));
   assert.deepEqual(npm.filter((s) => /^npm:(vega|vega-lite|@resvg\/|wabt)@/.test(s)), []);
 });
+
+Deno.test("examples/route.ts: plots never replace existing files unless --overwrite, checked before any work", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moekit-route-plots-" });
+  try {
+    const args = ["--tokens", "128", "--router", "topk,switch", "--plots", `${dir}/p`];
+    const first = await runWith([`--allow-write=${dir}`], args);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${dir}/p`)].map((f) => f.name).sort(),
+      ["coactivation.json", "coactivation.svg", "layer-load.json", "layer-load.svg", "load.json", "load.svg"],
+    );
+    await Deno.writeTextFile(`${dir}/p/load.svg`, "mine");
+    const layerLoad = await Deno.readTextFile(`${dir}/p/layer-load.json`);
+    const rw = [`--allow-write=${dir}`, `--allow-read=${dir}`];
+    const again = await runWith(rw, args);
+    assert.equal(again.code, 2);
+    assert.match(
+      again.stderr,
+      new RegExp(`--plots ${dir}/p: ${dir}/p/load\\.json exists; remove it or pass --overwrite`),
+    );
+    assert.doesNotMatch(again.stdout, /^topk\s+\d/m, "refused before routing");
+    assert.equal(await Deno.readTextFile(`${dir}/p/load.svg`), "mine");
+    // only one file in the way (the others removed): still refused, nothing else written
+    for (const f of Deno.readDirSync(`${dir}/p`)) {
+      if (f.name !== "load.svg") Deno.removeSync(`${dir}/p/${f.name}`);
+    }
+    const one = await runWith(rw, args);
+    assert.equal(one.code, 2);
+    assert.match(one.stderr, /p\/load\.svg exists/);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/p`)].map((f) => f.name), ["load.svg"]);
+    // without read access the files cannot be seen up front: refused when writing, after the work, and
+    // the files written before the one in the way are removed again
+    const late = await runWith([`--allow-write=${dir}`], args);
+    assert.equal(late.code, 2);
+    assert.match(late.stdout, /^topk\s+\d/m);
+    assert.match(late.stderr, /p\/load\.svg exists; remove it or pass --overwrite/);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/p`)].map((f) => f.name), ["load.svg"]);
+    assert.equal(await Deno.readTextFile(`${dir}/p/load.svg`), "mine");
+    const forced = await runWith([`--allow-write=${dir}`], [...args, "--overwrite"]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(await Deno.readTextFile(`${dir}/p/load.svg`), /^<svg/);
+    assert.equal(await Deno.readTextFile(`${dir}/p/layer-load.json`), layerLoad, "same seed, same plot");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
