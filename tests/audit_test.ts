@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   accessTrace,
+  applyCapacity,
   combineMatrix,
   cvSquaredLoss,
   deepseekBiasUpdate,
@@ -385,4 +386,25 @@ Deno.test("switchRouter: a drop policy other than position / bpr is refused (it 
     `"bpr"`,
   );
   assert.equal(switchRouter({ weight: w, policy: "bpr" }).name, "switch-bpr");
+});
+
+Deno.test("capacity: a last group shorter than groupSize gets the capacity of its own size", () => {
+  // E = 2, k = 1, cf = 1, "ceil": groups of 4 tokens → C = ceil(4/2) = 2; the last group of 2 → C = 1
+  const claims = {
+    tokens: 6,
+    experts: 2,
+    k: 1,
+    indices: new Int32Array([0, 0, 0, 0, 0, 0]),
+    weights: new Float32Array([.9, .8, .7, .6, .5, .4]),
+    scores: new Float32Array([.9, .8, .7, .6, .5, .4]),
+  };
+  const d = applyCapacity(claims, { groupSize: 4 });
+  assert.deepEqual(Array.from(d.keep), [1, 1, 0, 0, 1, 0]);
+  assert.deepEqual(Array.from(d.slot), [0, 1, -1, -1, 0, -1]);
+  assert.equal(d.capacity, 2);
+  // T a multiple of groupSize: every group the same capacity
+  const even = applyCapacity({ ...claims, tokens: 4, indices: claims.indices.subarray(0, 4) }, {
+    groupSize: 2,
+  });
+  assert.deepEqual(Array.from(even.keep), [1, 0, 1, 0]);
 });

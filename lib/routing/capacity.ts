@@ -64,7 +64,10 @@ export interface CapacityOptions {
   readonly minCapacity?: number;
   /** Drop policy. Default `"position"`. */
   readonly policy?: DropPolicy;
-  /** Tokens per group; capacity applies per group (HF Switch: one batch row). Default: all tokens. */
+  /**
+   * Tokens per group; capacity applies per group (HF Switch: one batch row). Default: all tokens. When T
+   * is not a multiple of it, the last group holds the rest and its capacity is computed from its own size.
+   */
   readonly groupSize?: number;
   /** `"keep"`: survivors keep their pre-drop weights (default); `"renormalize"`: survivors re-sum to 1. */
   readonly combine?: "keep" | "renormalize";
@@ -163,7 +166,10 @@ export interface CapacityDecision {
   readonly slot: Int32Array;
   /** `[T·k]` combine weights after the drop (dropped = 0). */
   readonly weights: Float32Array;
-  /** The capacity that was applied (per group). */
+  /**
+   * The capacity that was applied per group of `groupSize` tokens (a last, shorter group when T is not a
+   * multiple of `groupSize` gets the capacity of its own size).
+   */
   readonly capacity: number;
 }
 
@@ -193,10 +199,12 @@ export function applyCapacity(claims: Claims, options: CapacityOptions = {}): Ca
   }
   const S = options.groupSize ?? T;
   if (!Number.isInteger(S) || S < 1) throw new OptionError("groupSize", S, "must be an integer ≥ 1");
-  const C = expertCapacity(Math.min(S, Math.max(T, 1)), E, k, options);
+  const capacity = expertCapacity(Math.min(S, Math.max(T, 1)), E, k, options);
   const keep = new Uint8Array(T * k), slot = new Int32Array(T * k).fill(-1);
   for (let g0 = 0; g0 < T; g0 += S) {
     const g1 = Math.min(T, g0 + S);
+    // a last group shorter than S (T not a multiple of S) gets the capacity of its own size
+    const C = g1 - g0 < S ? expertCapacity(g1 - g0, E, k, options) : capacity;
     if (policy === "position" || policy === "bpr") {
       choiceMajor(claims, g0, g1, C, policy === "bpr", keep, slot);
     } else {
@@ -214,7 +222,7 @@ export function applyCapacity(claims: Claims, options: CapacityOptions = {}): Ca
       weights[i] = keep[i] && indices[i] >= 0 ? claims.weights[i] / denom : 0;
     }
   }
-  return { keep, slot, weights, capacity: C };
+  return { keep, slot, weights, capacity };
 }
 
 function choiceMajor(
