@@ -121,7 +121,7 @@ function npy(descr: string, shape: string, data: Uint8Array, fortran = "False"):
   return out;
 }
 
-Deno.test("loadTensor: .npy float32 / float16 in C order; Fortran, object and other dtypes refused", async () => {
+Deno.test("loadTensor: .npy float32 / float16 / float64 in C order; Fortran, object and other dtypes refused", async () => {
   await withTempDir(async (dir) => {
     const f32 = new Float32Array([1, 2, 3, 4, 5, 6, -1.5, 0.25, 8, 9, 10, 11]);
     await Deno.writeFile(`${dir}/a.npy`, npy("<f4", "(2, 2, 3)", new Uint8Array(f32.buffer)));
@@ -138,11 +138,31 @@ Deno.test("loadTensor: .npy float32 / float16 in C order; Fortran, object and ot
     );
     await Deno.writeFile(`${dir}/O.npy`, npy("|O", "(2,)", new Uint8Array(16)));
     await assert.rejects(() => loadTensor(`${dir}/O.npy`), /object array/);
-    await Deno.writeFile(`${dir}/d.npy`, npy("<f8", "(2,)", new Uint8Array(16)));
+    // float64 (numpy's default dtype): rounded to float32 (0.1 → fround(0.1), 1 + 2⁻³⁰ → 1, 1e-50 → 0)
+    const f64 = new Float64Array([0.1, 1 + 2 ** -30, -3, 1e-50]);
+    await Deno.writeFile(`${dir}/d.npy`, npy("<f8", "(2, 2)", new Uint8Array(f64.buffer)));
+    const d = await loadTensor(`${dir}/d.npy`);
+    assert.deepEqual([d.rows, d.cols, Array.from(d.data)], [2, 2, [Math.fround(0.1), 1, -3, 0]]);
+    // a finite value float32 cannot hold is refused, naming the element (never a silent ±Infinity)
+    f64[2] = -1e300;
+    await Deno.writeFile(`${dir}/big.npy`, npy("<f8", "(4,)", new Uint8Array(f64.buffer)));
     await assert.rejects(
-      () => loadTensor(`${dir}/d.npy`),
-      /dtype '<f8' is not float32.*astype\(np\.float32\)/,
+      () => loadTensor(`${dir}/big.npy`),
+      (e: Error) =>
+        e instanceof TensorFileError && /big\.npy: element 2 \(-1e\+300\) is beyond float32/.test(e.message),
     );
+    await writeSafetensors(`${dir}/big.safetensors`, [{ name: "x", dtype: "F64", shape: [4], data: f64 }]);
+    await assert.rejects(
+      () => loadTensor(`${dir}/big.safetensors`),
+      /element 2 \(-1e\+300\) is beyond float32/,
+    );
+    await Deno.writeFile(`${dir}/i.npy`, npy("<i8", "(2,)", new Uint8Array(16)));
+    await assert.rejects(
+      () => loadTensor(`${dir}/i.npy`),
+      /dtype '<i8' is not float32 .*float64 \('<f8'\); save x\.astype\(np\.float32\)/,
+    );
+    await Deno.writeFile(`${dir}/short8.npy`, npy("<f8", "(3,)", new Uint8Array(16)));
+    await assert.rejects(() => loadTensor(`${dir}/short8.npy`), /needs 24/);
     await Deno.writeFile(`${dir}/short.npy`, npy("<f4", "(3,)", new Uint8Array(8)));
     await assert.rejects(() => loadTensor(`${dir}/short.npy`), /needs 12/);
     // safetensors: one tensor, or by name; integer tensors refused

@@ -1,5 +1,5 @@
 /**
- * Bringing activations in: `loadTensor` reads a `.npy` array (float32/float16, C order) or a tensor of a
+ * Bringing activations in: `loadTensor` reads a `.npy` array (float32/float16/float64, C order) or a tensor of a
  * safetensors file as a float32 matrix, so hidden states captured from a real run can be routed.
  * @module
  */
@@ -40,8 +40,9 @@ function asRows(path: string, data: Float32Array, shape: readonly number[]): Mat
 /**
  * Reads an activation tensor as a float32 matrix `[rows, last dim]` (leading dimensions flattened, so
  * `[batch, seq, d]` becomes `[batch·seq, d]`):
- * - `.npy`: float32 (`<f4`) or float16 (`<f2`), C order; Fortran order, object arrays and other dtypes are
- *   refused with a {@link TensorFileError} that says how to convert;
+ * - `.npy`: float32 (`<f4`), float16 (`<f2`) or float64 (`<f8`, numpy's default, rounded to float32), C
+ *   order; Fortran order, object arrays and other dtypes are refused with a {@link TensorFileError} that
+ *   says how to convert;
  * - safetensors: the tensor `name` (optional when the file holds one tensor), F32/F16/BF16/F64.
  *
  * @example
@@ -82,7 +83,9 @@ export async function loadTensor(path: string, name?: string): Promise<Mat> {
       );
     }
     const t = await file.read(pick);
-    const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+    const data = t.data instanceof Float32Array
+      ? t.data
+      : Float32Array.from(t.data, (v, i) => toFloat32(path, v, i));
     return asRows(path, data, info.shape);
   } finally {
     file.close();
@@ -109,6 +112,16 @@ async function readHead(path: string): Promise<Uint8Array> {
     f.close();
   }
 }
+
+/** A float64 element as float32; a finite value beyond float32's range is a {@link TensorFileError}. */
+function toFloat32(path: string, v: number, i: number): number {
+  const f = Math.fround(v);
+  if (f === v || Number.isFinite(f) || !Number.isFinite(v)) return f;
+  throw new TensorFileError(path, `element ${i} (${v}) is beyond float32's range (±3.4e38)`);
+}
+
+/** Bytes per element of the `.npy` dtypes read (little-endian floats; float64 is rounded to float32). */
+const NPY_SIZES: Record<string, number> = { "<f8": 8, "<f4": 4, "<f2": 2, "|f2": 2 };
 
 /** Parses a `.npy` file (format versions 1–3). */
 export function readNpy(path: string, bytes: Uint8Array): Mat {
@@ -140,17 +153,18 @@ export function readNpy(path: string, bytes: Uint8Array): Mat {
       `.npy is in Fortran (column-major) order; save np.ascontiguousarray(x) instead`,
     );
   }
-  if (!["<f4", "<f2", "|f2"].includes(descr)) {
+  const size = NPY_SIZES[descr];
+  if (size === undefined) {
     throw new TensorFileError(
       path,
-      `.npy dtype '${descr}' is not float32 ('<f4') or float16 ('<f2'); save x.astype(np.float32)`,
+      `.npy dtype '${descr}' is not float32 ('<f4'), float16 ('<f2') or float64 ('<f8'); save x.astype(np.float32)`,
     );
   }
   const shape = shapeText.split(",").map((s) => s.trim()).filter((s) => s.length).map(Number);
   if (shape.some((v) => !Number.isSafeInteger(v) || v < 0)) {
     throw new TensorFileError(path, `.npy shape (${shapeText}) is not a tuple of integers`);
   }
-  const n = shape.reduce((a, b) => a * b, 1), size = descr === "<f4" ? 4 : 2;
+  const n = shape.reduce((a, b) => a * b, 1);
   if (bytes.length - dataStart !== n * size) {
     throw new TensorFileError(
       path,
@@ -159,7 +173,9 @@ export function readNpy(path: string, bytes: Uint8Array): Mat {
   }
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    data[i] = size === 4
+    data[i] = size === 8
+      ? toFloat32(path, view.getFloat64(dataStart + 8 * i, true), i)
+      : size === 4
       ? view.getFloat32(dataStart + 4 * i, true)
       : f16ToNumber(view.getUint16(dataStart + 2 * i, true));
   }
