@@ -28,9 +28,10 @@ function absChunk(values: ArrayLike<number>, sub: ArrayLike<number> | undefined,
 function radixKth(v: Float64Array, count: number, k: number, top = -1): number {
   const f = new Float64Array(1), u = new Uint32Array(f.buffer);
   // a copy: the caller's candidates keep their order (their block numbers run beside them)
-  const w = Float64Array.from(v.subarray(0, count)), vu = new Uint32Array(w.buffer);
+  const w = takeScratch(count), vu = new Uint32Array(w.buffer);
+  w.set(v.subarray(0, count));
   let prefixHi = top >= 0 ? (top << 16) >>> 0 : 0, prefixLo = 0, rank = k, live = count;
-  const h = new Uint32Array(65536);
+  const h = kthHist;
   for (let pass = top >= 0 ? 1 : 0; pass < 4; pass++) {
     h.fill(0);
     const shift = pass % 2 === 0 ? 16 : 0, word = pass < 2 ? HI : 1 - HI;
@@ -54,7 +55,112 @@ function radixKth(v: Float64Array, count: number, k: number, top = -1): number {
   }
   u[HI] = prefixHi;
   u[1 - HI] = prefixLo;
+  giveScratch(w);
   return f[0];
+}
+const kthHist = new Uint32Array(65536);
+
+/**
+ * Float64 scratch arrays handed from one selection to the next (fresh memory is slow to fault in): the
+ * smallest free one that fits, or a new one; at most `POOL_BYTES` are kept.
+ */
+const scratchPool: Float64Array[] = [];
+const POOL_BYTES = 64 << 20;
+
+function takeScratch(min: number): Float64Array {
+  let best = -1;
+  for (let i = 0; i < scratchPool.length; i++) {
+    const l = scratchPool[i].length;
+    if (l >= min && (best < 0 || l < scratchPool[best].length)) best = i;
+  }
+  if (best < 0) return new Float64Array(Math.max(1024, min));
+  return scratchPool.splice(best, 1)[0];
+}
+
+function giveScratch(a: Float64Array): void {
+  if (a.length === 0) return;
+  scratchPool.push(a);
+  scratchPool.sort((x, y) => y.length - x.length);
+  let bytes = 0;
+  for (let i = 0; i < scratchPool.length; i++) {
+    bytes += scratchPool[i].byteLength;
+    if (bytes > POOL_BYTES) {
+      scratchPool.length = i;
+      break;
+    }
+  }
+}
+
+/**
+ * Magnitudes kept in the order they were met, with the number of the block each came from (as runs:
+ * blocks are met in increasing order), in a pooled scratch array (`release` returns it).
+ */
+class Gathered {
+  v: Float64Array;
+  c = 0;
+  /** Per run of one block: its block number, then its first position. */
+  readonly #runs: number[] = [];
+
+  constructor(size: number) {
+    this.v = size > 0 ? takeScratch(size) : new Float64Array(0);
+  }
+
+  /** Room for `more` entries after the first `c`. */
+  #room(more: number): void {
+    if (this.c + more <= this.v.length) return;
+    const v = takeScratch(2 * (this.c + more));
+    v.set(this.v.subarray(0, this.c));
+    giveScratch(this.v);
+    this.v = v;
+  }
+
+  /** The entries from position `c` on come from block `block`. */
+  #mark(block: number): void {
+    const r = this.#runs;
+    if (r.length === 0 || r[r.length - 2] !== block) r.push(block, this.c);
+  }
+
+  /** Appends the magnitudes `a` of block `block`. */
+  add(a: Float64Array, block: number): void {
+    this.#room(a.length);
+    this.#mark(block);
+    this.v.set(a, this.c);
+    this.c += a.length;
+  }
+
+  /** Appends one magnitude of block `block`. */
+  push(x: number, block: number): void {
+    this.#room(1);
+    this.#mark(block);
+    this.v[this.c++] = x;
+  }
+
+  /** Appends the entries of `src` whose top 32 bits shifted right by 8 are `key` (with their blocks). */
+  addKey(src: Gathered, key: number): void {
+    const sv = src.v, u = new Uint32Array(sv.buffer, sv.byteOffset, 2 * src.c);
+    src.eachRun((block, from, to) => {
+      for (let i = from; i < to; i++) {
+        if (u[2 * i + HI] >>> 8 !== key) continue;
+        this.#mark(block);
+        if (this.c === this.v.length) this.#room(1);
+        this.v[this.c++] = sv[i];
+      }
+    });
+  }
+
+  /** Calls `f(block, from, to)` for each run of entries [from, to) of one block, in order. */
+  eachRun(f: (block: number, from: number, to: number) => void): void {
+    const r = this.#runs;
+    for (let i = 0; i < r.length; i += 2) f(r[i], r[i + 1], i + 3 < r.length ? r[i + 3] : this.c);
+  }
+
+  /** Returns the scratch array to the pool (the entries are gone). */
+  release(): void {
+    giveScratch(this.v);
+    this.v = new Float64Array(0);
+    this.c = 0;
+    this.#runs.length = 0;
+  }
 }
 
 /**
@@ -72,7 +178,7 @@ export class MagnitudeSelection {
   #bucket: Int32Array;
   #rank: Float64Array;
   #above: Float64Array;
-  #cand: { v: Float64Array; b: Uint32Array; c: number }[];
+  #cand: Gathered[];
   #block = 0;
   /** Entries of the whole tensor (for the fine window's guess), or 0 when not known. */
   readonly #total: number;
@@ -86,7 +192,7 @@ export class MagnitudeSelection {
    * boundary guessed from the first block — with their block numbers, gathered while counting; when the
    * boundary falls inside, they are the candidates and the gather pass is not needed.
    */
-  #win?: { lo: number; count: number; v: Float64Array; b: Uint32Array; c: number };
+  #win?: { lo: number; count: number; g: Gathered };
   /** Whether the counting pass found the candidates (no gather pass). */
   #single = false;
   /** Per rank: the key of its boundary bucket and the shift that gives an entry's key (48: 16 bits). */
@@ -105,7 +211,7 @@ export class MagnitudeSelection {
     this.#bucket = new Int32Array(ks.length).fill(-1);
     this.#rank = new Float64Array(ks.length);
     this.#above = new Float64Array(ks.length);
-    this.#cand = ks.map(() => ({ v: new Float64Array(0), b: new Uint32Array(0), c: 0 }));
+    this.#cand = ks.map(() => new Gathered(0));
   }
 
   /**
@@ -158,11 +264,11 @@ export class MagnitudeSelection {
         return;
       }
       if (this.#fine) this.#fine.ok = false;
-      this.#win = undefined;
+      this.#dropWindow();
     }
     this.#blocksCounted++;
     if (this.#fine) this.#fine.ok = false;
-    this.#win = undefined;
+    this.#dropWindow();
     if (countKernel?.count(values, sub, hist, guess ? gLo : 0x10000, guess ? gHi : 0x10000, keep)) {
       this.#guessed = guess ? { lo: gLo, hi: gHi, count: g } : undefined;
       return;
@@ -211,7 +317,7 @@ export class MagnitudeSelection {
     for (let i = lo - fine.lo; i <= hi - fine.lo; i++) expect += fine.hist[i];
     if (expect > 0.05 * n) return; // too wide to be worth gathering
     const size = Math.max(1024, Math.ceil(1.5 * expect * this.#total / n));
-    this.#win = { lo, count: hi - lo + 1, v: new Float64Array(size), b: new Uint32Array(size), c: 0 };
+    this.#win = { lo, count: hi - lo + 1, g: new Gathered(size) };
     // the first block's entries of the window (counted into a scratch histogram, dropped)
     const keep = (a: Float64Array) => this.#keepWindow(a, 0);
     countKernel!.accumulate!(values, sub, scratchHist, undefined, { lo, count: hi - lo + 1, keep });
@@ -219,17 +325,12 @@ export class MagnitudeSelection {
   }
 
   #keepWindow(a: Float64Array, block: number): void {
-    const w = this.#win!;
-    if (w.c + a.length > w.v.length) {
-      const size = 2 * (w.c + a.length), v = new Float64Array(size), b = new Uint32Array(size);
-      v.set(w.v.subarray(0, w.c));
-      b.set(w.b.subarray(0, w.c));
-      w.v = v;
-      w.b = b;
-    }
-    w.v.set(a, w.c);
-    w.b.fill(block, w.c, w.c + a.length);
-    w.c += a.length;
+    this.#win!.g.add(a, block);
+  }
+
+  #dropWindow(): void {
+    this.#win?.g.release();
+    this.#win = undefined;
   }
 
   #partial = false;
@@ -282,36 +383,27 @@ export class MagnitudeSelection {
       this.#shift[j] = shift;
       this.#rank[j] = rank;
       this.#above[j] = above;
-      this.#cand[j] = { v: new Float64Array(size), b: new Uint32Array(size), c: 0 };
+      this.#cand[j].release();
+      this.#cand[j] = new Gathered(size);
     });
     const win = this.#win;
     if (
       K === 1 && win && this.#shift[0] === 40 && this.#key[0] >= win.lo && this.#key[0] < win.lo + win.count
     ) {
       // the counting pass gathered the boundary sub-bucket: its entries, in block order, are the candidates
-      const cand = this.#cand[0], key = this.#key[0], u = new Uint32Array(win.v.buffer, 0, 2 * win.c);
-      let c = 0;
-      for (let i = 0; i < win.c; i++) {
-        if (u[2 * i + HI] >>> 8 === key) {
-          cand.v[c] = win.v[i];
-          cand.b[c++] = win.b[i];
-        }
-      }
-      cand.c = c;
+      this.#cand[0].addKey(win.g, this.#key[0]);
       this.#block = this.#blocksCounted;
       this.#single = true;
-      this.#win = undefined;
+      this.#dropWindow();
       return false;
     }
-    this.#win = undefined;
+    this.#dropWindow();
     const gs = this.#guessed, buckets = this.#bucket;
     if (gs && Array.from(buckets).every((d) => d >= gs.lo && d <= gs.hi)) {
       const u = new Uint32Array(gathered.buffer);
       for (let j = 0; j < K; j++) {
-        const d = buckets[j], cand = this.#cand[j], v = cand.v;
-        let c = 0;
-        for (let i = 0; i < gs.count; i++) if (u[2 * i + HI] >>> 16 === d) v[c++] = gathered[i];
-        cand.c = c;
+        const d = buckets[j], cand = this.#cand[j];
+        for (let i = 0; i < gs.count; i++) if (u[2 * i + HI] >>> 16 === d) cand.push(gathered[i], 0);
       }
       return false;
     }
@@ -328,20 +420,13 @@ export class MagnitudeSelection {
     const kept = (a: Float64Array) => {
       if (K === 1) {
         // one rank: every magnitude handed over is in its bucket
-        const c = this.#cand[0];
-        c.v.set(a, c.c);
-        c.b.fill(block, c.c, c.c + a.length);
-        c.c += a.length;
+        this.#cand[0].add(a, block);
         return;
       }
       const u = new Uint32Array(a.buffer, a.byteOffset, 2 * a.length);
       for (let i = 0; i < a.length; i++) {
         for (let j = 0; j < K; j++) {
-          if (inBucket(u[2 * i + HI], j)) {
-            const c = this.#cand[j];
-            c.b[c.c] = block;
-            c.v[c.c++] = a[i];
-          }
+          if (inBucket(u[2 * i + HI], j)) this.#cand[j].push(a[i], block);
         }
       }
     };
@@ -352,11 +437,7 @@ export class MagnitudeSelection {
       for (let i = 0; i < len; i++) {
         const hi = chunkU32[2 * i + HI];
         for (let j = 0; j < K; j++) {
-          if (inBucket(hi, j)) {
-            const c = this.#cand[j];
-            c.b[c.c] = block;
-            c.v[c.c++] = chunkF64[i];
-          }
+          if (inBucket(hi, j)) this.#cand[j].push(chunkF64[i], block);
         }
       }
     }
@@ -367,7 +448,13 @@ export class MagnitudeSelection {
    * ran) how many entries equal to θ each block holds (`equal[b]`, blocks in `gather` order).
    */
   result(j: number): { theta: number; above: number; equal: Uint32Array } {
-    const { v, b, c: count } = this.#cand[j], rank = this.#rank[j];
+    return this.#results[j] ??= this.#decide(j);
+  }
+  #results: { theta: number; above: number; equal: Uint32Array }[] = [];
+
+  /** Rank j's result from its candidates (then returned to the pool). */
+  #decide(j: number): { theta: number; above: number; equal: Uint32Array } {
+    const cand = this.#cand[j], { v, c: count } = cand, rank = this.#rank[j];
     let above = this.#above[j], theta: number;
     if (count <= 4096) {
       const s = Float64Array.from(v.subarray(0, count)).sort(); // ascending
@@ -378,7 +465,12 @@ export class MagnitudeSelection {
       for (let i = 0; i < count; i++) if (v[i] > theta) above++;
     }
     const equal = new Uint32Array(this.#block);
-    if (this.#block > 0) { for (let i = 0; i < count; i++) if (v[i] === theta) equal[b[i]]++; }
+    if (this.#block > 0) {
+      cand.eachRun((block, from, to) => {
+        for (let i = from; i < to; i++) if (v[i] === theta) equal[block]++;
+      });
+    }
+    cand.release();
     return { theta, above, equal };
   }
 }

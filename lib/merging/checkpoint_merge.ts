@@ -450,10 +450,12 @@ export async function planOutputFiles(
  * unless `overwrite: true` — and everything is written into a temporary folder beside `outDir` that is
  * renamed into place when complete; an old folder is replaced as a whole (see `writeCheckpoint`).
  *
- * Reads, compute and writes overlap: the merges run on a Worker while this thread reads the next
- * tensor's inputs and writes the previous result, as long as the tensors in flight together hold no
- * more elements than the largest tensor (so the peak memory is that of merging the largest tensor
- * alone). `overlap: false` runs one tensor at a time on this thread; the output bytes are the same.
+ * Reads, compute and writes overlap: the merges run on a Worker (and on this thread when the Worker
+ * has two jobs queued) while this thread reads the next inputs and writes the previous result; a large
+ * tensor goes in blocks of rows, and the work in flight together holds no more elements than the largest
+ * tensor merged whole or a few blocks (so the peak memory is at most that of merging the largest tensor
+ * alone). Every buffer is allocated once per run and reused. `overlap: false` runs everything on this
+ * thread; the output bytes are the same.
  *
  * With `part: { index, count }` the run writes only part `index` (0 ≤ index < count) of the output — a
  * share of the shard files balanced by bytes — into `<outDir>.parts/`; once every part has run (in other

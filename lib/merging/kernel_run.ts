@@ -112,7 +112,8 @@ const ENC_CHUNK = 16 * KCHUNK;
 const HSLOTS = 4; // histograms counted by `mag_count` across calls (two u32[65536] halves each)
 /** Most bins of a fine histogram (24-bit keys, 256 per 16-bit key). */
 export const FINE_BINS = HALF_BINS - 65536;
-const HSLOT_BYTES = 2 * HALF_BINS * 4;
+/** A histogram slot: 8 bytes of padding, the u32 min and max of the keys counted, the two halves. */
+const HSLOT_BYTES = 16 + 2 * HALF_BINS * 4;
 const HISTS = Math.ceil((GAT + SLOT * 8) / 16) * 16;
 const POOL = Math.ceil((HISTS + HSLOTS * HSLOT_BYTES) / 65536) * 65536; // the decode pool: a page boundary
 
@@ -356,9 +357,10 @@ export class MergeKernel {
         this.flushHistogram(this.#slots[s]!.hist);
       }
       this.#slots[s] = { hist, fine };
+      this.#clearRange(s);
     }
     this.#slotUse[s] = ++this.#tick;
-    const at = HISTS + s * HSLOT_BYTES,
+    const at = HISTS + s * HSLOT_BYTES + 16,
       n = values.length,
       nf = fine ? Math.min(fine.hist.length, FINE_BINS) : 0;
     for (let start = 0; start < n; start += KCHUNK) {
@@ -369,12 +371,27 @@ export class MergeKernel {
     }
   }
 
-  /** Adds the pending counts of `hist` (if a slot holds any) into it, and frees the slot. */
+  /** Marks slot s's key range empty (min 2³² − 1, max 0). */
+  #clearRange(s: number): void {
+    const r = (HISTS + s * HSLOT_BYTES + 8) >> 2;
+    this.#i32[r] = -1;
+    this.#i32[r + 1] = 0;
+  }
+
+  /**
+   * Adds the pending counts of `hist` (if a slot holds any) into it, and frees the slot: only the 16-bit
+   * buckets in the range of keys the kernel counted (and the fine window) are read and cleared.
+   */
   flushHistogram(hist: Uint32Array): void {
     const s = this.#slots.findIndex((x) => x?.hist === hist);
     if (s < 0) return;
-    const h = (HISTS + s * HSLOT_BYTES) >> 2, c = this.#i32, fine = this.#slots[s]!.fine;
-    for (let i = 0; i < 65536; i++) hist[i] += c[h + i] + c[h + HALF_BINS + i];
+    const r = (HISTS + s * HSLOT_BYTES + 8) >> 2, h = r + 2, c = this.#i32, fine = this.#slots[s]!.fine;
+    const lo = (c[r] >>> 0) >>> 8, hi = (c[r + 1] >>> 0) >>> 8;
+    for (let i = lo; i <= hi; i++) hist[i] += c[h + i] + c[h + HALF_BINS + i];
+    if (lo <= hi) {
+      c.fill(0, h + lo, h + hi + 1);
+      c.fill(0, h + HALF_BINS + lo, h + HALF_BINS + hi + 1);
+    }
     if (fine) {
       // the window's entries were counted only there: into the fine bins and their 16-bit buckets
       const f = h + 65536, nf = Math.min(fine.hist.length, FINE_BINS);
@@ -383,8 +400,10 @@ export class MergeKernel {
         fine.hist[i] += v;
         hist[(fine.lo + i) >>> 8] += v;
       }
+      c.fill(0, f, f + nf);
+      c.fill(0, f + HALF_BINS, f + HALF_BINS + nf);
     }
-    c.fill(0, h, h + HSLOT_BYTES / 4);
+    this.#clearRange(s);
     this.#slots[s] = undefined;
   }
 

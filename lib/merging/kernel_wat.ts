@@ -233,10 +233,86 @@ function countLane(k: 0 | 1): string {
         (i32.store offset=${4 * HALF_BINS * k} (local.get $h) (i32.add (i32.load offset=${
     4 * HALF_BINS * k
   } (local.get $h)) (i32.const 1)))
+        (local.set $kmn (select (local.get $e) (local.get $kmn) (i32.lt_u (local.get $e) (local.get $kmn))))
+        (local.set $kmx (select (local.get $e) (local.get $kmx) (i32.gt_u (local.get $e) (local.get $kmx))))
         (if (i32.lt_u (i32.sub (local.get $e) (local.get $g0)) (local.get $ng))
           (then
             (f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3))) (f64x2.extract_lane ${k} (local.get $a)))
             (local.set $g (i32.add (local.get $g) (i32.const 1)))))`;
+}
+
+/**
+ * `mag_count`'s count of 4 entries j … j + 3 at once: their 24-bit keys and bins computed in i32x4 lanes
+ * (from the magnitudes $a0: entries j, j + 1 and $a1: j + 2, j + 3), then one increment per entry, into
+ * half j & 1 as the pair loop does; the window's magnitudes appended in index order.
+ */
+const countQuad = `(local.set $kq (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27
+          (i64x2.shr_u (local.get $a0) (i32.const 40)) (i64x2.shr_u (local.get $a1) (i32.const 40))))
+        (local.set $vmn (i32x4.min_u (local.get $vmn) (local.get $kq)))
+        (local.set $vmx (i32x4.max_u (local.get $vmx) (local.get $kq)))
+        (local.set $fq (i32x4.sub (local.get $kq) (local.get $vlo)))
+        (local.set $hq (i32x4.add (local.get $vhist) (i32x4.shl (v128.bitselect
+          (i32x4.add (local.get $fq) (i32x4.splat (i32.const 65536)))
+          (i32x4.shr_u (local.get $kq) (i32.const 8))
+          (i32x4.lt_u (local.get $fq) (local.get $vnf))) (i32.const 2))))
+        ${
+  ([0, 1, 2, 3] as const).map((l) =>
+    `(local.set $h (i32x4.extract_lane ${l} (local.get $hq)))
+        (i32.store offset=${4 * HALF_BINS * (l & 1)} (local.get $h) (i32.add (i32.load offset=${
+      4 * HALF_BINS * (l & 1)
+    } (local.get $h)) (i32.const 1)))`
+  ).join("\n        ")
+}
+        (local.set $in (i32x4.lt_u (i32x4.sub (local.get $kq) (local.get $vg0)) (local.get $vng)))
+        ;; without branches (they would mispredict): each magnitude is stored at the next place, which
+        ;; advances only when it is in the window (a lane of $in is -1 or 0)
+        ${
+  ([0, 1, 2, 3] as const).map((l) =>
+    `(f64.store (i32.add (local.get $gat) (i32.shl (local.get $g) (i32.const 3)))
+          (f64x2.extract_lane ${l & 1} (local.get $a${l >> 1})))
+        (local.set $g (i32.sub (local.get $g) (i32x4.extract_lane ${l} (local.get $in))))`
+  ).join("\n        ")
+}`;
+
+/**
+ * `dare_norms`' loop over 4 entries at a time for one norm (1 l1, 2 l2, 3 linf): the 4 stream words and
+ * magnitudes in vector lanes, then the sums in index order, one entry after the other, without branches
+ * (a random keep would mispredict): a dropped entry adds +0 to the kept sum (exact: the sums are ≥ +0).
+ */
+function dareNormQuads(norm: 1 | 2 | 3): string {
+  const lanes = ([0, 1, 2, 3] as const).map((l) => {
+    const a = `(f64x2.extract_lane ${l & 1} (local.get $a${l >> 1}))`,
+      keep = `(i32x4.extract_lane ${l} (local.get $k))`;
+    return norm === 3
+      ? `(local.set $a ${a})
+          (local.set $kept (select (local.get $a) (local.get $kept)
+            (i32.and ${keep} (f64.gt (local.get $a) (local.get $kept)))))
+          (local.set $full (select (local.get $a) (local.get $full) (f64.gt (local.get $a) (local.get $full))))`
+      : `(local.set $a ${a})
+          (local.set $full (f64.add (local.get $full) (local.get $a)))
+          (local.set $kept (f64.add (local.get $kept) (select (local.get $a) (f64.const 0) ${keep})))`;
+  }).join("\n          ");
+  const sq = (v: string) =>
+    norm === 2 ? `(local.set ${v} (f64x2.mul (local.get ${v}) (local.get ${v})))` : "";
+  return `(block $q${norm}_done
+        (loop $q${norm}
+          (br_if $q${norm}_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $len)))
+          (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+          ${mix32("(local.get $st)", true)}
+          (local.set $k (v128.or (i32x4.lt_u (local.get $z) (i32x4.splat (local.get $thr)))
+            (i32x4.splat (i32.sub (i32.const 0) (local.get $all)))))
+          (local.set $v (v128.load (i32.add (local.get $x) (local.get $o4))))
+          (local.set $w (v128.load (i32.add (local.get $b) (local.get $o4))))
+          (local.set $a0 (f64x2.abs (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v))
+            (f64x2.promote_low_f32x4 (local.get $w)))))
+          (local.set $a1 (f64x2.abs (f64x2.sub (f64x2.promote_low_f32x4 ${hi("$v")})
+            (f64x2.promote_low_f32x4 ${hi("$w")}))))
+          ${sq("$a0")}
+          ${sq("$a1")}
+          ${lanes}
+          (local.set $st (i32x4.add (local.get $st) (i32x4.splat (i32.const ${(4 * GOLDEN) | 0}))))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br $q${norm})))`;
 }
 
 /** The WAT text of the merge kernel. */
@@ -556,10 +632,20 @@ export function mergeKernelWat(): string {
   (func (export "dare_norms") (param $acc i32) (param $x i32) (param $b i32) (param $s0 i32) (param $thr i32)
     (param $all i32) (param $len i32) (param $norm i32)
     (local $j i32) (local $o4 i32) (local $zs i32) (local $ss i32) (local $a f64) (local $full f64)
-    (local $kept f64)
+    (local $kept f64) (local $st v128) (local $z v128) (local $k v128) (local $v v128) (local $w v128)
+    (local $a0 v128) (local $a1 v128)
     (local.set $full (f64.load (local.get $acc)))
     (local.set $kept (f64.load offset=8 (local.get $acc)))
-    (local.set $ss (i32.add (local.get $s0) (i32.const ${GOLDEN})))
+    ;; lanes j … j + 3: states s0 + (j+1)·golden …
+    (local.set $st (i32x4.add (i32x4.splat (local.get $s0))
+      (v128.const i32x4 ${GOLDEN} ${(2 * GOLDEN) | 0} ${(3 * GOLDEN) | 0} ${(4 * GOLDEN) | 0})))
+    (if (i32.eq (local.get $norm) (i32.const 3))
+      (then ${dareNormQuads(3)})
+      (else (if (i32.eq (local.get $norm) (i32.const 2))
+        (then ${dareNormQuads(2)})
+        (else ${dareNormQuads(1)}))))
+    ;; the last entries one at a time
+    (local.set $ss (i32x4.extract_lane 0 (local.get $st)))
     (block $done
       (loop $l
         (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
@@ -588,7 +674,8 @@ export function mergeKernelWat(): string {
   (func (export "sd_cut") (param $sd i32) (param $x i32) (param $b i32) (param $t1 f64) (param $t0 f64)
     (param $ties i32) (param $len i32)
     (local $j i32) (local $o4 i32) (local $o8 i32) (local $d v128) (local $a v128) (local $v1 v128)
-    (local $v0 v128) (local $e i32) (local $n1 i32) (local $n0 i32)
+    (local $v0 v128) (local $e i32) (local $n1 i32) (local $n0 i32) (local $v v128) (local $w v128)
+    (local $d1 v128) (local $a1 v128)
     (local.set $n1 (i32.load (local.get $ties)))
     (local.set $n0 (i32.load offset=4 (local.get $ties)))
     (local.set $v1 (f64x2.splat (local.get $t1)))
@@ -599,6 +686,29 @@ export function mergeKernelWat(): string {
         (br_if $done (i32.ge_u (local.get $j) (local.get $len)))
         (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
         (local.set $o8 (i32.shl (local.get $j) (i32.const 3)))
+        ;; 4 entries without a tie at once (a quad with one goes on pairwise below)
+        (if (i32.lt_u (i32.add (local.get $j) (i32.const 3)) (local.get $len))
+          (then
+            (local.set $v (v128.load (i32.add (local.get $x) (local.get $o4))))
+            (local.set $w (v128.load (i32.add (local.get $b) (local.get $o4))))
+            (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v)) (f64x2.promote_low_f32x4 (local.get $w))))
+            (local.set $d1 (f64x2.sub (f64x2.promote_low_f32x4 ${hi("$v")}) (f64x2.promote_low_f32x4 ${
+    hi("$w")
+  })))
+            (local.set $a (f64x2.abs (local.get $d)))
+            (local.set $a1 (f64x2.abs (local.get $d1)))
+            (if (i32.eqz (v128.any_true (v128.or
+                (v128.or (f64x2.eq (local.get $a) (local.get $v1)) (f64x2.eq (local.get $a) (local.get $v0)))
+                (v128.or (f64x2.eq (local.get $a1) (local.get $v1)) (f64x2.eq (local.get $a1) (local.get $v0))))))
+              (then
+                (v128.store (i32.add (local.get $sd) (local.get $o8))
+                  (v128.and (local.get $d) (v128.andnot (f64x2.gt (local.get $a) (local.get $v1))
+                    (f64x2.gt (local.get $a) (local.get $v0)))))
+                (v128.store offset=16 (i32.add (local.get $sd) (local.get $o8))
+                  (v128.and (local.get $d1) (v128.andnot (f64x2.gt (local.get $a1) (local.get $v1))
+                    (f64x2.gt (local.get $a1) (local.get $v0)))))
+                (local.set $j (i32.add (local.get $j) (i32.const 4)))
+                (br $l)))))
         (if (i32.lt_u (i32.add (local.get $j) (i32.const 1)) (local.get $len))
           (then
             (local.set $d ${diff2})
@@ -681,13 +791,44 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
   ;; The histogram pass of a magnitude selection fed in blocks: for each entry, a = |x − b| (float64; $b = 0:
   ;; |x|), and one u32 count incremented: of its top 24 bits minus $lo at bin 65536 + that when below $nf
   ;; (a fine window), else of its top 16 bits. Two half histograms of ${HALF_BINS} bins (even entries at
-  ;; $hist, odd ones after them: no store-to-load chain between neighbours), summed by the caller. The
-  ;; magnitudes whose top 24 bits minus $g0 are below $ng are also appended at $gat, in index order;
-  ;; returns how many.
+  ;; $hist, odd ones after them: no store-to-load chain between neighbours), summed by the caller; the u32
+  ;; min and max of the keys counted are kept at $hist − 8 and $hist − 4 (the caller sums that range). The
+  ;; magnitudes whose top 24 bits minus $g0 are below $ng are also appended at $gat (room for $len), in
+  ;; index order; returns how many.
   (func (export "mag_count") (param $hist i32) (param $x i32) (param $b i32) (param $len i32) (param $lo i32)
     (param $nf i32) (param $g0 i32) (param $ng i32) (param $gat i32) (result i32)
     (local $j i32) (local $o4 i32) (local $a v128) (local $k v128) (local $h i32) (local $e i32) (local $f i32)
-    (local $g i32)
+    (local $g i32) (local $a0 v128) (local $a1 v128) (local $v v128) (local $w v128) (local $kq v128)
+    (local $fq v128) (local $hq v128) (local $in v128) (local $vlo v128) (local $vnf v128) (local $vg0 v128)
+    (local $vng v128) (local $vhist v128) (local $vmn v128) (local $vmx v128) (local $kmn i32) (local $kmx i32)
+    ;; the range of keys counted so far into this histogram (u32 min and max just before $hist)
+    (local.set $kmn (i32.load offset=0 (i32.sub (local.get $hist) (i32.const 8))))
+    (local.set $kmx (i32.load offset=4 (i32.sub (local.get $hist) (i32.const 8))))
+    (local.set $vmn (i32x4.splat (local.get $kmn)))
+    (local.set $vmx (i32x4.splat (local.get $kmx)))
+    (local.set $vlo (i32x4.splat (local.get $lo)))
+    (local.set $vnf (i32x4.splat (local.get $nf)))
+    (local.set $vg0 (i32x4.splat (local.get $g0)))
+    (local.set $vng (i32x4.splat (local.get $ng)))
+    (local.set $vhist (i32x4.splat (local.get $hist)))
+    ;; 4 entries at a time, then pairs
+    (block $quads_done
+      (loop $quads
+        (br_if $quads_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $len)))
+        (local.set $o4 (i32.shl (local.get $j) (i32.const 2)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $o4))))
+        (local.set $a0 (f64x2.promote_low_f32x4 (local.get $v)))
+        (local.set $a1 (f64x2.promote_low_f32x4 ${hi("$v")}))
+        (if (local.get $b)
+          (then
+            (local.set $w (v128.load (i32.add (local.get $b) (local.get $o4))))
+            (local.set $a0 (f64x2.sub (local.get $a0) (f64x2.promote_low_f32x4 (local.get $w))))
+            (local.set $a1 (f64x2.sub (local.get $a1) (f64x2.promote_low_f32x4 ${hi("$w")})))))
+        (local.set $a0 (f64x2.abs (local.get $a0)))
+        (local.set $a1 (f64x2.abs (local.get $a1)))
+        ${countQuad}
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $quads)))
     (block $pairs_done
       (loop $pairs
         (br_if $pairs_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $len)))
@@ -704,6 +845,16 @@ ${GTA_FLAGS.map(gtaMix).join("\n")}
         ${absDiff1}
         (local.set $k (i64x2.shr_u (local.get $a) (i32.const 40)))
         ${countLane(0)}))
+    ${
+    ([0, 1, 2, 3] as const).map((l) =>
+      `(local.set $e (i32x4.extract_lane ${l} (local.get $vmn)))
+    (local.set $kmn (select (local.get $e) (local.get $kmn) (i32.lt_u (local.get $e) (local.get $kmn))))
+    (local.set $e (i32x4.extract_lane ${l} (local.get $vmx)))
+    (local.set $kmx (select (local.get $e) (local.get $kmx) (i32.gt_u (local.get $e) (local.get $kmx))))`
+    ).join("\n    ")
+  }
+    (i32.store offset=0 (i32.sub (local.get $hist) (i32.const 8)) (local.get $kmn))
+    (i32.store offset=4 (i32.sub (local.get $hist) (i32.const 8)) (local.get $kmx))
     (local.get $g))
 
   ;; The boundary pass of a magnitude selection fed in blocks: a = |x − b| (float64; $b = 0: |x|) of each

@@ -81,21 +81,19 @@ export interface ComputeJob {
     readonly params: MergeOptions["models"][number]["params"];
   }[];
   /**
-   * A buffer of an earlier result, written already, for this job's float32 result (its pages are faulted
-   * in: no fresh memory). Used by jobs merged a chunk at a time (see `runJob`); dropped otherwise.
+   * A buffer of the run's pool for this job's float32 result (its pages are faulted in: no fresh memory).
+   * Used by jobs merged a chunk at a time (see `runJob`); otherwise given back (`giveBack`) or freed.
    */
   readonly out?: ArrayBuffer;
   /**
-   * Plan only: the entry offsets of the tensor's blocks; the reply is their plans (`planJob`) and the raw
-   * bytes back, not a merge.
-   */
-  readonly planBlocks?: readonly number[];
-  /**
-   * A block of a tensor planned by a plan-only job: the plans of its chunks (`blockChunks` of its length),
-   * so that it is merged a chunk at a time like a whole tensor.
+   * A block of a blocked tensor: the plans of its chunks (`chunkStarts` of its length), so that it is
+   * merged a chunk at a time like a whole tensor.
    */
   readonly chunkPlans?: readonly BlockPlans[];
-  /** The raw input buffers go back with the result (for the next blocks' bytes) instead of being freed. */
+  /**
+   * The buffers the job is done with — its raw inputs, an unused `out` — go back with the result (to the
+   * run's pool) instead of being freed.
+   */
   readonly giveBack?: boolean;
   /**
    * The output dtype when it is 16-bit: the Worker encodes the result into it (`encodeFloats`' bytes) and
@@ -111,18 +109,13 @@ type Reply =
     data?: Float32Array | Float64Array;
     /** The result encoded in the job's `encode` dtype (instead of `data`). */
     encoded?: Uint8Array;
-    inputs?: ArrayBuffer[];
-    warning?: undefined;
-    error?: undefined;
-  }
-  | {
-    id: number;
-    plans: BlockPlans[] | null;
-    bytes: (Uint8Array | undefined)[];
+    /** The buffers a `giveBack` job is done with. */
+    spent?: ArrayBuffer[];
     warning?: undefined;
     error?: undefined;
   }
   | { id: number; warning: string; error?: undefined }
+  | { id: -1; ready: true; warning?: undefined; error?: undefined }
   | {
     id: number;
     error: { name: string; message: string; fields: Record<string, unknown> };
@@ -149,26 +142,34 @@ function rebuildError(e: { name: string; message: string; fields: Record<string,
 /** One Worker that runs `merge()` jobs in order; inputs and results move by transfer. */
 class ComputeWorker {
   #worker: Worker;
-  #pending = new Map<number, { resolve: (d: unknown) => void; reject: (e: Error) => void; work: number }>();
+  #pending = new Map<
+    number,
+    {
+      resolve: (d: Float32Array | Float64Array | EncodedBytes) => void;
+      reject: (e: Error) => void;
+      work: number;
+    }
+  >();
   #work = 0;
   #next = 0;
+  #ready = false;
   #dead?: Error;
 
-  /** `onInputs`: receives the raw input buffers of `giveBack` jobs. */
-  constructor(onInputs?: (buffers: ArrayBuffer[]) => void) {
+  /** `onSpent`: receives the buffers `giveBack` jobs are done with. */
+  constructor(onSpent?: (buffers: ArrayBuffer[]) => void) {
     this.#worker = new Worker(new URL("./merge_worker.ts", import.meta.url), { type: "module" });
     this.#worker.onmessage = (ev: MessageEvent<Reply>) => {
       const r = ev.data, p = this.#pending.get(r.id);
+      if ("ready" in r) return void (this.#ready = true);
       if (r.warning !== undefined) return console.warn(r.warning);
-      if ("inputs" in r && r.inputs?.length) onInputs?.(r.inputs);
+      if ("spent" in r && r.spent?.length) onSpent?.(r.spent);
       if (!p) return;
       this.#pending.delete(r.id);
       this.#work -= p.work;
       if (r.error) p.reject(rebuildError(r.error));
-      else if ("plans" in r) p.resolve(r);
       else {
         const d = r as { data?: Float32Array | Float64Array; encoded?: Uint8Array };
-        p.resolve(d.encoded ? { encoded: d.encoded } : d.data);
+        p.resolve(d.encoded ? { encoded: d.encoded } : d.data!);
       }
     };
     this.#worker.onerror = (ev: ErrorEvent) => {
@@ -178,6 +179,11 @@ class ComputeWorker {
       this.#pending.clear();
       this.#work = 0;
     };
+  }
+
+  /** Whether the Worker has started (loaded its modules, compiled the kernel). */
+  get ready(): boolean {
+    return this.#ready && !this.#dead;
   }
 
   /** Jobs posted and not yet answered. */
@@ -192,23 +198,6 @@ class ComputeWorker {
 
   /** Posts a job of `work` entries; its result. */
   run(job: Omit<ComputeJob, "id">, work = 0): Promise<Float32Array | Float64Array | EncodedBytes> {
-    return this.#post(job, work) as Promise<Float32Array | Float64Array | EncodedBytes>;
-  }
-
-  /**
-   * Posts a plan-only job (`job.planBlocks`) of `work` entries: the blocks' plans (null: not planned
-   * there) and the raw bytes back, in input order (the base first, if any).
-   */
-  plan(
-    job: Omit<ComputeJob, "id">,
-    work = 0,
-  ): Promise<{ plans: BlockPlans[] | null; bytes: (Uint8Array | undefined)[] }> {
-    return this.#post(job, work) as Promise<
-      { plans: BlockPlans[] | null; bytes: (Uint8Array | undefined)[] }
-    >;
-  }
-
-  #post(job: Omit<ComputeJob, "id">, work: number): Promise<unknown> {
     if (this.#dead) return Promise.reject(this.#dead);
     const id = this.#next++;
     const buffers = new Set<ArrayBuffer>();
@@ -350,11 +339,6 @@ function chunkStarts(len: number): number[] {
   return Array.from({ length: Math.ceil(len / RAW_CHUNK) }, (_, i) => i * RAW_CHUNK);
 }
 
-/** Chunk starts of a tensor of `n` entries merged in blocks starting at `blocks`: each block's chunks. */
-function blockChunks(n: number, blocks: readonly number[]): number[] {
-  return blocks.flatMap((b, i) => chunkStarts((blocks[i + 1] ?? n) - b).map((o) => b + o));
-}
-
 /**
  * A job with bf16/f16 inputs merged a chunk of entries at a time (see `chunkSource`): no float32 copy of
  * the inputs is made, so no fresh pages to fault in and 2 bytes per input entry held instead of 4. Each
@@ -366,7 +350,7 @@ function blockChunks(n: number, blocks: readonly number[]): number[] {
 function mergeChunked(
   job: Omit<ComputeJob, "id">,
   onWarning?: (message: string) => void,
-): { shape: readonly number[]; data: ArrayLike<number> } | null {
+): { shape: readonly number[]; data: ArrayLike<number>; spent: ArrayBuffer[] } | null {
   const o = job.options;
   // a block of a blocked tensor: its plans hold no per-entry state unless they carry a magnitude cut
   // (then each chunk's plan must be given)
@@ -410,39 +394,33 @@ function mergeChunked(
     src.release();
   }
   if (!job.giveBack) freeRaw(src.raw);
-  return { shape: src.ref.shape, data: out };
+  return { shape: src.ref.shape, data: out, spent: job.giveBack ? spentOf(src.raw, out.buffer) : [] };
+}
+
+/** The distinct buffers of a job's raw tensors that are all theirs, other than `keep`'s. */
+function spentOf(raw: readonly (RawTensor | undefined)[], keep: ArrayBufferLike): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  for (const t of raw) {
+    const b = t?.bytes.buffer;
+    if (b instanceof ArrayBuffer && !b.detached && b !== keep) out.add(b);
+  }
+  return [...out];
 }
 
 /**
- * The plans of a job's whole tensor for its blocks (`job.planBlocks`: their entry offsets, in index
- * order), one per chunk of each block (`blockChunks`), from its method's planner fed chunk by chunk from
- * the raw bytes (see `chunkSource`); the raw bytes stay untouched (the blocks are merged from them
- * afterwards). Null when the job cannot be planned this way (the caller then plans from float32 blocks).
+ * Decodes a job's tensors and merges them: the same code on the Worker and on the calling thread. The
+ * buffers the job is done with (its inputs, an unused `out`) are freed at once, or with `job.giveBack`
+ * returned as `spent` (for the run's pool).
  */
-export function planJob(job: Omit<ComputeJob, "id">): BlockPlans[] | null {
-  const ref = job.base ?? job.models[0]?.tensor;
-  const pl = ref ? jobPlanner(job, numel(ref)) : null;
-  if (!pl) return null;
-  const src = chunkSource(job);
-  if (!src) return null;
-  const grid = blockChunks(src.n, job.planBlocks ?? [0]);
-  try {
-    feedPlanner(pl, src, grid);
-  } finally {
-    src.release();
-  }
-  return grid.map((b) => pl.plans(b));
-}
-
-/** Decodes a job's tensors and merges them: the same code on the Worker and on the calling thread. */
 export function runJob(
   job: Omit<ComputeJob, "id">,
   onWarning?: (message: string) => void,
-): { shape: readonly number[]; data: ArrayLike<number> } {
+): { shape: readonly number[]; data: ArrayLike<number>; spent: ArrayBuffer[] } {
   const chunked = mergeChunked(job, onWarning);
   if (chunked) return chunked;
-  if (job.out) free(new Uint8Array(job.out)); // not needed: released at once
-  const inputs = new Set<ArrayBuffer>();
+  const keep = job.giveBack;
+  if (job.out && !keep) free(new Uint8Array(job.out)); // not needed: released at once
+  const inputs = new Set<ArrayBuffer>(job.out && keep ? [job.out] : []);
   // bf16/f16 inputs decode into the merge kernel's memory (its pages are reused from tensor to tensor)
   // when the pool takes this size (see MergeKernel.poolFits); otherwise into their own buffers
   const K = mergeKernel(), raw = [job.base, ...job.models.map((m) => m.tensor)];
@@ -461,14 +439,16 @@ export function runJob(
     let data: Float32Array | Float64Array;
     if (slots && is16(t)) {
       data = K!.decode16(t.bytes, t.dtype as "BF16" | "F16", slots[slot++]);
-      // the raw bytes are copied: a buffer of their own is freed at once (detaching releases it)
+      // the raw bytes are copied: a buffer of their own is freed at once (detaching releases it), or
+      // given back
       const b = t.bytes.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-      if (b instanceof ArrayBuffer && t.bytes.byteOffset === 0 && t.bytes.byteLength === b.byteLength) {
-        b.transfer?.(0);
-      }
+      if (
+        !keep && b instanceof ArrayBuffer && t.bytes.byteOffset === 0 && t.bytes.byteLength === b.byteLength
+      ) b.transfer?.(0);
     } else {
-      // otherwise bf16/f16 decode into a float32 array of their own (the raw bytes are freed at once)
-      data = decodeFloatsInPlace(t.bytes, t.dtype);
+      // otherwise bf16/f16 decode into a float32 array of their own (the raw bytes are freed at once,
+      // or kept to be given back)
+      data = keep ? decodeFloats(t.bytes, t.dtype) : decodeFloatsInPlace(t.bytes, t.dtype);
     }
     for (const b of [t.bytes.buffer, data.buffer]) {
       if (b instanceof ArrayBuffer && !b.detached && !K?.owns(new Uint8Array(b, 0, 0))) inputs.add(b);
@@ -489,10 +469,11 @@ export function runJob(
     if (slots) K!.releasePool();
   }
   inputs.delete(out.data.buffer as ArrayBuffer);
+  if (keep) return { shape: out.shape, data: out.data, spent: [...inputs] };
   // the inputs are ours and merged: free their memory now (detaching releases it at once), not at the
   // next garbage collection of whichever thread holds them last
   for (const b of inputs) (b as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
-  return { shape: out.shape, data: out.data };
+  return { shape: out.shape, data: out.data, spent: [] };
 }
 
 /** The tensor stream of a run: `take` in write order, `written` after each write, `close` at the end. */
@@ -526,16 +507,17 @@ export interface TensorBlocks {
   readonly passes: number;
 }
 
+/**
+ * Jobs queued on a Worker from which the calling thread merges the next job itself (see `mergeStream`):
+ * measured faster than two Workers on two cores (their start, ~0.1 s each, blocks the calling thread,
+ * and their first jobs run slowly while they warm up).
+ */
+const WORKER_QUEUE = 2;
+
 /** Entries from which a tensor is split into blocks of rows by the stream (see `mergeStream`). */
 const SPLIT_MIN = 1 << 20;
 /** Entries per block of such a split (whole rows; at least two blocks). */
 const SPLIT_BLOCK = 1 << 20;
-/**
- * Methods whose tensors the stream also splits after their planner's read pass: SLERP (one pass of
- * three sums; measured about 1.5× faster on bf16 inputs than the whole-tensor merge on one Worker, 1.25×
- * on two, with a lower peak). DARE's norm rescale and the magnitude cuts are not (not measured faster).
- */
-const SPLIT_READ_PASS = new Set(["slerp"]);
 
 /** Bytes of working set per entry of a tensor: its decoded inputs and its result, in float32. */
 const bytesPerEntry = (t: PlannedTensor) => 4 * ((t.base ? 1 : 0) + t.sources.length + 1);
@@ -641,19 +623,101 @@ interface Unit {
   released?: boolean;
 }
 
+/** The smallest buffer of a {@link BufferPool} (and four times the step of its smallest size classes). */
+const POOL_MIN = 4096;
+
+/**
+ * The buffers of a merge run, allocated once and reused from job to job: a fresh buffer costs a page fault
+ * per 4 KiB page on first touch (measured ~11 µs each on a VM: more than reading and merging the bytes in
+ * it), a buffer that served an earlier job costs none. Every buffer of the stream comes from here and goes
+ * back once used — the reads of inputs (on this thread, then to a Worker and back), the float32 results,
+ * the encoded outputs once written, the buffers of the planners' read passes. Buffers are kept by size
+ * class: a power of two and the three quarter-steps above it (at most 25 % above the size asked; at least
+ * {@link POOL_MIN} bytes). `take(bytes)` hands out a free buffer of the class of `bytes` (a new one when
+ * there is none); `give(buffer)` files a buffer under the largest class it holds, or frees it when the pool
+ * already keeps `limit` bytes. Internal.
+ *
+ * @example
+ * ```ts
+ * import { BufferPool } from "./merge_run.ts";
+ * import assert from "node:assert/strict";
+ * const pool = new BufferPool(1 << 20);
+ * const a = pool.take(5000);
+ * assert.equal(a.length, 5000);
+ * assert.equal(a.buffer.byteLength, 5120); // the class of 5000 bytes: 4096 + 1024
+ * pool.give(a.buffer);
+ * assert.equal(pool.take(5100).buffer, a.buffer); // the same memory again
+ * ```
+ */
+export class BufferPool {
+  readonly #free = new Map<number, ArrayBuffer[]>();
+  #held = 0;
+  #made = 0;
+
+  /** `limit`: the bytes kept free at most (a buffer given back beyond them is freed at once). */
+  constructor(readonly limit: number) {}
+
+  /** The size class that holds `bytes` bytes: the buffer size `take(bytes)` hands out. */
+  static classOf(bytes: number): number {
+    if (bytes <= POOL_MIN) return POOL_MIN;
+    const step = 2 ** Math.floor(Math.log2(bytes)) / 4;
+    return Math.ceil(bytes / step) * step;
+  }
+
+  /** Bytes held free. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Bytes of the buffers made so far (fresh memory): constant once the pool serves every request. */
+  get made(): number {
+    return this.#made;
+  }
+
+  /** A view of `bytes` bytes at the start of a buffer of their class: a free one, or a new one. */
+  take(bytes: number): Uint8Array {
+    const c = BufferPool.classOf(bytes), b = this.#free.get(c)?.pop();
+    if (b) this.#held -= b.byteLength;
+    else this.#made += c;
+    return new Uint8Array(b ?? new ArrayBuffer(c), 0, bytes);
+  }
+
+  /**
+   * Keeps a buffer we are done with (nothing else may use it afterwards) under the largest class it holds;
+   * frees it when the pool is full. Detached buffers and buffers below {@link POOL_MIN} are ignored.
+   */
+  give(buffer: ArrayBufferLike | undefined): void {
+    if (!(buffer instanceof ArrayBuffer) || buffer.detached || buffer.byteLength < POOL_MIN) return;
+    if (this.#held + buffer.byteLength > this.limit) return free(new Uint8Array(buffer));
+    const n = buffer.byteLength, step = 2 ** Math.floor(Math.log2(n)) / 4, c = Math.floor(n / step) * step;
+    const list = this.#free.get(c);
+    if (list) list.push(buffer);
+    else this.#free.set(c, [buffer]);
+    this.#held += n;
+  }
+
+  /** Frees every buffer held. */
+  clear(): void {
+    for (const list of this.#free.values()) for (const b of list) free(new Uint8Array(b));
+    this.#free.clear();
+    this.#held = 0;
+  }
+}
+
 /**
  * Streams the merged tensors of `list` (a plan's tensors in write order) with reads, compute and writes
- * overlapped: the compute runs on Workers (two where the machine has two cores or more; a job goes to the
- * one with the fewest entries queued), so the calling thread reads tensor i + 1 and writes tensor i − 1 while
+ * overlapped: the compute runs on a Worker, and on the calling thread while the Worker has not started or
+ * has `WORKER_QUEUE` jobs queued, so the calling thread reads tensor i + 1 and writes tensor i − 1 while
  * tensor i merges. Work goes in units — a tensor, one block of rows of a tensor that `maxBlockBytes`
- splits ({@link planBlocks}), or a block of about 2²⁰ entries of a large tensor whose method merges
- * blocks without a pre-pass — and a unit starts (its inputs are read) only when the units in flight —
- * started and not yet written — together hold no more entries than the largest unit (a tensor split
- * that way counts whole), or when nothing else is in flight: the peak memory stays that of merging the
- * largest unit alone. A
- * blocked tensor is read, merged and written block by block (the writer takes it as pieces). With
- * `overlap: false` (or where no Worker can start) everything runs on the calling thread, one unit at a
- * time; the results are the same bytes either way, and with or without blocks.
+ * splits ({@link planBlocks}), or a block of about 2²⁰ entries of a large tensor whose method merges in
+ * blocks (after its planner's read passes over the blocks, if any) — and a unit starts (its inputs are
+ * read) only when the units in flight — started and not yet written — together hold no more entries than
+ * the largest unit (a few blocks of a tensor split that way), or when nothing else is in flight: the peak
+ * memory stays that of merging the largest unit alone. Every buffer comes from one {@link BufferPool}
+ * and goes back to it once used (no fresh memory per tensor). A blocked tensor is read, merged and
+ * written block by block (the writer takes it as pieces). With `overlap: false` (or where no Worker can
+ * start) everything runs on the calling thread; the results are the same bytes either way, and with or
+ * without blocks.
  */
 export function mergeStream(
   plan: MergePlan,
@@ -663,42 +727,28 @@ export function mergeStream(
     readonly overlap?: boolean;
     readonly maxBlockBytes?: number;
     readonly log?: (line: string) => void;
+    /** The pool the run's buffers come from (default: a pool of its own, sized for the run). */
+    readonly pool?: BufferPool;
   } = {},
 ): MergeStream {
   const { blocked: capped, whole } = planBlocks(plan, options.maxBlockBytes);
   const useWorker = options.overlap !== false && typeof Worker !== "undefined" &&
     new URL(import.meta.url).protocol === "file:";
-  // compute Workers: two where the machine has two cores or more (the calling thread reads and writes)
-  const nWorkers = !useWorker ? 0 : Math.max(1, Math.min(2, navigator.hardwareConcurrency ?? 1));
-  // a large tensor whose method merges blocks without a pre-pass (linear, task arithmetic, DARE without
-  // a norm rescale, …) or after a cheap one (SPLIT_READ_PASS: SLERP's sums) goes in blocks of about
-  // SPLIT_BLOCK entries (whole rows, at least two blocks):
-  // the reads, merges (on both Workers) and writes of its blocks overlap; the blocks' results are the
-  // bytes of the whole-tensor merge (measured: about 1.5× faster for linear on bf16 inputs)
-  const blocked = new Map(capped), split = new Set<string>(), planRemote = new Set<string>();
-  const total = list.reduce((a, t) => a + (t.passthrough ? 0 : numel(t)), 0);
+  // compute threads: this one and one Worker; this thread also reads and writes, and merges a job only
+  // when the Worker has WORKER_QUEUE jobs queued (or has not started yet)
+  const nWorkers = useWorker ? 1 : 0;
+  // a large tensor whose method merges in blocks goes in blocks of about SPLIT_BLOCK entries (whole rows,
+  // at least two blocks), after its planner's read passes over them if it has any (magnitude cuts,
+  // DARE's rescale norms, SLERP's sums): its reads, merges (on the Worker and this thread) and writes overlap, through
+  // a few of the pool's buffers instead of fresh memory for the whole tensor; the blocks' results are
+  // the bytes of the whole-tensor merge
+  const blocked = new Map(capped), split = new Set<string>();
   const ck = (m: string) => plan.checkpoints.get(m)!;
   for (const t of list) {
     const n = numel(t), rows = t.shape.length ? t.shape[0] : 1;
     if (t.passthrough || blocked.has(t.name) || n < SPLIT_MIN || rows < 2) continue;
     const passes = blockPlanner(plan, t, options.seed)?.passes;
     if (passes === undefined) continue;
-    if (passes > 0) {
-      // a method whose planner reads the chunks well (CHUNK_READ_PASS) merges a tensor as one job, its
-      // read passes inside; one that holds more than a quarter of the merge's entries, on two Workers,
-      // goes in blocks: one Worker plans them from the raw bytes, then both merge them (the rest of the
-      // merge can hardly balance the Workers against it otherwise)
-      const srcs = [...(t.base ? [t.base] : []), ...t.sources];
-      const chunked = CHUNK_READ_PASS.has(plan.method) && srcs.every((x) => {
-        const i = ck(x.model).info(x.tensor)!;
-        return (i.dtype === "BF16" || i.dtype === "F16" || i.dtype === "F32") &&
-          i.shape.join() === t.shape.join();
-      });
-      // (16-bit inputs only: float32 blocks would be copies of bytes a whole-tensor job merges in place)
-      const wide = srcs.some((x) => ck(x.model).info(x.tensor)!.dtype === "F32");
-      if (chunked && !wide && nWorkers >= 2 && 4 * n > total) planRemote.add(t.name);
-      else if (chunked || !SPLIT_READ_PASS.has(plan.method)) continue;
-    }
     const rowsPerBlock = Math.max(1, Math.min(Math.ceil(rows / 2), Math.floor(SPLIT_BLOCK / (n / rows))));
     blocked.set(t.name, { rows, rowElems: n / rows, rowsPerBlock, passes });
     split.add(t.name);
@@ -726,189 +776,8 @@ export function mergeStream(
       }
     }
   }
-  // the memory bound: the largest unit, or the whole of a tensor the stream split (its blocks may all
-  // be in flight)
-  const largest = Math.max(
-    0,
-    ...units.map((u) => (split.has(list[u.tensor].name) ? numel(list[u.tensor]) : u.elems)),
-  );
-  const refModel = plan.config.baseModel ?? plan.config.models[0]?.model ??
-    plan.config.slices?.[0]?.sources[0]?.model;
-  let next = 0, inFlight = 0, bytesRead = 0, closed = false;
-  // started now, so that their start (loading the modules, compiling the kernel) overlaps the first reads
-  // raw buffers of merged blocks, back from the Workers: the next blocks' bytes are copied into them
-  // (no fresh pages); a few per Worker
-  const rawPool: ArrayBuffer[] = [];
-  const takeBack = (bufs: ArrayBuffer[]) => {
-    for (const b of bufs) if (rawPool.length < 8 * Math.max(1, nWorkers) && !closed) rawPool.push(b);
-  };
-  const workers = list.some((t) => !t.passthrough)
-    ? Array.from({ length: nWorkers }, () => new ComputeWorker(planRemote.size ? takeBack : undefined))
-    : [];
-
-  /** Entries per row of a source tensor (1 for a scalar). */
-  const rowOf = (t: { shape: readonly number[] }) => (t.shape.length ? numel(t) / t.shape[0] : 1);
-  /**
-   * Rows [r0, r1) of a source (all of it without `rows`), as raw bytes of the output tensor's shape; with
-   * `into` (a read pass: not counted in `bytesRead`), read into that buffer and returned as a view of it.
-   */
-  const raw = async (
-    e: PlannedTensor,
-    s: { model: string; tensor: string },
-    rows?: readonly [number, number],
-    into?: Uint8Array,
-  ): Promise<RawTensor> => {
-    const c = ck(s.model), info = c.info(s.tensor)!;
-    if (!rows) {
-      const bytes = await c.readBytes(s.tensor);
-      bytesRead += bytes.length;
-      return { shape: info.shape, dtype: info.dtype, bytes };
-    }
-    const [r0, r1] = rows, size = DTYPE_BYTES[info.dtype], out = rowOf(e), own = rowOf(info);
-    const shape = e.shape.length ? [r1 - r0, ...e.shape.slice(1)] : [];
-    const bytes = await c.readRange(s.tensor, r0 * own * size, r1 * own * size, into);
-    if (!into) bytesRead += bytes.length; // the progress counts the merge pass
-    if (own === out) return { shape, dtype: info.dtype, bytes };
-    // a model with extra rows or columns (an embedding) gives the leading columns of the same rows:
-    // compacted in place (each row moves to a lower offset), or into a new buffer of the block's size
-    const lead = into ? bytes : new Uint8Array((r1 - r0) * out * size);
-    for (let r = 0; r < r1 - r0; r++) {
-      if (into) lead.copyWithin(r * out * size, r * own * size, (r * own + out) * size);
-      else lead.set(bytes.subarray(r * own * size, (r * own + out) * size), r * out * size);
-    }
-    return { shape, dtype: info.dtype, bytes: lead.subarray(0, (r1 - r0) * out * size) };
-  };
-
-  /**
-   * The plans of a blocked tensor's blocks (by entry offset), from its method's block planner fed with
-   * the read passes over the blocks (on this thread, a block at a time: magnitude cuts, DARE's rescale
-   * norms) — made once per tensor, by its first block.
-   */
-  const planners = new Map<number, Promise<Map<number, NonNullable<MergeOptions["block"]>["plans"]>>>();
-  /** Raw bytes of a tensor's inputs read whole for its plan, sliced by its blocks (then dropped). */
-  const held = new Map<
-    number,
-    {
-      bytes: Uint8Array[];
-      left: number;
-      chunks: Map<number, BlockPlans[]>;
-      active: number;
-      waiting: (() => void)[];
-    }
-  >();
-  /** Blocks of a held tensor copied out and not yet merged, at most (their copies add to the held bytes). */
-  const HELD_ACTIVE = 4;
-  const prepare = async (tensor: number) => {
-    const e = list[tensor], b = blocked.get(e.name)!;
-    const starts = Array.from(
-      { length: Math.ceil(b.rows / b.rowsPerBlock) },
-      (_, i) => i * b.rowsPerBlock * b.rowElems,
-    );
-    if (planRemote.has(e.name) && workers.length) {
-      // the whole tensor's 16-bit bytes to the least busy Worker, which plans every block from them
-      // (the read passes a chunk at a time) and hands them back for the blocks
-      const [base, ...ts] = await Promise.all([
-        e.base ? raw(e, e.base) : undefined,
-        ...e.sources.map((s) => raw(e, s)),
-      ]);
-      if (closed) throw new MoekitError("the merge was stopped");
-      const w = workers.reduce((a, c) => (c.work < a.work ? c : a));
-      const r = await w.plan({
-        options: { method: plan.method, params: e.params, name: e.name, seed: options.seed },
-        base,
-        models: ts.map((t, i) => ({ tensor: t!, params: e.sources[i].params })),
-        planBlocks: starts,
-      }, numel(e) / 2);
-      const chunks = new Map<number, BlockPlans[]>();
-      if (r.plans) {
-        let i = 0;
-        for (const [k, s0] of starts.entries()) {
-          const m = chunkStarts((starts[k + 1] ?? numel(e)) - s0).length;
-          chunks.set(s0, r.plans.slice(i, i + m));
-          i += m;
-        }
-      }
-      held.set(tensor, {
-        bytes: r.bytes.filter((x) => x !== undefined),
-        left: starts.length,
-        chunks,
-        active: 0,
-        waiting: [],
-      });
-      if (r.plans) return new Map(starts.map((s0) => [s0, chunks.get(s0)![0]]));
-    }
-    const pl = blockPlanner(plan, e, options.seed);
-    if (!pl) throw new MoekitError(`tensor ${clip(e.name, 80)}: ${plan.method} cannot merge it in blocks`);
-    // one raw buffer per input (and one float32 buffer per bf16/f16 input), reused from block to block
-    // and pass to pass: no fresh memory to fault in per read
-    const srcs = [...(e.base ? [e.base] : []), ...e.sources], n = b.rowsPerBlock * b.rowElems;
-    const infos = srcs.map((x) => ck(x.model).info(x.tensor)!);
-    const is16 = (d: Dtype) => d === "BF16" || d === "F16";
-    const bufs = pl.passes
-      ? infos.map((i) => new Uint8Array(b.rowsPerBlock * rowOf(i) * DTYPE_BYTES[i.dtype]))
-      : [];
-    const f32 = pl.passes ? infos.map((i) => (is16(i.dtype) ? new Float32Array(n) : undefined)) : [];
-    for (let pass = 0; pass < pl.passes; pass++) {
-      if (!pl.needs(pass)) continue;
-      for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
-        const rows = [r0, Math.min(b.rows, r0 + b.rowsPerBlock)] as const, len = (rows[1] - r0) * b.rowElems;
-        const ts = await Promise.all(srcs.map((x, k) => raw(e, x, rows, bufs[k])));
-        if (closed) throw new MoekitError("the merge was stopped");
-        // SLERP's sums over 16-bit inputs: decoded a chunk at a time into the kernel's pool, where its
-        // sums read them in place (no float32 copy of the block; the same sums in the same order)
-        const src = SPLIT_READ_PASS.has(plan.method)
-          ? chunkSource({
-            options: { method: plan.method, params: e.params, name: e.name },
-            base: e.base ? { ...ts[0], shape: [len] } : undefined,
-            models: ts.slice(e.base ? 1 : 0).map((t, k) => ({
-              tensor: { ...t, shape: [len] },
-              params: e.sources[k].params,
-            })),
-          })
-          : null;
-        if (src) {
-          try {
-            const starts = chunkStarts(len);
-            for (const [i, off] of starts.entries()) {
-              const m = (starts[i + 1] ?? len) - off;
-              const inputs = src.raw.map((t, k) => (t ? src.chunk(k, off, m) : undefined));
-              pl.add(pass, {
-                offset: r0 * b.rowElems + off,
-                base: inputs[0],
-                models: inputs.slice(1) as (Float32Array | Float64Array)[],
-              });
-            }
-          } finally {
-            src.release();
-          }
-          continue;
-        }
-        const data = ts.map((t, k) =>
-          is16(t.dtype)
-            ? decodeFloatsInto(t.bytes, t.dtype, f32[k]!.subarray(0, len))
-            : decodeFloats(t.bytes, t.dtype)
-        );
-        // the planner keeps counts and copies of boundary entries, not the block
-        pl.add(pass, {
-          offset: r0 * b.rowElems,
-          base: e.base ? data[0] : undefined,
-          models: data.slice(e.base ? 1 : 0),
-        });
-      }
-    }
-    [...bufs, ...f32].forEach(free); // before the merge pass reads its first block
-    // every block's plan now (a few numbers per model), so that the planner's memory — histograms, the
-    // boundary entries — is free before the merge pass
-    const plans = new Map<number, NonNullable<MergeOptions["block"]>["plans"]>();
-    for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) plans.set(r0 * b.rowElems, pl.plans(r0 * b.rowElems));
-    return plans;
-  };
-
-  // Buffers of written float32 results, handed to the next jobs merged a chunk at a time from 16-bit
-  // inputs (their memory is already faulted in). At most one per compute thread; held only while such
-  // jobs run (those hold 2 bytes per input entry, so a spare result stays within the memory bound).
-  const spares: ArrayBuffer[] = [], maxSpares = Math.max(1, workers.length);
   const chunkable = new Map<string, boolean>();
+  /** Whether a tensor's jobs merge a chunk at a time from their 16-bit bytes (see `mergeChunked`). */
   const isChunkable = (e: PlannedTensor) => {
     let c = chunkable.get(e.name);
     if (c === undefined) {
@@ -921,95 +790,154 @@ export function mergeStream(
       const passes = blocked.has(e.name)
         ? blocked.get(e.name)!.passes
         : blockPlanner(plan, e, options.seed)?.passes;
-      c &&= passes === 0 || planRemote.has(e.name) ||
-        (passes !== undefined && !blocked.has(e.name) && CHUNK_READ_PASS.has(plan.method));
+      c &&= passes === 0 || blocked.has(e.name) || (passes !== undefined && CHUNK_READ_PASS.has(plan.method));
       chunkable.set(e.name, c);
     }
     return c;
   };
-  /** A written result's buffer kept for the next chunked job (or freed). */
-  const recycle = (data: unknown) => {
-    if (typeof data === "object" && data !== null && "encoded" in data) {
-      // a result the Worker encoded in place: its whole buffer serves as a float32 result's again
-      const enc = (data as EncodedBytes).encoded, b = enc.buffer;
-      if (!(b instanceof ArrayBuffer) || b.detached || enc.byteOffset !== 0) return;
-      data = b.byteLength % 4 === 0 ? new Float32Array(b) : new Uint8Array(b);
-    }
-    if (
-      data instanceof Float32Array && data.buffer instanceof ArrayBuffer && !data.buffer.detached &&
-      data.byteOffset === 0 && spares.length < maxSpares && !closed
-    ) spares.push(data.buffer);
-    else free(data);
+  /**
+   * What a unit counts towards the memory bound: its entries, or half of them for a unit merged a chunk at
+   * a time from 16-bit inputs (it holds 2 bytes per input entry and its float32 result, not a float32 copy
+   * of every input: two such units in flight stay below the bound of one merged whole).
+   */
+  const weight = (u: Unit) => {
+    const e = list[u.tensor];
+    return !e.passthrough && (u.rows || u.elems >= 2 * RAW_CHUNK) && isChunkable(e) ? u.elems / 2 : u.elems;
   };
-  /** A spare buffer of at least `bytes` for a chunked job; all spares freed for any other job. */
-  const spareFor = (e: PlannedTensor, bytes: number): ArrayBuffer | undefined => {
-    if (!isChunkable(e)) {
-      for (const b of spares.splice(0)) free(new Uint8Array(b));
-      return undefined;
+  // the memory bound: the largest unit, or a few blocks of a tensor the stream split (enough to keep
+  // every compute thread busy while this thread reads the next block and the writer writes one)
+  const ahead = 2 * nWorkers + 2;
+  const largest = Math.max(
+    0,
+    ...units.map((u) => (split.has(list[u.tensor].name) ? ahead * weight(u) : u.elems)),
+  );
+  // the pool keeps free at most what the units in flight use (their inputs and results)
+  const pool = options.pool ?? new BufferPool(
+    largest * Math.max(4, ...list.map((t) => (t.passthrough ? 4 : bytesPerEntry(t)))),
+  );
+  const refModel = plan.config.baseModel ?? plan.config.models[0]?.model ??
+    plan.config.slices?.[0]?.sources[0]?.model;
+  let next = 0, inFlight = 0, bytesRead = 0, closed = false;
+  // started now, so that their start (loading the modules, compiling the kernel) overlaps the first reads;
+  // the buffers a job is done with come back to the pool
+  const workers = list.some((t) => !t.passthrough)
+    ? Array.from({ length: nWorkers }, () => new ComputeWorker((bufs) => bufs.forEach((b) => pool.give(b))))
+    : [];
+
+  /** Entries per row of a source tensor (1 for a scalar). */
+  const rowOf = (t: { shape: readonly number[] }) => (t.shape.length ? numel(t) / t.shape[0] : 1);
+  /**
+   * Rows [r0, r1) of a source (all of it without `rows`), as raw bytes of the output tensor's shape, read
+   * into a buffer of the pool; `pass`: a read pass (not counted in `bytesRead`).
+   */
+  const raw = async (
+    e: PlannedTensor,
+    s: { model: string; tensor: string },
+    rows?: readonly [number, number],
+    pass = false,
+  ): Promise<RawTensor> => {
+    const c = ck(s.model), info = c.info(s.tensor)!;
+    if (!rows) {
+      const size = info.end - info.begin;
+      const bytes = await c.readRange(s.tensor, 0, size, pool.take(size));
+      bytesRead += size;
+      return { shape: info.shape, dtype: info.dtype, bytes };
     }
-    const k = spares.findIndex((b) => b.byteLength >= bytes);
-    return k < 0 ? undefined : spares.splice(k, 1)[0];
+    const [r0, r1] = rows, size = DTYPE_BYTES[info.dtype], out = rowOf(e), own = rowOf(info);
+    const shape = e.shape.length ? [r1 - r0, ...e.shape.slice(1)] : [];
+    const bytes = await c.readRange(
+      s.tensor,
+      r0 * own * size,
+      r1 * own * size,
+      pool.take((r1 - r0) * own * size),
+    );
+    if (!pass) bytesRead += bytes.length; // the progress counts the merge pass
+    if (own === out) return { shape, dtype: info.dtype, bytes };
+    // a model with extra rows or columns (an embedding) gives the leading columns of the same rows:
+    // compacted in place (each row moves to a lower offset)
+    for (let r = 0; r < r1 - r0; r++) {
+      bytes.copyWithin(r * out * size, r * own * size, (r * own + out) * size);
+    }
+    return { shape, dtype: info.dtype, bytes: bytes.subarray(0, (r1 - r0) * out * size) };
   };
 
-  /** Rows [r0, r1) of each input of a tensor from its held bytes (copies: each block moves on its own). */
-  const sliceHeld = (
-    e: PlannedTensor,
-    h: { bytes: Uint8Array[] },
-    [r0, r1]: readonly [number, number],
-    hasBase: boolean,
-  ): (RawTensor | undefined)[] => {
-    const srcs = [...(hasBase ? [e.base!] : []), ...e.sources], per = rowOf(e);
-    const shape = [r1 - r0, ...e.shape.slice(1)];
-    const out = srcs.map((s, k) => {
-      const dtype = ck(s.model).info(s.tensor)!.dtype, size = DTYPE_BYTES[dtype];
-      const from = h.bytes[k].subarray(r0 * per * size, r1 * per * size),
-        j = rawPool.findIndex((b) => b.byteLength === from.byteLength);
-      const bytes = j >= 0 ? new Uint8Array(rawPool.splice(j, 1)[0]) : new Uint8Array(from.byteLength);
-      bytes.set(from);
-      return { shape, dtype, bytes };
-    });
-    return hasBase ? out : [undefined, ...out];
+  /** A block's plans: the block's, and its chunks' (`chunkStarts` of its length) after read passes. */
+  type Planned = { block: BlockPlans; chunks?: BlockPlans[] };
+  /**
+   * The plans of a blocked tensor's blocks (by entry offset), from its method's block planner fed with
+   * the read passes over the blocks on this thread, a chunk at a time (magnitude cuts, DARE's rescale
+   * norms, SLERP's sums) — made once per tensor, when the last block of the tensor before it starts (its
+   * passes overlap that tensor's merges; they hold a block's inputs at a time) or by its first block.
+   */
+  const planners = new Map<number, Promise<Map<number, Planned>>>();
+  const plansOf = (tensor: number) => {
+    if (!planners.has(tensor)) {
+      const p = prepare(tensor);
+      p.catch(() => {}); // surfaces when (if) a block of the tensor runs
+      planners.set(tensor, p);
+    }
+    return planners.get(tensor)!;
+  };
+  const prepare = async (tensor: number) => {
+    const e = list[tensor], b = blocked.get(e.name)!;
+    const pl = blockPlanner(plan, e, options.seed);
+    if (!pl) throw new MoekitError(`tensor ${clip(e.name, 80)}: ${plan.method} cannot merge it in blocks`);
+    const srcs = [...(e.base ? [e.base] : []), ...e.sources];
+    for (let pass = 0; pass < pl.passes; pass++) {
+      if (!pl.needs(pass)) continue;
+      for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
+        const rows = [r0, Math.min(b.rows, r0 + b.rowsPerBlock)] as const, len = (rows[1] - r0) * b.rowElems;
+        const ts = await Promise.all(srcs.map((x) => raw(e, x, rows, true)));
+        try {
+          if (closed) throw new MoekitError("the merge was stopped");
+          feedBlock(pl, pass, r0 * b.rowElems, len, ts, !!e.base, plan.method, pool);
+        } finally {
+          for (const t of ts) pool.give(t.bytes.buffer);
+        }
+      }
+    }
+    // every block's plans now (a few numbers per model), so that the planner's memory — histograms, the
+    // boundary entries — is free before the merge pass; with read passes, each chunk's too (the planner
+    // saw the blocks a chunk at a time)
+    const plans = new Map<number, Planned>();
+    for (let r0 = 0; r0 < b.rows; r0 += b.rowsPerBlock) {
+      const s0 = r0 * b.rowElems, len = (Math.min(b.rows, r0 + b.rowsPerBlock) - r0) * b.rowElems;
+      plans.set(s0, {
+        block: pl.plans(s0),
+        ...(pl.passes ? { chunks: chunkStarts(len).map((o) => pl.plans(s0 + o)) } : {}),
+      });
+    }
+    return plans;
+  };
+
+  /** A written result's buffer back to the pool (a view into the kernel's memory excepted). */
+  const recycle = (data: unknown) => {
+    const v = typeof data === "object" && data !== null && "encoded" in data
+      ? (data as EncodedBytes).encoded
+      : data;
+    if (!ArrayBuffer.isView(v) || !(v.buffer instanceof ArrayBuffer) || closed) return;
+    if (mergeKernel()?.owns(new Uint8Array(v.buffer, 0, 0))) return;
+    pool.give(v.buffer);
   };
 
   /** Reads and merges one unit. */
   const run = async (u: Unit): Promise<TensorData> => {
     const e = list[u.tensor];
-    if (e.passthrough) {
-      const src = e.base ?? { model: refModel!, tensor: e.name };
-      const bytes = await ck(src.model).readBytes(src.tensor);
-      bytesRead += bytes.length;
-      return bytes;
-    }
-    // a block of a tensor: its plan first (the read passes of its first block), before its own reads
-    let block: MergeOptions["block"];
+    if (e.passthrough) return (await raw(e, e.base ?? { model: refModel!, tensor: e.name })).bytes;
+    // a block of a tensor: its plans first (the read passes of its first block), before its own reads
+    let block: MergeOptions["block"], chunkPlans: BlockPlans[] | undefined;
     if (u.rows) {
       const b = blocked.get(e.name)!, offset = u.rows[0] * b.rowElems;
-      if (!planners.has(u.tensor)) planners.set(u.tensor, prepare(u.tensor));
-      block = { offset, plans: (await planners.get(u.tensor)!).get(offset) };
+      const p = (await plansOf(u.tensor)).get(offset)!;
+      block = { offset, plans: p.block };
+      chunkPlans = p.chunks;
       if (u.rows[1] === b.rows) planners.delete(u.tensor); // the last block
     }
     // raw bytes here; decoded where the merge runs (the Worker, or below on this thread)
-    const h = u.rows ? held.get(u.tensor) : undefined;
-    if (h) {
-      while (h.active >= HELD_ACTIVE && !closed) await new Promise<void>((r) => h.waiting.push(r));
-      if (closed) throw new MoekitError("the merge was stopped");
-      h.active++;
-    }
-    const [base, ...ts] = h ? sliceHeld(e, h, u.rows!, !!e.base) : await Promise.all([
+    const [base, ...ts] = await Promise.all([
       e.base ? raw(e, e.base, u.rows) : undefined,
       ...e.sources.map((s) => raw(e, s, u.rows)),
     ]);
-    const chunkPlans = h && block ? h.chunks.get(block.offset) : undefined;
-    const giveBack = chunkPlans !== undefined && workers.length > 0;
-    if (h && --h.left === 0) {
-      held.delete(u.tensor);
-      h.bytes.forEach(free); // every block has its copy: the whole tensor's bytes go now
-    }
-    const done = () => {
-      if (!h) return;
-      h.active--;
-      h.waiting.shift()?.();
-    };
     const models = ts.map((tensor, i) => ({ tensor: tensor!, params: e.sources[i].params }));
     const opts: ComputeJob["options"] = {
       method: plan.method,
@@ -1023,59 +951,42 @@ export function mergeStream(
       output: e.dtype === "BF16" || e.dtype === "F32" ? "f32" : "f64",
     };
     if (closed) throw new MoekitError("the merge was stopped");
-    const out = opts.output === "f32" ? spareFor(e, 4 * u.elems) : undefined;
-    if (workers.length) {
-      // the Worker with the fewest entries queued (equal: the first)
-      const w = workers.reduce((a, b) => (b.work < a.work ? b : a));
-      try {
-        return await w.run({
-          options: opts,
-          base,
-          models,
-          ...(out ? { out } : {}),
-          ...(chunkPlans ? { chunkPlans } : {}),
-          ...(giveBack ? { giveBack } : {}),
-          // 16-bit outputs are encoded on the Worker: this thread only writes the bytes
-          ...(e.dtype === "BF16" || e.dtype === "F16" ? { encode: e.dtype } : {}),
-        }, u.elems);
-      } finally {
-        done();
-      }
+    const job: Omit<ComputeJob, "id"> = {
+      options: opts,
+      base,
+      models,
+      // the pool's buffer for the float32 result; the inputs (and an unused result buffer) come back
+      ...(opts.output === "f32" ? { out: pool.take(4 * u.elems).buffer as ArrayBuffer } : {}),
+      ...(chunkPlans ? { chunkPlans } : {}),
+      giveBack: true,
+    };
+    const enc = e.dtype === "BF16" || e.dtype === "F16" ? e.dtype : undefined;
+    // the started Worker with the fewest entries queued (equal: the first); 16-bit outputs are encoded
+    // there: this thread only writes the bytes. While no Worker has started yet (~0.1–0.25 s), this
+    // thread merges the job itself
+    const up = workers.filter((w) => w.ready && w.queued < WORKER_QUEUE);
+    if (up.length) {
+      const w = up.reduce((a, b) => (b.work < a.work ? b : a));
+      return await w.run({ ...job, ...(enc ? { encode: enc } : {}) }, u.elems);
     }
-    try {
-      const data = runJob({
-        options: opts,
-        base,
-        models,
-        ...(out ? { out } : {}),
-        ...(chunkPlans ? { chunkPlans } : {}),
-      }).data;
-      // a 16-bit output: encoded by the kernel, in place over the result (as the Workers do)
-      const enc = e.dtype === "BF16" || e.dtype === "F16" ? e.dtype : undefined;
-      if (enc && (data instanceof Float32Array || data instanceof Float64Array)) {
-        const K = data.buffer instanceof ArrayBuffer ? mergeKernel() : null;
-        if (K && !K.owns(data)) return { encoded: K.encode16(data, enc) };
-      }
-      return data;
-    } finally {
-      done();
+    const r = runJob(job);
+    for (const b of r.spent) pool.give(b);
+    // a 16-bit output: encoded by the kernel, in place over the result (as the Worker does)
+    const data = r.data;
+    if (enc && (data instanceof Float32Array || data instanceof Float64Array)) {
+      const K = data.buffer instanceof ArrayBuffer ? mergeKernel() : null;
+      if (K && !K.owns(data)) return { encoded: K.encode16(data, enc) };
     }
-  };
-  /**
-   * What a unit counts towards the memory bound: its entries, or half of them for a whole tensor merged a
-   * chunk at a time from 16-bit inputs (it holds 2 bytes per input entry and its float32 result, not a
-   * float32 copy of every input: two such tensors in flight stay below the bound of one merged whole).
-   */
-  const weight = (u: Unit) => {
-    const e = list[u.tensor];
-    if (u.rows) return planRemote.has(e.name) && isChunkable(e) ? u.elems / 2 : u.elems; // (16-bit bytes held)
-    return !e.passthrough && u.elems >= 2 * RAW_CHUNK && isChunkable(e) ? u.elems / 2 : u.elems;
+    return data;
   };
   const start = (j: number) => {
     const u = units[j];
     inFlight += weight(u);
     u.job = run(u);
     u.job.catch(() => {}); // surfaces when (if) the unit is taken
+    // the last unit of a tensor: the read passes of the next tensor start now
+    const t = units[j + 1]?.tensor;
+    if (t !== undefined && t !== u.tensor && (blocked.get(list[t].name)?.passes ?? 0) > 0) plansOf(t);
   };
   const fill = () => {
     while (!closed && next < units.length && (inFlight === 0 || inFlight + weight(units[next]) <= largest)) {
@@ -1111,15 +1022,12 @@ export function mergeStream(
         return Promise.reject(new MoekitError(`tensor ${clip(name, 80)} is not in this merge`));
       }
       if (units[j].rows) return Promise.resolve({ chunks: blocks(j, units[j].tensor) });
-      return result(j).then((d) => {
-        if (!list[units[j].tensor].passthrough) units[j].result = d;
-        return d;
-      });
+      return result(j).then((d) => (units[j].result = d));
     },
     written(name) {
       const j = first.get(name);
       if (j === undefined) return;
-      if (units[j].result) recycle(units[j].result); // written: its memory may serve the next job
+      if (units[j].result) recycle(units[j].result); // written: its memory serves the next jobs
       units[j].result = undefined;
       for (let k = j; k < units.length && units[k].tensor === units[j].tensor; k++) release(units[k]);
     },
@@ -1129,13 +1037,60 @@ export function mergeStream(
     close() {
       closed = true;
       for (const w of workers) w.close();
-      spares.length = 0;
-      rawPool.length = 0;
-      // blocks waiting for their turn to copy their bytes: they stop at the check that follows
-      for (const h of held.values()) h.waiting.splice(0).forEach((r) => r());
-      held.clear();
+      pool.clear();
     },
   };
+}
+
+/**
+ * Feeds one block of `len` entries at entry `offset` (its raw inputs `ts`, the base first when `hasBase`)
+ * to pass `pass` of a block planner, a chunk at a time (`chunkStarts`, so that every chunk has a plan):
+ * 16-bit inputs decoded into the kernel's pool where it takes them (see `chunkSource`), otherwise the block
+ * decoded into a float32 buffer of the pool.
+ */
+function feedBlock(
+  pl: NonNullable<ReturnType<typeof mergeBlockPlanner>>,
+  pass: number,
+  offset: number,
+  len: number,
+  ts: readonly RawTensor[],
+  hasBase: boolean,
+  method: string,
+  pool: BufferPool,
+): void {
+  const starts = chunkStarts(len), flat = ts.map((t) => ({ ...t, shape: [len] }));
+  const src = chunkSource({
+    options: { method },
+    base: hasBase ? flat[0] : undefined,
+    models: flat.slice(hasBase ? 1 : 0).map((tensor) => ({ tensor, params: undefined })),
+  });
+  const is16 = (d: Dtype) => d === "BF16" || d === "F16";
+  const f32 = src ? [] : ts.map((t) => (is16(t.dtype) ? pool.take(4 * len) : undefined));
+  try {
+    // without the kernel's pool: each input decoded whole (float32 inputs are views of their bytes)
+    const data = src
+      ? []
+      : ts.map((t, k) =>
+        f32[k]
+          ? decodeFloatsInto(t.bytes, t.dtype, new Float32Array(f32[k]!.buffer, 0, len))
+          : decodeFloats(t.bytes, t.dtype)
+      );
+    for (const [i, off] of starts.entries()) {
+      const m = (starts[i + 1] ?? len) - off;
+      const inputs = src
+        ? [...(hasBase ? [] : [undefined]), ...ts.map((_, k) => src.chunk(k + (hasBase ? 0 : 1), off, m))]
+        : [...(hasBase ? [] : [undefined]), ...data.map((d) => d.subarray(off, off + m))];
+      // the planner keeps counts, sums and copies of boundary entries, not the chunk
+      pl.add(pass, {
+        offset: offset + off,
+        base: inputs[0],
+        models: inputs.slice(1) as (Float32Array | Float64Array)[],
+      });
+    }
+  } finally {
+    src?.release();
+    for (const b of f32) pool.give(b?.buffer);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 /**
  * The Worker side of a checkpoint merge's compute stage: runs `merge()` on tensors posted by
- * `merge_run.ts` (inputs and result move by transfer, not copy) so that the calling thread stays free
- * for the reads and writes of neighbouring tensors. Internal.
+ * `merge_run.ts` (inputs and result move by transfer, not copy, and the inputs come back for the run's
+ * buffer pool) while the calling thread reads and writes neighbouring tensors (and merges too when this
+ * Worker has jobs queued). Internal.
  * @module
  */
 
-import { type ComputeJob, planJob, runJob } from "./merge_run.ts";
+import { type ComputeJob, runJob } from "./merge_run.ts";
 import { mergeKernel } from "./kernel_run.ts";
 
 mergeKernel(); // compiled while the first inputs are read
@@ -18,32 +19,17 @@ const self = globalThis as unknown as {
 self.onmessage = (ev: MessageEvent<ComputeJob>) => {
   const { id } = ev.data;
   try {
-    if (ev.data.planBlocks) {
-      // plan only: the plans, and the raw bytes back (the blocks are merged from them)
-      const plans = planJob(ev.data);
-      const bytes = [ev.data.base, ...ev.data.models.map((m) => m.tensor)].map((t) => t?.bytes);
-      const buffers = bytes.flatMap((b) => (b && b.buffer instanceof ArrayBuffer ? [b.buffer] : []));
-      self.postMessage({ id, plans, bytes }, [...new Set(buffers)]);
-      return;
-    }
     const out = runJob(ev.data, (warning) => self.postMessage({ id, warning }));
     const data = out.data as Float32Array | Float64Array;
     // a 16-bit output: encoded here, in place over the result (the calling thread writes the bytes)
     const K = ev.data.encode && data.buffer instanceof ArrayBuffer ? mergeKernel() : null;
     const encoded = K && !K.owns(data) ? K.encode16(data, ev.data.encode!) : undefined;
-    // runJob has freed the input buffers (detached), or they go back (`giveBack`); the result moves by
-    // transfer
-    const inputs = ev.data.giveBack
-      ? [
-        ...new Set([ev.data.base, ...ev.data.models.map((m) => m.tensor)].flatMap((t) => {
-          const b = t?.bytes.buffer;
-          return b instanceof ArrayBuffer && !b.detached && b !== data.buffer ? [b] : [];
-        })),
-      ]
-      : [];
+    // runJob has freed the buffers it is done with (detached), or they go back (`giveBack`: `spent`); the
+    // result moves by transfer
+    const spent = out.spent;
     self.postMessage(
-      { id, shape: out.shape, ...(encoded ? { encoded } : { data }), ...(inputs.length ? { inputs } : {}) },
-      [...(data.buffer instanceof ArrayBuffer ? [data.buffer] : []), ...inputs],
+      { id, shape: out.shape, ...(encoded ? { encoded } : { data }), ...(spent.length ? { spent } : {}) },
+      [...(data.buffer instanceof ArrayBuffer ? [data.buffer] : []), ...spent],
     );
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
@@ -59,3 +45,5 @@ self.onmessage = (ev: MessageEvent<ComputeJob>) => {
     self.postMessage({ id, error: { name: err.name, message: err.message, fields } });
   }
 };
+
+self.postMessage({ id: -1, ready: true }); // up: the calling thread stops merging jobs itself
