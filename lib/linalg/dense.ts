@@ -8,10 +8,14 @@
 
 import { NotPositiveDefiniteError } from "../kernels/native.ts";
 import type { GemmNT } from "./backend.ts";
+import type { Workspace } from "./gemm64.ts";
+import { type Kernels64, workspace64 } from "./symmetric.ts";
 
 /**
- * Lower Cholesky factor of a symmetric positive definite n×n row-major `a` (float64, not modified),
- * right-looking and blocked: the panel in float64 JS, the trailing update `A22 −= L21·L21ᵀ` in `gemm`.
+ * Lower Cholesky factor of a symmetric positive definite n×n row-major `a` (float64, not modified; the
+ * lower triangle is read), right-looking and blocked: the panel in float64 JS, the trailing update
+ * `A22 −= L21·L21ᵀ` in `gemm`. Not positive definite → `NotPositiveDefiniteError` (`routine`, the order of
+ * the failing minor).
  */
 export function cholesky64(
   a: Float64Array,
@@ -20,14 +24,49 @@ export function cholesky64(
   routine: string,
   nb = 128,
 ): Float64Array {
+  const { l, order } = choleskyPrefix64(a, n, gemm, 0, nb);
+  if (order < n) throw new NotPositiveDefiniteError(routine, order + 1);
+  return l;
+}
+
+/**
+ * {@link cholesky64} that stops at the first column whose pivot (its diagonal entry minus the squares
+ * before it) is not above `minPivot` (or is not finite): `order` columns are factored, and the leading
+ * order×order block of `l` is their Cholesky factor (the rest is scratch; the upper triangle is zero).
+ * Internal.
+ *
+ * @example
+ * ```ts
+ * import { choleskyPrefix64 } from "./dense.ts";
+ * import { gemmFor } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ * // [[4, 2], [2, 1]]: the second pivot is 1 − 1² = 0, so one column passes
+ * assert.equal(choleskyPrefix64(Float64Array.of(4, 2, 2, 1), 2, gemmFor("js"), 0).order, 1);
+ * // [[4, 2], [2, 2]] = L·Lᵀ with L = [[2, 0], [1, 1]]; with minPivot 1 the second pivot (1) stops it
+ * const full = choleskyPrefix64(Float64Array.of(4, 2, 2, 2), 2, gemmFor("js"), 0);
+ * assert.deepEqual([full.order, Array.from(full.l)], [2, [2, 0, 1, 1]]);
+ * assert.equal(choleskyPrefix64(Float64Array.of(4, 2, 2, 2), 2, gemmFor("js"), 1).order, 1);
+ * ```
+ */
+export function choleskyPrefix64(
+  a: Float64Array,
+  n: number,
+  gemm: GemmNT,
+  minPivot: number,
+  nb = 128,
+): { l: Float64Array; order: number } {
   const A = a.slice();
+  const done = (order: number) => {
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) A[i * n + j] = 0;
+    return { l: A, order };
+  };
   for (let j0 = 0; j0 < n; j0 += nb) {
     const b = Math.min(nb, n - j0);
     // unblocked factor of the diagonal block
     for (let j = j0; j < j0 + b; j++) {
       let s = A[j * n + j];
       for (let p = j0; p < j; p++) s -= A[j * n + p] ** 2;
-      if (!(s > 0) || !Number.isFinite(s)) throw new NotPositiveDefiniteError(routine, j + 1);
+      if (!(s > minPivot) || !Number.isFinite(s)) return done(j);
       const l = Math.sqrt(s);
       A[j * n + j] = l;
       for (let i = j + 1; i < j0 + b; i++) {
@@ -56,8 +95,156 @@ export function cholesky64(
       for (let j = 0; j <= i; j++) A[row + j] -= upd[i * r + j];
     }
   }
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) A[i * n + j] = 0;
-  return A;
+  return done(n);
+}
+
+/** The lower block triangle of `C = S·Sᵀ` (n×n, workspace array `c`) for `S` [n, m] (array `s`). */
+function gramLower(ws: Workspace, s: number, c: number, n: number, m: number, nb = 256): void {
+  for (let i0 = 0; i0 < n; i0 += nb) {
+    const i1 = Math.min(n, i0 + nb);
+    ws.gemm([s, i0 * m, m], [s, 0, m], [c, i0 * n, n], i1 - i0, i1, m, false);
+  }
+}
+
+/**
+ * The Gram matrix `S·Sᵀ` (n×n, both triangles) of the rows of an n×m float64 `S` that `fill` writes into
+ * the kernel workspace (so a large S is not copied again): only the lower block triangle is multiplied
+ * (about half a GEMM's flops), on the float64 kernels. Internal.
+ *
+ * @example
+ * ```ts
+ * import { gram64 } from "./dense.ts";
+ * import { kernels64For } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ * // rows (1, 2, 0) and (3, 4, 5)
+ * const g = gram64((s) => s.set([1, 2, 0, 3, 4, 5]), 2, 3, kernels64For("js"));
+ * assert.deepEqual(Array.from(g), [5, 11, 11, 50]);
+ * ```
+ */
+export function gram64(
+  fill: (s: Float64Array) => void,
+  n: number,
+  m: number,
+  kernels: Kernels64,
+): Float64Array {
+  const ws = workspace64(kernels, [n * m, n * n]);
+  try {
+    fill(ws.view(0));
+    gramLower(ws, 0, 1, n, m);
+    const g = ws.view(1).slice();
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) g[i * n + j] = g[j * n + i];
+    return g;
+  } finally {
+    ws.close();
+  }
+}
+
+/**
+ * One CholeskyQR pass in float64 over the columns of `U₀` [m, n] in order, given as the rows of
+ * `S = U₀ᵀ` [n, m] that `fill` writes into the kernel workspace (unit or zero rows): `W = U₀ᵀ·U₀` (lower
+ * block triangle on the GEMM), its Cholesky factor `L` up to the first column whose pivot — the part of its
+ * squared norm outside the span of the columns before it — is not above `minPivot` (`order` columns
+ * pass), then `X = U₀·L⁻ᵀ` for those columns by a blocked triangular solve whose bulk is GEMM
+ * (`X_J = (U₀_J − X_{<J}·L_{J,<J}ᵀ)·L_JJ⁻ᵀ`, `nb` columns a block). Writes X into `out` [m, n] (float32),
+ * and U₀ itself in the columns from `order` on; returns `order` and `diag` (L's diagonal: each passed
+ * column's norm after the projections). In float64, X's columns are orthonormal to about
+ * `1e-16·cond(U₀)²` before the float32 rounding of `out`. Internal.
+ *
+ * @example
+ * ```ts
+ * import { cholQr64 } from "./dense.ts";
+ * import { kernels64For } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ * // U₀ = [e₁, (e₁ + e₂)/√2, e₁]: the second column keeps half its squared norm (its e₂ part), the third
+ * // nothing, so the pass stops there (minPivot 0.25) and leaves that column as it was
+ * const r = Math.SQRT1_2, out = new Float32Array(9);
+ * const pass = cholQr64((s) => s.set([1, 0, 0, r, r, 0, 1, 0, 0]), 3, 3, kernels64For("js"), 0.25, out);
+ * assert.equal(pass.order, 2);
+ * assert.ok(Math.abs(pass.diag[0] - 1) < 1e-15 && Math.abs(pass.diag[1] - r) < 1e-15);
+ * // X (columns) = [e₁, e₂, U₀'s third column e₁], row-major [3, 3]
+ * assert.deepEqual(Array.from(out, (v) => Math.round(v * 1e6) / 1e6 + 0), [1, 0, 1, 0, 1, 0, 0, 0, 0]);
+ * ```
+ */
+export function cholQr64(
+  fill: (s: Float64Array) => void,
+  n: number,
+  m: number,
+  kernels: Kernels64,
+  minPivot: number,
+  out: Float32Array,
+  nb = 128,
+): { order: number; diag: Float64Array } {
+  const ws = workspace64(kernels, [n * m, m * n, n * n, nb * n, nb * nb, m * nb]);
+  try {
+    fill(ws.view(0));
+    gramLower(ws, 0, 2, n, m);
+    const { l, order } = choleskyPrefix64(ws.view(2), n, kernels.gemm, minPivot);
+    transposeInto(ws.view(0), n, m, ws.view(1));
+    for (let j0 = 0; j0 < order; j0 += nb) {
+      const w = Math.min(nb, order - j0);
+      if (j0 > 0) {
+        // X_J += X_{<J}·(−L_{J,<J})ᵀ
+        const nl = ws.view(3);
+        for (let r = 0; r < w; r++) for (let c = 0; c < j0; c++) nl[r * j0 + c] = -l[(j0 + r) * n + c];
+        ws.gemm([1, 0, n], [3, 0, j0], [1, j0, n], m, w, j0, true);
+      }
+      // X_J = T·L_JJ⁻ᵀ with T the current X_J
+      const t = ws.view(5), x = ws.view(1);
+      for (let i = 0; i < m; i++) t.set(x.subarray(i * n + j0, i * n + j0 + w), i * w);
+      lowerInverse(l, n, j0, w, ws.view(4));
+      ws.gemm([5, 0, w], [4, 0, w], [1, j0, n], m, w, w, false);
+    }
+    out.set(ws.view(1));
+    const diag = new Float64Array(order);
+    for (let j = 0; j < order; j++) diag[j] = l[j * n + j];
+    return { order, diag };
+  } finally {
+    ws.close();
+  }
+}
+
+/**
+ * The transpose of the rows×cols row-major `s` into `out` (cols×rows, float64), `tile` source rows at a
+ * time. Internal.
+ *
+ * @example
+ * ```ts
+ * import { transposeInto } from "./dense.ts";
+ * import assert from "node:assert/strict";
+ * const out = new Float64Array(6);
+ * transposeInto(Float32Array.of(1, 2, 3, 4, 5, 6), 2, 3, out);
+ * assert.deepEqual(Array.from(out), [1, 4, 2, 5, 3, 6]);
+ * ```
+ */
+export function transposeInto(
+  s: Float32Array | Float64Array,
+  rows: number,
+  cols: number,
+  out: Float64Array,
+  tile = 16,
+): void {
+  for (let i0 = 0; i0 < rows; i0 += tile) {
+    const i1 = Math.min(rows, i0 + tile);
+    for (let j = 0; j < cols; j++) {
+      const o = j * rows;
+      for (let i = i0; i < i1; i++) out[o + i] = s[i * cols + j];
+    }
+  }
+}
+
+/** The inverse of the w×w lower-triangular diagonal block of `l` (n×n) at (j0, j0), row-major into `inv`. */
+function lowerInverse(l: Float64Array, n: number, j0: number, w: number, inv: Float64Array): void {
+  inv.fill(0, 0, w * w);
+  for (let c = 0; c < w; c++) {
+    // column c of L⁻¹: forward substitution of L·x = e_c
+    inv[c * w + c] = 1 / l[(j0 + c) * n + j0 + c];
+    for (let r = c + 1; r < w; r++) {
+      let t = 0;
+      const row = (j0 + r) * n + j0;
+      for (let p = c; p < r; p++) t -= l[row + p] * inv[p * w + c];
+      inv[r * w + c] = t / l[row + r];
+    }
+  }
 }
 
 /**

@@ -26,7 +26,7 @@ import {
   resolveBackend,
   type Resolved,
 } from "./backend.ts";
-import { cholesky64, qr64 } from "./dense.ts";
+import { cholesky64, cholQr64, gram64, qr64, transposeInto } from "./dense.ts";
 import { symEigen64, symTop64 } from "./symmetric.ts";
 
 /**
@@ -160,18 +160,20 @@ export function matmulAdd(
 
 /**
  * Thin singular value decomposition. Native: LAPACK `sgesdd` (divide and conquer, float32 — numpy's
- * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side on the GEMM,
- * its float64 eigendecomposition (blocked tridiagonalisation, divide and conquer, blocked
- * back-transformation, all on a float64 GEMM), then `U = A·V·Σ⁻¹` with each σ re-measured as `‖A·vᵢ‖`.
- * That resolves the singular values above about `√ε·σ₁` (ε = 1.2e-7 for wasm's float32 Gram, so about
- * `3e-4·σ₁`; 2.2e-16 for js). The columns below what the Gram matrix resolves to orthonormality (5e-2·σ₁
- * on wasm, 1e-4·σ₁ on js) are then projected off the others twice, factored by a float64 QR and their
- * small block decomposed again (recursively, relative to its own norm), so U and V (the long side's
- * vectors: V for a wide A) are orthonormal to about 1e-6 for every input, `‖A − U·Σ·Vᵀ‖` stays at float32
- * rounding, and the small σ come out far more accurate than `√ε·σ₁`; the cost grows with the number of
- * such columns (a float64 QR and an SVD of that many columns). Where σ = 0 (rank-deficient A) the basis is
- * completed with seeded Gaussian vectors (fixed seed 0x5eed, reproducible), as numpy completes it.
- * Non-finite input throws `NonFiniteError`.
+ * `np.linalg.svd` on float32 input). WebAssembly / JS: the Gram matrix of the smaller side in float64 (the
+ * float32 entries' products are exact there; lower half only, on the float64 GEMM), its float64
+ * eigendecomposition (blocked tridiagonalisation, divide and conquer, blocked back-transformation, all on a
+ * float64 GEMM), the columns `A·vⱼ` on the backend's GEMM (float32 on wasm), normalised, and one float64
+ * CholeskyQR pass over them in order of decreasing σ (`U = U₀·L⁻ᵀ`, `L·Lᵀ = U₀ᵀ·U₀`). That pass moves
+ * each column only by the rounding its product put along the columns before it, so U and V (the long
+ * side's vectors: V for a wide A) are orthonormal to float32 rounding (about 1e-7) and `‖A − U·Σ·Vᵀ‖`
+ * stays at float32 rounding; besides the eigensolver that costs `A·V` and, for the pass, one more float64
+ * Gram matrix and a triangular solve (about m·n² flops each). σ: on wasm the Gram matrix's `√λⱼ`
+ * (float64-accurate) down to 1e-6·σ₁, below that and on js the column's norm after the pass. Columns the
+ * pass cannot keep — σ at the rounding level, or zero — are projected off the others, factored by a
+ * float64 QR and their small block decomposed again (recursively, relative to its own norm); where σ = 0
+ * the basis is completed with seeded Gaussian vectors (fixed seed 0x5eed, reproducible), as numpy
+ * completes it. Non-finite input throws `NonFiniteError`.
  *
  * @example
  * ```ts
@@ -351,55 +353,58 @@ function longSide(
 }
 
 /**
- * Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix: its float64 eigenvectors V (the blocked
- * eigensolver in `symmetric.ts`), each σⱼ re-measured as `‖A·vⱼ‖`, `uⱼ = A·vⱼ/σⱼ`, then the columns of U
- * whose σ the Gram matrix does not resolve re-orthonormalised ({@link orthonormaliseTail}). With `a64`
- * (A's float64 entries; the tail's small block) the Gram matrix and `A·V` are float64 products on the
- * backend's float64 kernels, so a float64 Gram's resolution applies.
+ * Thin SVD of a tall A (m ≥ n) through the n×n Gram matrix `AᵀA`, formed in float64 (the float32 entries'
+ * products are exact there; with `a64`, A's float64 entries, for the tail's small block), and its float64
+ * eigenvectors V (the blocked eigensolver in `symmetric.ts`). The columns `bⱼ = A·vⱼ` (the backend's GEMM:
+ * float32 on wasm) are sorted by norm and normalised, and one float64 CholeskyQR pass ({@link cholQr64})
+ * makes them orthonormal in that order: the part of `bⱼ` along the earlier columns is the rounding of the
+ * product and of V (about `ε·σ₁` and `1e-16·σ₁²/σⱼ`), so removing it keeps `A·V = U·Σ` to that rounding.
+ * `σⱼ` is `√λⱼ` where the product was float32 and λⱼ ≥ 1e-12·λ₁, else the norm the column keeps after the
+ * pass. The pass stops at the first column that loses more than half its norm there (σ at the rounding
+ * level, or zero); from it on {@link orthonormaliseTail} decomposes the rest again.
  */
 function gramSvd(a: Mat, backend: "wasm" | "js", a64?: Float64Array): SvdResult {
-  const m = a.rows, n = a.cols, gemm = a64 ? kernels64For(backend).gemm : gemmFor(backend);
-  let G: Float64Array;
-  if (a64) {
-    const at64 = new Float64Array(n * m);
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) at64[j * m + i] = a64[i * n + j];
-    G = gemm(at64, at64, n, n, m);
-  } else {
-    const at = matrix.transpose(a);
-    G = backend === "wasm"
-      ? Float64Array.from(gemmNT32(at.data, at.data, n, n, m))
-      : gemm(Float64Array.from(at.data), Float64Array.from(at.data), n, n, m);
-  }
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < i; j++) G[i * n + j] = G[j * n + i] = 0.5 * (G[i * n + j] + G[j * n + i]);
-  }
-  const { vectors } = symEigen64(G, n, `svd[${backend}]`, kernels64For(backend));
+  const m = a.rows, n = a.cols, kernels = kernels64For(backend);
+  const G = gram64((s) => transposeInto(a64 ?? a.data, m, n, s), n, m, kernels);
+  const { values, vectors } = symEigen64(G, n, `svd[${backend}]`, kernels);
   // V rows, largest eigenvalue first
   const Vt = new Float64Array(n * n);
   for (let i = 0; i < n; i++) Vt.set(vectors.subarray((n - 1 - i) * n, (n - i) * n), i * n);
-  const AV = a64
-    ? gemm(a64, Vt, m, n, n)
+  // the columns bⱼ = A·vⱼ as rows [n, m]
+  const B = a64
+    ? kernels.gemm(Vt, a64, n, m, n)
     : backend === "wasm"
-    ? Float64Array.from(gemmNT32(a.data, Float32Array.from(Vt), m, n, n))
-    : gemm(Float64Array.from(a.data), Vt, m, n, n);
-  const s = new Float64Array(n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) s[j] += AV[i * n + j] ** 2;
-  for (let j = 0; j < n; j++) s[j] = Math.sqrt(s[j]);
-  const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => s[q] - s[p] || p - q);
-  const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n), inv = new Float64Array(n);
-  const tiny = (s[order[0]] || 1) * 1e-30;
-  order.forEach((src, j) => {
-    sv[j] = s[src];
-    vt.data.set(Vt.subarray(src * n, src * n + n), j * n);
-    if (s[src] <= tiny) sv[j] = 0;
-    else inv[j] = 1 / s[src];
-  });
-  for (let i = 0; i < m; i++) {
-    const row = i * n;
-    for (let j = 0; j < n; j++) u.data[row + j] = AV[row + order[j]] * inv[j];
+    ? gemmNT32(Float32Array.from(Vt), a.data, n, m, n)
+    : gemmFor("js")(Vt, Float64Array.from(a.data), n, m, n);
+  const norm = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let q = 0;
+    for (let i = j * m; i < (j + 1) * m; i++) q += B[i] * B[i];
+    norm[j] = Math.sqrt(q);
   }
-  orthonormaliseTail(u, sv, vt, backend, RESOLVED[a64 ? "js" : backend]);
-  // the tail's σ come from its own decomposition: keep them descending
+  const order = Array.from({ length: n }, (_, i) => i).sort((p, q) => norm[q] - norm[p] || p - q);
+  const u = matrix.zeros(m, n), vt = matrix.zeros(n, n), sv = new Float64Array(n);
+  const tiny = (norm[order[0]] || 1) * 1e-30;
+  order.forEach((src, j) => {
+    sv[j] = norm[src] > tiny ? norm[src] : 0;
+    vt.data.set(Vt.subarray(src * n, src * n + n), j * n);
+  });
+  const fill = (s: Float64Array) => {
+    order.forEach((src, j) => {
+      const inv = sv[j] > 0 ? 1 / sv[j] : 0;
+      for (let i = 0; i < m; i++) s[j * m + i] = B[src * m + i] * inv;
+    });
+  };
+  const head = cholQr64(fill, n, m, kernels, MIN_PIVOT, u.data);
+  // float32 products (wasm) bias ‖bⱼ‖ by about (ε·σ₁)²/2σⱼ; the float64 Gram's eigenvalues are exact to
+  // about 1e-16·σ₁², so they give the better σ wherever λⱼ ≥ 1e-12·λ₁
+  const exact = !a64 && backend === "wasm" ? 1e-12 * values[n - 1] : Infinity;
+  for (let j = 0; j < head.order; j++) {
+    const lambda = values[n - 1 - order[j]];
+    sv[j] = lambda >= exact ? Math.sqrt(lambda) : sv[j] * head.diag[j];
+  }
+  orthonormaliseTail(u, sv, vt, backend, head.order);
+  // the head's σ lost their rounding and the tail's come from its own decomposition: keep them descending
   if (sv.some((v, j) => j > 0 && v > sv[j - 1])) {
     const p = Array.from({ length: n }, (_, i) => i).sort((x, y) => sv[y] - sv[x] || x - y);
     const u2 = matrix.zeros(m, n), vt2 = matrix.zeros(n, n), s2 = p.map((i) => sv[i]);
@@ -413,40 +418,37 @@ function gramSvd(a: Mat, backend: "wasm" | "js", a64?: Float64Array): SvdResult 
 }
 
 /**
- * The fraction of σ₁ from which {@link gramSvd}'s `uⱼ = A·vⱼ/σⱼ` are orthonormal to 1e-6 or better as they
- * come: the Gram matrix's rounding (float32 on wasm, float64 on js) leaves about `ε·σ₁²/σⱼ²` in the
- * directions of the columns below it (measured: 1e-5 at σⱼ ≈ 1e-2·σ₁ on wasm, at 1e-6·σ₁ on js).
+ * {@link gramSvd}'s CholeskyQR keeps a column when at least this fraction of its squared norm lies outside
+ * the span of the columns before it (the rest is rounding there; a column below is decomposed again).
  */
-const RESOLVED: Record<"wasm" | "js", number> = { wasm: 0.05, js: 1e-4 };
+const MIN_PIVOT = 0.5;
 
 /** Seed of the random vectors that complete U's basis where a column vanishes (σ = 0, rank deficiency). */
 const COMPLETION_SEED = 0x5eed;
 
 /**
- * Makes the columns of `u` (m×k, m ≥ k, σ descending in `s`, `vt` the k×n right vectors) orthonormal at a
- * cost that grows with the number b of unresolved columns (σⱼ < `resolved`·σ₁, see {@link RESOLVED}):
- * O(m·b² + b³), nothing when b = 0; the resolved ones are left as they are. The unresolved block `B = A·V_b` (columns `σⱼ·uⱼ`) is projected off the resolved
- * columns twice (block classical Gram–Schmidt on the float64 GEMM, `C −= H·(Hᵀ·C)`), then factored
- * `B = Q·M` by a float64 Householder QR; a column of Q that vanishes (σ = 0, or nothing left after the
- * projections) is replaced by a Gaussian vector (seed {@link COMPLETION_SEED} + its index + k·round) and
- * the step repeated, as numpy completes the basis there. The small b×b `M` is itself decomposed by
- * {@link gramSvd} on its float64 entries (a float64 Gram relative to its own norm; it recurses on its own
- * tail, which for a float64 Gram is below `1e-4·‖M‖`), and `U_b = Q·U_M`, `V_b ← V_b·V_M`, `σ_b = σ_M`:
- * U orthonormal, and `A·V = U·Σ` kept up to what the Gram matrix put into the resolved columns' span.
+ * Makes the last b = k − j0 columns of `u` (m×k, m ≥ k, σ in `s`, `vt` the k×n right vectors; the first
+ * j0 columns orthonormal, the others unit or zero) orthonormal at a cost that grows with b: O(m·b² + b³),
+ * nothing when b = 0. The block `B = A·V_b` (columns `σⱼ·uⱼ`) is projected off the first j0 columns twice
+ * (block classical Gram–Schmidt on the float64 GEMM, `C −= H·(Hᵀ·C)`), then factored `B = Q·M` by a
+ * float64 Householder QR; a column of Q that vanishes (σ = 0, or nothing left after the projections) is
+ * replaced by a Gaussian vector (seed {@link COMPLETION_SEED} + its index + k·round) and the step
+ * repeated, as numpy completes the basis there. The small b×b `M` is itself decomposed by
+ * {@link gramSvd} on its float64 entries (relative to its own norm; it recurses on its own tail), and
+ * `U_b = Q·U_M`, `V_b ← V_b·V_M`, `σ_b = σ_M`: U orthonormal, and `A·V = U·Σ` kept up to the projections'
+ * rounding.
  */
 function orthonormaliseTail(
   u: Mat,
   s: Float64Array,
   vt: Mat,
   backend: "wasm" | "js",
-  resolved: number,
+  j0: number,
 ): void {
   const m = u.rows, k = u.cols, n = vt.cols, gemm = kernels64For(backend).gemm;
-  let j0 = 0;
-  while (j0 < k && s[j0] > 0 && s[j0] >= resolved * s[0]) j0++;
   const b = k - j0;
   if (b === 0) return;
-  // the unresolved columns as rows C [b, m]; the resolved ones as H [m, j0] and Hᵀ [j0, m]
+  // the tail columns as rows C [b, m]; the orthonormal ones as H [m, j0] and Hᵀ [j0, m]
   const C = new Float64Array(b * m), H = new Float64Array(m * j0), Ht = new Float64Array(j0 * m);
   for (let i = 0; i < m; i++) {
     const row = i * k;

@@ -117,7 +117,27 @@ function jsWorkspace(lengths: number[], gemm: GemmNT): Workspace {
   };
 }
 
-function openWorkspace(kernels: Kernels64, lengths: number[]): Workspace {
+/**
+ * A {@link Workspace} of float64 arrays of the given lengths on `kernels`: inside the WebAssembly kernel
+ * memory where it fits, else float64 JS arrays (GEMM operands gathered). Close it when done. Internal.
+ *
+ * @example
+ * ```ts
+ * import { workspace64 } from "./symmetric.ts";
+ * import { kernels64For } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ * const ws = workspace64(kernels64For("wasm"), [4, 4, 4]);
+ * try {
+ *   ws.view(0).set([1, 2, 3, 4]); // A [2, 2]
+ *   ws.view(1).set([1, 0, 0, 1]); // B = I
+ *   ws.gemm([0, 0, 2], [1, 0, 2], [2, 0, 2], 2, 2, 2, false); // C = A·Bᵀ
+ *   assert.deepEqual(Array.from(ws.view(2)), [1, 2, 3, 4]);
+ * } finally {
+ *   ws.close();
+ * }
+ * ```
+ */
+export function workspace64(kernels: Kernels64, lengths: number[]): Workspace {
   return kernels.workspace?.(lengths) ?? jsWorkspace(lengths, kernels.gemm);
 }
 
@@ -127,7 +147,7 @@ function openWorkspace(kernels: Kernels64, lengths: number[]): Workspace {
  * the diagonal on, contiguous. The symmetric products and the trailing updates run in the workspace.
  */
 function tridiagonalize(a: Float64Array, n: number, kernels: Kernels64, nb = 32): Tridiagonal {
-  const ws = openWorkspace(kernels, [n * n, nb * n, 2 * nb * n, 2 * nb * n]);
+  const ws = workspace64(kernels, [n * n, nb * n, 2 * nb * n, 2 * nb * n]);
   try {
     const A = ws.view(0), W = ws.view(1), P = ws.view(2), Q = ws.view(3);
     A.set(a.subarray(0, n * n));
@@ -246,7 +266,7 @@ function symvLower(
 function applyQ(t: Tridiagonal, E: Float64Array, rows: number, kernels: Kernels64, nb = 128): void {
   const { n, v, tau } = t;
   if (n < 2 || rows === 0) return;
-  const ws = openWorkspace(kernels, [rows * n, nb * n, n * nb, rows * nb, rows * nb, nb * nb, nb * nb]);
+  const ws = workspace64(kernels, [rows * n, nb * n, n * nb, rows * nb, rows * nb, nb * nb, nb * nb]);
   try {
     const X = ws.view(0), Vr = ws.view(1), Vc = ws.view(2), T = ws.view(5), G = ws.view(6);
     X.set(E.subarray(0, rows * n));
