@@ -66,6 +66,20 @@ export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
 export const FLOAT_DTYPES: readonly Dtype[] = ["F16", "BF16", "F32", "F64"];
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+
+/**
+ * The binary16 bits moekit writes for every NaN (a quiet NaN, no sign, no payload), whatever NaN it was
+ * given, so the same values always give the same bytes; BF16 NaNs are written as 0x7fc0 likewise.
+ *
+ * @example
+ * ```ts
+ * import { encodeFloats, F16_NAN } from "@moekit/moekit/io";
+ * import assert from "node:assert/strict";
+ * const bytes = encodeFloats(new Float64Array([-NaN, NaN]), "F16");
+ * assert.deepEqual(Array.from(new Uint16Array(bytes.buffer)), [F16_NAN, F16_NAN]);
+ * ```
+ */
+export const F16_NAN = 0x7e00;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
@@ -113,7 +127,7 @@ export function bf16ToNumber(bits: number): number {
 export function f16Bits(x: number): number {
   f32[0] = x;
   const u = u32[0], sign = (u >>> 16) & 0x8000, exp = (u >>> 23) & 0xff, mant = u & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // Inf / NaN
+  if (exp === 0xff) return mant ? F16_NAN : sign | 0x7c00; // every NaN → the one quiet NaN; ±Inf
   const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00; // overflow
   if (e <= 0) {
@@ -327,8 +341,14 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
         (globalThis as { Float16Array?: new (b: ArrayBuffer) => ArrayLike<number> & { [i: number]: number } })
           .Float16Array;
       if (F16) {
-        const h = new F16(out.buffer);
-        for (let i = 0; i < n; i++) h[i] = values[i];
+        // a NaN's bits through Float16Array vary (V8 keeps the payload on some paths, not on others):
+        // every NaN is written as F16_NAN, so the same values give the same file
+        const h = new F16(out.buffer), o16 = new Uint16Array(out.buffer);
+        for (let i = 0; i < n; i++) {
+          const v = values[i];
+          if (v === v) h[i] = v;
+          else o16[i] = F16_NAN;
+        }
         return out;
       }
       for (let i = 0; i < n; i++) view.setUint16(2 * i, f16Bits(values[i]), true);

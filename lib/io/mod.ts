@@ -13,6 +13,7 @@ export {
   type Dtype,
   DTYPE_BYTES,
   encodeFloats,
+  F16_NAN,
   f16Bits,
   f16ToNumber,
   FLOAT_DTYPES,

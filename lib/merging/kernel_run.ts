@@ -8,6 +8,7 @@
  * @module
  */
 
+import { F16_NAN } from "../io/dtype.ts";
 import { MERGE_WASM } from "./kernel_wasm.ts";
 import { HALF_BINS } from "./kernel_wat.ts";
 import { registerMagnitudeKernel } from "../core/selection.ts";
@@ -208,8 +209,13 @@ export class MergeKernel {
     if (dtype === "F16" && F16 && !this.#wasmF16) {
       // the engine's Float16Array stores (what encodeFloats does): measured faster than the scalar WASM
       // encoder; front to back in place, each entry read before its 2 bytes are written
-      const h = new F16(data.buffer, data.byteOffset, n);
-      for (let i = 0; i < n; i++) h[i] = data[i];
+      const h = new F16(data.buffer, data.byteOffset, n),
+        o16 = new Uint16Array(data.buffer, data.byteOffset, n);
+      for (let i = 0; i < n; i++) {
+        const v = data[i];
+        if (v === v) h[i] = v;
+        else o16[i] = F16_NAN;
+      }
       return out;
     }
     const enc = dtype === "BF16" ? this.k.bf16_encode : this.k.f16_encode;

@@ -421,7 +421,7 @@ export function mergeKernelWat(): string {
         (br $t))))
 
   ;; IEEE binary16 bits of a float64 (one rounding to nearest even, as Float16Array stores; subnormals,
-  ;; overflow to ±inf, NaN → sign | 0x7e00 | the top 9 payload bits, as Float16Array keeps them)
+  ;; overflow to ±inf, every NaN → 0x7e00, as encodeFloats writes it)
   (func $f16_of (param $x f64) (result i32)
     (local $u i64) (local $sign i32) (local $e i32) (local $mant i64) (local $m i64) (local $sh i64)
     (local $h i64) (local $rest i64) (local $half i64)
@@ -430,10 +430,10 @@ export function mergeKernelWat(): string {
     (local.set $e (i32.and (i32.wrap_i64 (i64.shr_u (local.get $u) (i64.const 52))) (i32.const 0x7ff)))
     (local.set $mant (i64.and (local.get $u) (i64.const 0xfffffffffffff)))
     (if (i32.eq (local.get $e) (i32.const 0x7ff))
-      (then (return (i32.or (local.get $sign) (select
-        (i32.or (i32.const 0x7e00) (i32.wrap_i64 (i64.shr_u (local.get $mant) (i64.const 42))))
-        (i32.const 0x7c00)
-        (i64.ne (local.get $mant) (i64.const 0)))))))
+      (then (return (select
+        (i32.const 0x7e00)
+        (i32.or (local.get $sign) (i32.const 0x7c00))
+        (i64.ne (local.get $mant) (i64.const 0))))))
     (local.set $e (i32.sub (local.get $e) (i32.const 1008))) ;; − 1023 + 15
     (if (i32.ge_s (local.get $e) (i32.const 31)) (then (return (i32.or (local.get $sign) (i32.const 0x7c00)))))
     (if (i32.le_s (local.get $e) (i32.const 0))
