@@ -1,7 +1,8 @@
 // Fuzzing the safetensors reader: seeded mutations of valid files (byte flips in header and body,
 // truncation, header-length extremes, JSON mutations of every field). Every outcome must be either a
-// typed SafetensorsError or an accepted file that passes the independent validity check below, in under
-// 2 s. CI runs MOEKIT_FUZZ_CASES (default 2,000) cases; `deno task fuzz` runs 20,000.
+// typed SafetensorsError or an accepted file that passes the independent validity check below (the slowest
+// case is printed; no timed assertion: a parse that hangs fails the run instead). CI runs
+// MOEKIT_FUZZ_CASES (default 2,000) cases; `deno task fuzz` runs 20,000.
 import assert from "node:assert/strict";
 import { type Dtype, DTYPE_BYTES, FLOAT_DTYPES, openSafetensors, SafetensorsError } from "../lib/io/mod.ts";
 
@@ -385,7 +386,7 @@ async function assertValid(bytes: Uint8Array, f: Awaited<ReturnType<typeof openS
   }
 }
 
-Deno.test(`fuzz: ${CASES} mutated safetensors files (seed ${SEED}): typed errors or valid files, each under 2 s`, async () => {
+Deno.test(`fuzz: ${CASES} mutated safetensors files (seed ${SEED}): typed errors or valid files`, async () => {
   const dir = await Deno.makeTempDir({ prefix: "moekit-fuzz-" });
   try {
     const r = rng(SEED), path = `${dir}/f.safetensors`;
@@ -415,7 +416,6 @@ Deno.test(`fuzz: ${CASES} mutated safetensors files (seed ${SEED}): typed errors
       }
       const ms = performance.now() - t0;
       if (ms > worst) [worst, worstKinds] = [ms, kinds.join("+")];
-      assert.ok(ms < 2000, `case ${c} (${kinds}) took ${ms.toFixed(0)} ms`);
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     }
     const table = [...outcomes].sort((a, b) => b[1] - a[1]).map(([k, v]) => `  ${k}: ${v}`).join("\n");
