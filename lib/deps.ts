@@ -8,7 +8,14 @@ export { CholeskyDecomposition, Matrix, SingularValueDecomposition } from "npm:m
 // @ts-types="npm:@types/ndarray@^1.0.14"
 export { default as ndarray } from "npm:ndarray@^1.1.1";
 export { munkres } from "npm:munkres@^2.0.4";
-export { parse as parseYaml } from "npm:yaml@^2.9.1";
+// @ts-types="npm:@types/js-yaml@^4.0.9"
+import { CORE_SCHEMA, load } from "npm:js-yaml@^4.1.0";
+/**
+ * Parses YAML text with the YAML 1.2 core schema (no timestamps, no `yes`/`no` booleans; a repeated key is
+ * an error). js-yaml, not the `yaml` package: that one reads the environment variables `LOG_TOKENS` and
+ * `LOG_STREAM` on every parse, which fails in a Deno program run without `--allow-env`.
+ */
+export const parseYaml = (text: string): unknown => load(text, { schema: CORE_SCHEMA });
 // The plotting packages are imported through specifiers held in variables: Deno pre-loads (downloads)
 // every dynamic import it can read statically, so a literal `import("npm:vega…")` would fetch about 90
 // packages on the first run of any program that imports moekit, plots or not.

@@ -408,3 +408,26 @@ Deno.test("capacity: a last group shorter than groupSize gets the capacity of it
   });
   assert.deepEqual(Array.from(even.keep), [1, 0, 1, 0]);
 });
+
+Deno.test("parseMergeConfig needs no permission at all (the YAML package it used read LOG_TOKENS from the environment)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/parse.ts`;
+    const merging = new URL("../lib/merging/mod.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { parseMergeConfig } from ${JSON.stringify(merging)};
+const c = parseMergeConfig("merge_method: ties\\nbase_model: ./b\\nmodels:\\n  - model: ./a\\n    parameters: {weight: 1, density: 0.5}\\n");
+console.log(c.method, c.models.length);`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--no-lock", script],
+      env: { NO_COLOR: "1" },
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    assert.equal(dec.decode(out.stdout).trim(), "ties 1");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
