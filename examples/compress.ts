@@ -4,10 +4,12 @@
  * budgets, in one table: bytes, % of the original, relative output error, routing agreement.
  *
  *   deno run examples/compress.ts                     # the table
- *   deno run --allow-write examples/compress.ts --out compress.json   # and the rows as JSON for plotting
+ *   deno run --allow-read=. --allow-write=. examples/compress.ts --out compress.json   # and the rows as JSON
+ *                                                    # (an existing compress.json is kept unless --overwrite)
  */
 
-import { intFlag, parseFlags } from "./flags.ts";
+import { intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkOutFile, writeOutFile } from "./out_file.ts";
 import {
   calibrate,
   calibrateSkip,
@@ -35,15 +37,24 @@ import {
 const USAGE = `usage: deno run examples/compress.ts [options]
 
   --seed S      seed of the experts, the router and the token stream (default 0)
-  --out FILE    also save the table's rows as JSON, for compressionPlot (needs --allow-write=FILE)
+  --out FILE    also save the table's rows as JSON, for compressionPlot (needs --allow-write=FILE;
+                with --allow-read and --allow-write on its folder it is written atomically)
+  --overwrite   allow --out to replace an existing file (it is never replaced otherwise)
   --help        this text`;
 
 const args = parseFlags(USAGE, {
   out: { type: "string" },
+  overwrite: { type: "boolean" },
   seed: { type: "string" },
   help: { type: "boolean" },
 });
 const seed = intFlag(USAGE, args, "seed", 0, 0), E = 8, d = 64, f = 128, k = 2;
+const overwrite = Boolean(args.overwrite);
+if (overwrite && args.out === undefined) {
+  usageError(USAGE, "--overwrite applies to --out FILE only (this example writes nothing else)");
+}
+// the output is checked before the work: permission, folder, an existing file
+if (args.out !== undefined) checkOutFile(USAGE, args.out, overwrite);
 
 // experts = shared component + rank-4 differences + a little noise; router skewed toward a few experts
 const rng = new Rng(seed);
@@ -141,17 +152,7 @@ console.log(
 console.log(
   "active/token = parameters computed per token vs the dense layer (skipping and Compressed Experts lower it).",
 );
-if (args.out) {
-  if (Deno.permissions.querySync({ name: "write", path: args.out }).state !== "granted") {
-    console.log(`\n(--out ${args.out}: run with --allow-write to save the table)`);
-  } else {
-    try {
-      await Deno.writeTextFile(args.out, JSON.stringify(rows, null, 2));
-    } catch (e) {
-      // a folder, a missing parent folder, …: say so in one line, no stack trace
-      console.error(`error: --out ${args.out}: cannot write the rows there (${(e as Error).message})`);
-      Deno.exit(1);
-    }
-    console.log(`\nrows saved to ${args.out} (plot them with compressionPlot)`);
-  }
+if (args.out !== undefined) {
+  await writeOutFile(USAGE, args.out, JSON.stringify(rows, null, 2), overwrite);
+  console.log(`\nrows saved to ${args.out} (plot them with compressionPlot)`);
 }

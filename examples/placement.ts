@@ -112,9 +112,13 @@ function parse(): { c: Config; json: boolean; plots?: string; overwrite: boolean
     if (s.trim() === "" || !Number.isInteger(n) || n < 0) {
       fail(`--redundant takes integers ≥ 0 separated by commas, got "${list}"`);
     }
-    if ((E + n) % P !== 0) {
+    const rest = (E + n) % P;
+    if (rest !== 0) {
+      // the nearest redundant counts R with (256 + R) % P = 0, below (when ≥ 0) and above
+      const near = [n - rest, n - rest + P].filter((r) => r >= 0).join(" or ");
       fail(
-        `--redundant ${n}: 256 + ${n} slots do not split over ${P} GPUs (use multiples of ${P} when 256 % ${P} = 0)`,
+        `--redundant ${n}: ${E} + ${n} slots do not split over ${P} GPUs (${E + n} % ${P} = ${rest}); ` +
+          `the nearest that do: --redundant ${near} (${E} + R must be a multiple of ${P})`,
       );
     }
     return n;

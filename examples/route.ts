@@ -48,7 +48,8 @@ const USAGE = `usage: deno run examples/route.ts [options]
   --dim D               hidden size (default 64)
   --router LIST         comma-separated routers or "all" (default all):
                         {ROUTERS}
-  --capacity-factor CF  capacity factor for capacity routers (default 1.25)
+  --capacity-factor CF  capacity factor of switch and topk-cap (default 1.25); gshard and
+                        expert-choice keep their own capacity
   --seed S              seed of the stream and the weights (default 0)
   --json                print JSON instead of tables
   --plots DIR           where plots go when writing is allowed (default moekit-plots):
@@ -126,6 +127,7 @@ function parse(): {
   plots: string;
   overwrite: boolean;
   kGiven: boolean;
+  cfGiven: boolean;
 } {
   const v = parseFlags(usage(), {
     tokens: { type: "string" },
@@ -162,7 +164,11 @@ function parse(): {
   );
   const list = String(v.router ?? "all");
   const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
-  for (const r of routers) if (!FACTORIES[r]) fail(`unknown router "${r}"`);
+  for (const r of routers) {
+    if (!FACTORIES[r]) {
+      fail(`unknown router "${r}"; the routers are ${Object.keys(FACTORIES).join(", ")} (or all)`);
+    }
+  }
   return {
     config,
     routers,
@@ -170,6 +176,7 @@ function parse(): {
     plots: String(v.plots ?? "moekit-plots"),
     overwrite: Boolean(v.overwrite),
     kGiven: v["top-k"] !== undefined,
+    cfGiven: v["capacity-factor"] !== undefined,
   };
 }
 
@@ -179,8 +186,8 @@ interface Row {
   aux: number | undefined;
   /** why the router could not run (shown instead of its metrics) */
   note?: string;
-  /** the router's k differs from --top-k (shown below the table) */
-  kNote?: string;
+  /** the router's k differs from --top-k, or it has its own capacity (shown below the table) */
+  notes?: string[];
 }
 
 function sumMetrics(results: RoutingResult[]): LoadMetrics {
@@ -199,7 +206,7 @@ function sumMetrics(results: RoutingResult[]): LoadMetrics {
 }
 
 async function main(): Promise<void> {
-  const { config: c, routers, json, plots, overwrite, kGiven } = parse();
+  const { config: c, routers, json, plots, overwrite, kGiven, cfGiven } = parse();
   const plotWriter = json ? undefined : await plotsAllowed(plots, overwrite);
   const stream = topicStream({ tokens: c.tokens, dim: c.dim, topics: 8, seed: c.seed });
   const gates = Array.from(
@@ -260,7 +267,20 @@ async function main(): Promise<void> {
         ? `expert choice: each expert picks its tokens (${k} slots per token); --top-k ${c.k} does not apply`
         : `${name} routes top-${k} by design; --top-k ${c.k} does not apply`
       : undefined;
-    rows.push({ router: name, metrics: sumMetrics(results), aux, ...(kNote ? { kNote } : {}) });
+    // --capacity-factor sets the token-choice capacity ceil(k·T·cf/E) of switch and topk-cap; GShard's
+    // capacity (2·ceil(T/E)) has no factor, and expert choice's c (C = round(c·T/E) tokens per expert,
+    // about k·cf in token-choice terms) means something else: both keep their own, and say so
+    const cap = results[0].capacity;
+    const cfNote = !cfGiven
+      ? undefined
+      : name === "gshard"
+      ? `gshard has its own capacity, 2·ceil(T/E) = ${cap} slots per expert; --capacity-factor ${c.cf} does not apply`
+      : name === "expert-choice"
+      ? `expert choice has its own capacity factor, c = 2 (each expert takes round(c·T/E) = ${cap} tokens); ` +
+        `--capacity-factor ${c.cf} does not apply`
+      : undefined;
+    const notes = [kNote, cfNote].filter((n) => n !== undefined);
+    rows.push({ router: name, metrics: sumMetrics(results), aux, ...(notes.length ? { notes } : {}) });
   }
   const seconds = (performance.now() - started) / 1000;
   if (json) {
@@ -272,7 +292,7 @@ async function main(): Promise<void> {
         routers: rows.map((r) =>
           r.note ? { router: r.router, skipped: r.note } : {
             router: r.router,
-            ...(r.kNote ? { note: r.kNote } : {}),
+            ...(r.notes ? { note: r.notes.join("; ") } : {}),
             cv: r.metrics.cv,
             maxVio: r.metrics.maxVio,
             entropyNorm: r.metrics.entropyNorm,
@@ -344,7 +364,7 @@ function printTables(c: Config, rows: Row[], seconds: number): void {
   console.log(
     "\nentropy = normalised load entropy (1 = balanced); aux loss = Megatron/Switch scale (1 = balanced)",
   );
-  for (const r of rows) if (r.kNote) console.log(`note: ${r.kNote}`);
+  for (const r of rows) for (const note of r.notes ?? []) console.log(`note: ${note}`);
   const first = rows.find((r) => !r.note);
   if (!first) return;
   console.log(

@@ -358,12 +358,12 @@ Deno.test("expertLoadMatrix: an expert id below −1 is named (it was counted no
   assert.deepEqual(Array.from(expertLoadMatrix([r])[0]).reduce((a, b) => a + b, 0), 10);
 });
 
-Deno.test("examples/compress.ts --out onto a folder: one-line error, exit 1, no stack trace", async () => {
+Deno.test("examples/compress.ts --out onto a folder: one-line error before any work, exit 2, no stack trace", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const r = await runExample("compress.ts", [`--allow-write=${dir}`], ["--out", dir]);
-    assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`^error: --out ${dir}: cannot write the rows there \\(`));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^error: --out ${dir}: is a folder; give a file name`));
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -96,6 +96,24 @@ Deno.test("examples/placement.ts --plots writes JSON + SVG, never replaces files
   }
 });
 
+Deno.test("examples/placement.ts --plots at a file: one line, exit 2, before any work, nothing written", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/afile`, "x");
+    for (const [plots, problem] of [["afile", "exists"], ["afile/sub", `${dir}/afile exists`]]) {
+      const r = await run([...SMALL, "--plots", `${dir}/${plots}`], ["-A"]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.split("\n")[0], `error: --plots ${dir}/${plots}: ${problem} and is not a folder`);
+      assert.doesNotMatch(r.stderr, /\n\s+at |Uncaught/, "no stack trace");
+      assert.equal(r.stdout, "", "refused before any work");
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["afile"]);
+    assert.equal(await Deno.readTextFile(`${dir}/afile`), "x");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("examples/placement.ts --help exits 0; bad flags exit 2 with a clear message", async () => {
   const help = await run(["--help"]);
   assert.equal(help.code, 0);
@@ -104,7 +122,14 @@ Deno.test("examples/placement.ts --help exits 0; bad flags exit 2 with a clear m
     const [args, pattern] of [
       [["--bogus"], /unknown option --bogus; the options are --/],
       [["--tokens", "x"], /--tokens must be an integer ≥ 2, got "x"/],
-      [["--redundant", "0,16"], /--redundant 16: 256 \+ 16 slots do not split over 32 GPUs/],
+      [
+        ["--redundant", "0,16"],
+        /--redundant 16: 256 \+ 16 slots do not split over 32 GPUs \(272 % 32 = 16\); the nearest that do: --redundant 0 or 32 \(256 \+ R must be a multiple of 32\)/,
+      ],
+      [
+        ["--nodes", "3"],
+        /--redundant 0: 256 \+ 0 slots do not split over 24 GPUs \(256 % 24 = 16\); the nearest that do: --redundant 8 \(/,
+      ],
       [["--redundant", "a"], /--redundant takes integers ≥ 0/],
       [["--decay", "1"], /--decay must be a number in \[0, 1\)/],
       [["--nodes", "0"], /--nodes must be an integer ≥ 1/],

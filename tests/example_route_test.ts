@@ -65,7 +65,10 @@ Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () =
     const [args, pattern] of [
       [["--bogus"], /unknown option --bogus; the options are --/],
       [["--experts", "x"], /--experts must be an integer ≥ 2, got "x"/],
-      [["--router", "nope"], /unknown router "nope"/],
+      [
+        ["--router", "topk,nope"],
+        /^error: unknown router "nope"; the routers are topk, topk-raw, switch, topk-cap, gshard, deepseek-v3, deepseek-v3-bal, expert-choice, noisy, hash, sinkhorn, base \(or all\)$/m,
+      ],
       [["--top-k", "9", "--experts", "4"], /--top-k 9 exceeds --experts 4/],
       [["--capacity-factor=-1"], /--capacity-factor must be a number ≥ 0/],
       [
@@ -131,6 +134,31 @@ Deno.test("examples/route.ts: --top-k says which routers have a fixed k", async 
   assert.doesNotMatch((await run("--tokens", "64", "--router", "gshard")).stdout, /^note:/m);
 });
 
+Deno.test("examples/route.ts: --capacity-factor says which capacity routers keep their own", async () => {
+  const args = ["--capacity-factor", "2", "--tokens", "128", "--router", "switch,gshard,expert-choice"];
+  const { code, stdout } = await run(...args);
+  assert.equal(code, 0);
+  // T = 128, E = 16: GShard 2·ceil(128/16) = 16 slots, expert choice round(2·128/16) = 16 tokens
+  assert.match(
+    stdout,
+    /^note: gshard has its own capacity, 2·ceil\(T\/E\) = 16 slots per expert; --capacity-factor 2 does not apply$/m,
+  );
+  assert.match(
+    stdout,
+    /^note: expert choice has its own capacity factor, c = 2 \(each expert takes round\(c·T\/E\) = 16 tokens\); --capacity-factor 2 does not apply$/m,
+  );
+  assert.doesNotMatch(stdout, /note: switch/);
+  const json = JSON.parse((await run("--json", ...args, "--top-k", "3")).stdout);
+  assert.equal(json.routers[0].note, "switch routes top-1 by design; --top-k 3 does not apply");
+  assert.equal(
+    json.routers[1].note,
+    "gshard routes top-2 by design; --top-k 3 does not apply; " +
+      "gshard has its own capacity, 2·ceil(T/E) = 16 slots per expert; --capacity-factor 2 does not apply",
+  );
+  // the default factor stays quiet
+  assert.doesNotMatch((await run("--tokens", "64", "--router", "gshard,expert-choice")).stdout, /^note:/m);
+});
+
 Deno.test("examples/route.ts loads no plotting or build packages up front (vega, resvg, wabt)", async () => {
   const out = await new Deno.Command(Deno.execPath(), { args: ["info", "--json", script] }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
@@ -187,6 +215,42 @@ Deno.test("examples/route.ts: plots never replace existing files unless --overwr
     assert.equal(forced.code, 0, forced.stderr);
     assert.match(await Deno.readTextFile(`${dir}/p/load.svg`), /^<svg/);
     assert.equal(await Deno.readTextFile(`${dir}/p/layer-load.json`), layerLoad, "same seed, same plot");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("examples/route.ts --plots at a file: one line naming it, exit 2, no stack trace, nothing written", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moekit-route-plots-file-" });
+  try {
+    await Deno.writeTextFile(`${dir}/afile`, "x");
+    const args = ["--tokens", "128", "--router", "topk,switch", "--plots", `${dir}/afile`];
+    const check = (r: { code: number; stderr: string }, what: string) => {
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.equal(r.stderr.split("\n")[0], `error: --plots ${dir}/afile: exists and is not a folder`, what);
+      assert.doesNotMatch(r.stderr, /\n\s+at |Uncaught/, `${what}: no stack trace`);
+    };
+    // with read access: before any work
+    const early = await runWith([`--allow-write=${dir}/afile`, "--allow-read"], args);
+    check(early, "--allow-read");
+    assert.equal(early.stdout, "", "refused before routing");
+    // without: the file cannot be seen up front, so after the work, in the same words
+    const late = await runWith([`--allow-write=${dir}/afile`], args);
+    check(late, "no --allow-read");
+    assert.match(late.stdout, /^topk\s+\d/m);
+    // a file among the parents
+    const parent = await runWith([`--allow-write=${dir}`, `--allow-read=${dir}`], [
+      ...args.slice(0, -1),
+      `${dir}/afile/sub`,
+    ]);
+    assert.equal(parent.code, 2);
+    assert.equal(
+      parent.stderr.split("\n")[0],
+      `error: --plots ${dir}/afile/sub: ${dir}/afile exists and is not a folder`,
+    );
+    assert.equal(parent.stdout, "");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["afile"]);
+    assert.equal(await Deno.readTextFile(`${dir}/afile`), "x");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

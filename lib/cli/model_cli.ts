@@ -16,6 +16,7 @@ import { openSafetensors } from "../io/safetensors.ts";
 import { loadTensor } from "../checkpoints/tensors.ts";
 import { type MoeModel, openMoeModel } from "../checkpoints/model.ts";
 import { coactivationPlot, dropVsCapacityPlot, layerLoadHeatmap, loadPlot } from "../plots/charts.ts";
+import type { Plot } from "../plots/plot.ts";
 import { checkOutputFolder } from "../io/output.ts";
 import {
   calibrate,
@@ -33,15 +34,20 @@ import type { MoeLayer, SwiGLUExpert } from "../moe/layer.ts";
 import { type LayerEdit, saveMoeModel } from "../checkpoints/save.ts";
 import { quantizedMatrix, type StoredExpert } from "../checkpoints/formats.ts";
 import { parseSize } from "./merge_cli.ts";
+import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
+
+/** The plots `route --plots DIR` writes, each as `<name>.json` and `<name>.svg`. */
+const ROUTE_PLOTS = ["layer-load", "load", "drop-vs-capacity", "coactivation"];
 
 const USAGE = `usage: deno run -A mod.ts <command> …
 
   inspect <model-dir> [--json]
       family, layers, experts, top-k, MoE layers, parameters (total, active per token), dtype, layout, shards
-  route <model-dir> --hidden <file> [--name T] [--layers 0,2-5|all] [--capacity-factor 1.25] [--plots DIR] [--json]
+  route <model-dir> --hidden <file> [--name T] [--layers 0,2-5|all] [--capacity-factor 1.25] [--plots DIR] [--overwrite] [--json]
       routes hidden states through each MoE layer's router: load per expert, drops under the capacity
       factor, co-activation. <file>: safetensors with layers.{l}.input tensors (one per layer), or one
-      [tokens, d] tensor (.npy or safetensors; --name picks it) used for every layer
+      [tokens, d] tensor (.npy or safetensors; --name picks it) used for every layer. --plots writes
+      ${ROUTE_PLOTS.join(", ")} (.json + .svg) into DIR; existing files are never replaced unless --overwrite
   compress <model-dir> <out-dir> --method prune|merge|svd|delta|rtn --calibration <file> [--layers …] [--name T]
            [--out-shard-size 5B] [--overwrite]
       compresses each MoE layer on the calibration tokens, prints compressionReport per layer, writes the model:
@@ -217,15 +223,23 @@ async function runRoute(args: string[]): Promise<number> {
       layers: { type: "string" },
       "capacity-factor": { type: "string" },
       plots: { type: "string" },
+      overwrite: { type: "boolean" },
       json: { type: "boolean" },
     },
   });
   if (positionals.length !== 1) throw new MoekitError("route: expected one <model-dir>");
+  const overwrite = values.overwrite ?? false;
+  if (overwrite && values.plots === undefined) {
+    throw new MoekitError("route: --overwrite applies to --plots DIR only (route writes nothing else)");
+  }
   if (!values.hidden) throw new MoekitError("route: --hidden <file> is required (.npy or safetensors)");
   const cf = values["capacity-factor"] === undefined ? 1.25 : Number(values["capacity-factor"]);
   if (!(cf > 0) || !Number.isFinite(cf)) {
     throw new MoekitError(`--capacity-factor ${values["capacity-factor"]}: use a number > 0`);
   }
+  // the plot files are checked before any work: a second run is refused at once, not after the routing
+  const plotFiles = ROUTE_PLOTS.flatMap((n) => [`${n}.json`, `${n}.svg`]);
+  if (values.plots !== undefined) checkPlotTargets(values.plots, plotFiles, overwrite);
   const t0 = performance.now();
   const model = await openMoeModel(positionals[0]);
   try {
@@ -276,9 +290,8 @@ async function runRoute(args: string[]): Promise<number> {
       });
       progress(`layer ${l}: routed ${r.tokens} tokens`);
     }
-    if (values.plots) {
-      await Deno.mkdir(values.plots, { recursive: true });
-      const plots = {
+    if (values.plots !== undefined) {
+      const plots: Record<string, Plot> = {
         "layer-load": layerLoadHeatmap(routings, {
           title: `${model.config.family}: load share per layer and expert`,
         }),
@@ -288,14 +301,15 @@ async function runRoute(args: string[]): Promise<number> {
         "drop-vs-capacity": dropVsCapacityPlot(dropRows),
         "coactivation": coactivationPlot(routings[0], { title: `layer ${layers[0]}: expert co-activation` }),
       };
-      for (const [name, plot] of Object.entries(plots)) {
-        await plot.save(`${values.plots}/${name}.json`);
-        await plot.save(`${values.plots}/${name}.svg`);
+      // every plot rendered in memory first, then written all or nothing
+      const files: PlotFile[] = [];
+      for (const name of ROUTE_PLOTS) {
+        files.push([`${name}.json`, JSON.stringify(plots[name].spec, null, 2)]);
+        files.push([`${name}.svg`, await plots[name].toSVG()]);
       }
+      await writePlotFiles(values.plots, files, overwrite);
       progress(
-        `plots (SVG, + .json specs): ${
-          Object.keys(plots).map((n) => `${values.plots}/${n}.svg`).join(", ")
-        }; ` +
+        `plots (SVG, + .json specs): ${ROUTE_PLOTS.map((n) => `${values.plots}/${n}.svg`).join(", ")}; ` +
           "no PNG here: Plot.save to a .png path (needs --allow-ffi --allow-read --allow-env --allow-sys)",
       );
     }

@@ -355,6 +355,11 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
       return out;
     }
     default:
-      throw new OptionError("dtype", dtype, `moekit writes merged floats as ${FLOAT_DTYPES.join(", ")}`);
+      throw new OptionError(
+        "dtype",
+        dtype,
+        `only float dtypes (${FLOAT_DTYPES.join(", ")}) are encoded from numbers; ` +
+          `give ${dtype} data as its raw little-endian bytes (a Uint8Array)`,
+      );
   }
 }
