@@ -11,6 +11,7 @@
  *   deno task bench:peers --backend wasm           # moekit's backend: auto (default), wasm, native, js
  *   deno task bench:peers --backend native,wasm    # several backends, one sitting
  *   deno task bench:peers --gemm                   # also the bare gate GEMMs (own kernel, cblas_sgemm, wasm)
+ *   deno task bench:peers --fresh                  # a new result per call (default: `route(x, { into })`)
  *   MOEKIT_BENCH_QUICK=1 deno task bench:peers     # smoke test: tiny synthetic shapes, no peers needed
  *
  * `--run-peers` runs the kit once per thread count with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to
@@ -18,7 +19,9 @@
  *
  * Timing rule (the kit's): inputs in memory, router built once, 2 warm-up calls and ≥ 0.3 s of warm-up,
  * then 5–25 timed calls (~2 s), median. X lives in a kernel token buffer (`allocTokens`), as a serving
- * loop would keep it. `foreign` = CPU other processes used meanwhile (re-run when it is high).
+ * loop would keep it, and each call writes into the previous call's result (`route(x, { into })`), as the
+ * peers reuse their output buffers (`--fresh` allocates a new result per call). `foreign` = CPU other
+ * processes used meanwhile (re-run when it is high).
  */
 
 import { parseArgs } from "node:util";
@@ -52,9 +55,11 @@ const args = parseArgs({
     "run-peers": { type: "boolean" },
     json: { type: "boolean" },
     gemm: { type: "boolean" },
+    fresh: { type: "boolean" },
   },
 });
 const quick = Deno.env.get("MOEKIT_BENCH_QUICK") === "1";
+const fresh = args.values.fresh === true;
 const kit = Deno.env.get("PEERS_KIT") ?? new URL("../../shared/bench-peers/", import.meta.url).pathname;
 const work = Deno.env.get("PEERS_WORK") ?? `${Deno.env.get("HOME")}/.cache/moekit-peers`;
 const dataDir = Deno.env.get("PEERS_DATA") ?? `${work}/data`;
@@ -249,10 +254,13 @@ for (const s of shapes) {
       // for whatever native runs on the calling thread alone
       await useThreads(n);
       if (used === "native") setNativeThreads(n);
-      const r = timeIt(() => void router.route(x));
+      // each call overwrites the previous result's arrays (`into`), as the peers reuse their output
+      // buffers and a serving loop would (`--fresh`: a new result per call)
+      let last = router.route(x);
+      const r = timeIt(() => void (last = router.route(x, fresh ? undefined : { into: last })));
       ours[used][n] = s.T / r.median;
       foreign = Math.max(foreign, r.foreign);
-      agree = Math.min(agree, agreement(router.route(x).indices, ref, s.T, s.k));
+      agree = Math.min(agree, agreement(last.indices, ref, s.T, s.k));
     }
   }
   await useThreads(1);
@@ -335,7 +343,11 @@ function gemmRates(s: Shape, x: ReturnType<typeof allocTokens>, w: ReturnType<ty
   const rows = (t0: number, n: number) => x.data.subarray(t0 * s.d, (t0 + n) * s.d);
   const parts: string[] = [];
   if (gateInfo().available) {
-    const packed = new Float32Array(gatePackedFloats(s.E, s.d));
+    // at a 64-byte boundary, as routing places it in kernel memory (a weight vector that straddles two
+    // cache lines costs two loads)
+    const n = gatePackedFloats(s.E, s.d), buf = new Float32Array(n + 15);
+    const at = (16 - Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf))) % 64 / 4) % 16;
+    const packed = buf.subarray(at, at + n);
     gatePack(w.data, s.E, s.d, packed);
     parts.push(`gate kernel ${rate((t0, n) => gateLogits(rows(t0, n), n, s.d, packed, s.E, out, s.E))}`);
   }
@@ -352,5 +364,6 @@ function gemmRates(s: Shape, x: ReturnType<typeof allocTokens>, w: ReturnType<ty
   const g = wasmGemm(w), L = g.scratch(B);
   parts.push(`wasm ${rate((t0, n) => g.logits(matrix.rowSlice(x, t0, t0 + n), matrix.rowSlice(L, 0, n)))}`);
   g.release();
-  console.log(`${s.name.padEnd(13)} GEMM, 1 thread: ${parts.join(", ")}`);
+  const xAlign = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(x.data))) % 64;
+  console.log(`${s.name.padEnd(13)} GEMM, 1 thread (X at ${xAlign} mod 64 bytes): ${parts.join(", ")}`);
 }

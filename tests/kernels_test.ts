@@ -287,3 +287,17 @@ Deno.test(
     }
   },
 );
+
+Deno.test("allocTokens: every buffer starts on a 64-byte cache line, whatever the sizes before it", () => {
+  const made = [];
+  for (const [rows, cols] of [[1, 1], [3, 5], [7, 13], [1, 3], [100, 17], [2, 2]]) {
+    const x = allocTokens(rows, cols);
+    made.push(x);
+    if (hasWasm) assert.equal(x.data.byteOffset % 64, 0, `${rows}×${cols}`);
+  }
+  freeTokens(made[1]);
+  freeTokens(made[3]);
+  const again = allocTokens(2, 3); // from a freed gap
+  if (hasWasm) assert.equal(again.data.byteOffset % 64, 0);
+  for (const x of [made[0], made[2], made[4], made[5], again]) freeTokens(x);
+});

@@ -36,7 +36,7 @@ import type {
 import { checkLogitsFinite, registerBackend } from "../routing/backend.ts";
 import { nativeInfo, nativeSgemm, setNativeThreads } from "./native.ts";
 import { wasmGemm } from "./gemm.ts";
-import { heapF32, requireRuntime, wasmInfo } from "./runtime.ts";
+import { allocBytes, freeBytes, heapF32, requireRuntime, wasmInfo } from "./runtime.ts";
 import {
   GATE_MAX_K,
   gateInfo,
@@ -93,14 +93,17 @@ export const nativeBackend: ComputeBackend = {
   },
   bind(weight): GateGemm {
     const E = weight.rows, d = weight.cols;
-    // moekit's own gate kernel when it is built (`deno task build:native`): its packed weight goes into the
-    // kernel memory, where the Workers read it too
+    // moekit's own gate kernel when it is built (`deno task build:native`)
     // (built for AVX-512, or a thin gate: the AVX2 build trailed OpenBLAS's AVX2 kernels by 3–16 % on the
     // larger gates, and led by 1.4× on 8–13 experts)
     const g = gateInfo();
     const own = g.available && wasmInfo().wasm && (g.isa === "avx512" || E <= SMALL_E);
-    const packed = own ? new Float32Array(gatePackedFloats(E, d)) : undefined;
-    if (packed) gatePack(weight.data, E, d, packed);
+    // its packed weight goes straight into kernel memory, where the Workers read it too (at a 64-byte
+    // boundary, as every allocation there: a vector load that straddles two cache lines costs two)
+    const packedLength = own ? gatePackedFloats(E, d) : 0;
+    const packedPtr = own ? allocBytes(requireRuntime(), packedLength * 4) : 0;
+    const packedView = () => heapF32(requireRuntime()).subarray(packedPtr / 4, packedPtr / 4 + packedLength);
+    if (own) gatePack(weight.data, E, d, packedView());
     // else Wᵀ [d,E]: C = X·Wᵀ as a plain NoTrans product, measured a few % faster than the transposed-B
     // call (and much faster on small blocks)
     const wt = own ? new Float32Array(0) : new Float32Array(d * E);
@@ -113,20 +116,11 @@ export const nativeBackend: ComputeBackend = {
     // GEMV-like shape where BLAS packing costs more than it saves: the WebAssembly kernel runs those.
     const small = !own && E <= SMALL_E && wasmInfo().wasm;
     // tile buffers and vector epilogues in the WebAssembly runtime (the weight too when small), and a copy
-    // of the (packed or transposed) weight there that the Workers read
+    // of the transposed weight there that the Workers read (the packed one is there already)
     const epi = wasmInfo().wasm
       ? wasmGemm(small ? weight : { rows: E, cols: 0, data: new Float32Array(0) })
       : undefined;
-    const shared = packed
-      ? wasmGemm({ rows: 1, cols: packed.length, data: packed })
-      : wasmInfo().wasm && !small
-      ? wasmGemm({ rows: d, cols: E, data: wt })
-      : undefined;
-    const packedLength = packed?.length ?? 0; // (the JS copy itself is not kept)
-    const packedView = () => {
-      const p = shared!.weightPtr / 4;
-      return heapF32(requireRuntime()).subarray(p, p + packedLength);
-    };
+    const shared = !own && wasmInfo().wasm && !small ? wasmGemm({ rows: d, cols: E, data: wt }) : undefined;
     const sgemm = own
       ? (x: Float32Array, rows: number, out: Float32Array) => gateLogits(x, rows, d, packedView(), E, out, E)
       : (x: Float32Array, rows: number, out: Float32Array) =>
@@ -159,7 +153,7 @@ export const nativeBackend: ComputeBackend = {
         // every thread multiplies its own tiles with the gate kernel and selects them (any selector; other
         // selectors than softmax top-k keep the router's tiles, which their random streams are keyed by)
         const tile = fusedTopK(job) ? OWN_WORKER_TILE : job.tileTokens;
-        if (parallelSelect(shared!.weightPtr, E, job, { native: "gate", tile })) return true;
+        if (parallelSelect(packedPtr, E, job, { native: "gate", tile })) return true;
         const f = fusedTopK(job);
         if (f && f.k <= GATE_MAX_K) {
           // softmax top-k: each block's logits are selected at once by the kernel's own epilogue
@@ -233,6 +227,7 @@ export const nativeBackend: ComputeBackend = {
           release: () => {
             epi.release();
             shared?.release();
+            if (own) freeBytes(requireRuntime(), packedPtr);
           },
         }
         : {}),

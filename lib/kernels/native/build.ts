@@ -3,7 +3,9 @@
  * (`cc -O3 -march=native`, or `CC`) into the cache folder that `gate.ts` loads it from. Run:
  * `deno task build:native` in a checkout (or run this file with `--allow-read --allow-write --allow-env
  * --allow-run`, plus `--allow-net` when it is imported from a URL). Nothing else builds it: importing
- * moekit never compiles or downloads code. The library is built for this CPU (`-march=native`).
+ * moekit never compiles or downloads code. The library is built for this CPU (`-march=native`);
+ * `MOEKIT_NATIVE_MARCH` names another target (e.g. `x86-64-v3` for the AVX2 build, `x86-64` for the generic
+ * one, to test those paths on an AVX-512 machine).
  * The library is written to a temporary file and renamed into place, so a failed build leaves any
  * previous one intact.
  * @module
@@ -23,7 +25,8 @@ if (import.meta.main) {
   // the source next to this script, from a checkout or from the published package alike
   const src = `${tmp}.c`;
   await Deno.writeTextFile(src, await (await fetch(new URL("./gate.c", import.meta.url))).text());
-  const args = ["-O3", "-march=native", "-shared", "-fPIC", "-o", tmp, src];
+  const march = Deno.env.get("MOEKIT_NATIVE_MARCH") || "native";
+  const args = ["-O3", `-march=${march}`, "-shared", "-fPIC", "-o", tmp, src];
   console.log(`${cc} ${args.join(" ")}`);
   let out: Deno.CommandOutput;
   try {

@@ -9,17 +9,24 @@
  * Layout: the gate weight is packed once per router (moekit_gate_pack) in groups of NE experts; inside a
  * group, chunks of VL floats along d, the NE experts' chunks next to each other (d is zero-padded to a
  * multiple of VL, E to a multiple of NE). The kernel keeps MR tokens x NE experts of VL-lane
- * accumulators in registers (3 x 8 zmm with AVX-512), reads each token's row of X once per group, and
- * reduces the accumulators to NE logits per token at the end of the row. X is read in place (row-major,
- * any d), so nothing is copied per call.
+ * accumulators in registers (3 x 8 zmm with AVX-512) over a run of chunks, and reduces them to NE sums
+ * per token at its end. X is read in place (row-major, any d), so nothing is copied per call.
+ *
+ * Cache blocking (moekit_gate_logits), sized at run time from this CPU's L1 data and L2 cache sizes
+ * (sysconf on Linux; 32 KiB and 1 MiB where unknown): d goes in K blocks of up to half of L1 of a group's
+ * packed weight, which stays in L1 while every micro block of a token block uses it (with AVX-512 the
+ * 8 weight vectors of every 24 FMAs would otherwise come from L2 or L3), and tokens in blocks whose K block
+ * of X fills up to half of L2, where it stays while every group uses it. Each K block's sums are added to
+ * the output, so a logit's summation order depends on d and the cache sizes only, not on T or on the
+ * thread: the same bits for one token alone or in any batch, on one thread or several.
  */
 #include <stddef.h>
 #include <string.h>
+#if defined(__linux__)
+#include <unistd.h>
+#endif
 
 #define MOEKIT_GATE_VERSION 1
-
-/* Tokens per block (a multiple of MR); measured best of 3, 12, 24, 48 on the bench shapes. */
-#define TB (4 * MR)
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -136,27 +143,37 @@ static inline float hmax(vf a) {
   return a[0];
 }
 
+static inline vi_t vmini(vi_t a, vi_t b) {
+  const vi_t lt = b < a;
+  return (b & lt) | (a & ~lt);
+}
+#define MINI_(v, w) (v = vmini(v, (w)))
+
+static inline int hmini(vi_t a) {
+  TREE(a, MINI_);
+  return a[0];
+}
+
 static inline int hsumi(vi_t a) {
   TREE(a, ADD_);
   return a[0];
 }
 
-/* The rank of x (at index a) among v[0 .. nch·VL): how many are larger, or equal at a lower index. */
-static inline int rank_of(const float *v, int nch, float x, int a) {
-  vi_t acc = {0}, lane;
-  for (int j = 0; j < VL; j++) lane[j] = j;
-  const vf xb = (vf){0} + x;
-  const vi_t ab = (vi_t){0} + a;
-  for (int ch = 0; ch < nch; ch++, lane += VL) {
-    const vf c = *(const vfu *)(v + ch * VL);
-    acc += (c > xb) | ((c == xb) & (lane < ab));
+/* The ranks of the VL values in chunk v among v0[0 .. n) (n <= 64; larger first, equal values by lower
+ * position; position p0 + j for lane j of v): rk[j] = how many of v0 come before v's lane j. */
+static inline vi_t ranks_in(const float *v0, int n, vf v, int p0) {
+  vi_t rk = {0}, pos;
+  for (int j = 0; j < VL; j++) pos[j] = p0 + j;
+  for (int b = 0; b < n; b++) {
+    const vf vb = (vf){0} + v0[b];
+    rk -= (vb > v) | ((vb == v) & (pos > (vi_t){0} + b));
   }
-  return -hsumi(acc);
+  return rk;
 }
 
 #if VL == 16 && NE == 8
 /* The NE = 8 accumulators of one token reduced to their 8 sums by a shuffle tree (lane order kept). */
-static inline void reduce8(const vf *a, float *out) {
+static inline void reduce_ne(const vf *a, float *out) {
 #define LO(u, v) __builtin_shufflevector(u, v, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
 #define HI(u, v) __builtin_shufflevector(u, v, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
 #define LO2(u, v) __builtin_shufflevector(u, v, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
@@ -179,29 +196,33 @@ static inline void reduce8(const vf *a, float *out) {
   memcpy(out, &f, sizeof f);
 }
 #else
-static inline void reduce8(const vf *a, float *out) {
+/* The NE accumulators of one token reduced to their NE sums (a halving tree each). */
+static inline void reduce_ne(const vf *a, float *out) {
   for (int i = 0; i < NE; i++) out[i] = hsum(a[i]);
 }
 #endif
 
-/* One block: rows x[0..mr) (row stride d) times the NE experts of packed group pg; sums to s[mr][NE]. */
-static inline __attribute__((always_inline)) void block(const float *x, int d, const float *pg, int mr,
-                                                         int pf, float s[MR][NE]) {
+/* One micro block: rows x[0..mr) (row stride d; x points at chunk c0 of the first row) times the NE
+ * experts of a packed group over nch chunks of d (p points at the group's chunk c0), then, when tail, the
+ * zero-padded partial chunk at the end of d. The MR x NE sums go to o (row stride ldo, ne experts), added
+ * to what is there when add. When xpf is set, the same columns of the rows at xpf are fetched into L2
+ * meanwhile (the next micro block's, on the first pass over them). */
+static inline __attribute__((always_inline)) void micro(const float *x, int d, const float *p, int nch,
+                                                         int tail, int mr, int add, const float *xpf,
+                                                         float *o, int ldo, int ne) {
   vf acc[MR][NE];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
     for (int e = 0; e < NE; e++) acc[r][e] = (vf){0};
-  const int full = d / VL;
-  const float *p = pg;
-  for (int c = 0; c < full; c++, p += NE * VL) {
+  for (int c = 0; c < nch; c++, p += NE * VL) {
     vf xv[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++)
       if (r < mr) xv[r] = *(const vfu *)(x + (size_t)r * d + (size_t)c * VL);
-    if (pf) { /* first pass over these rows (the first expert group): fetch the next rows into L2 meanwhile */
+    if (xpf) {
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; r++) __builtin_prefetch(x + (size_t)(MR + r) * d + (size_t)c * VL, 0, 2);
+      for (int r = 0; r < MR; r++) __builtin_prefetch(xpf + (size_t)r * d + (size_t)c * VL, 0, 2);
     }
 #pragma GCC unroll 8
     for (int e = 0; e < NE; e++) {
@@ -212,12 +233,12 @@ static inline __attribute__((always_inline)) void block(const float *x, int d, c
         if (r < mr) acc[r][e] += xv[r] * w;
     }
   }
-  if (full * VL < d) { /* the d tail: zero-padded copies of the last partial chunk */
-    const int rest = d - full * VL;
+  if (tail) { /* the zero-padded copies of the last partial chunk */
+    const int rest = d % VL;
     vf xv[MR];
     for (int r = 0; r < MR; r++) {
       xv[r] = (vf){0};
-      if (r < mr) memcpy(&xv[r], x + (size_t)r * d + (size_t)full * VL, (size_t)rest * 4);
+      if (r < mr) memcpy(&xv[r], x + (size_t)r * d + (size_t)nch * VL, (size_t)rest * 4);
     }
     for (int e = 0; e < NE; e++) {
       vf w = *(const vfu *)(p + e * VL);
@@ -225,36 +246,96 @@ static inline __attribute__((always_inline)) void block(const float *x, int d, c
         if (r < mr) acc[r][e] += xv[r] * w;
     }
   }
+  float s[MR][NE];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
-    if (r < mr) reduce8(acc[r], s[r]);
-}
-
-/* out[t * ldo + e] = x[t, :] . w[e, :] for t < T, e < E; p is moekit_gate_pack's output. Tokens go in
- * blocks of tb (a multiple of MR): each expert group's packed weight is reused by all of a block's tokens
- * while it is hot in L1/L2. */
-void moekit_gate_logits(const float *x, int T, int d, const float *p, int E, float *out, int ldo) {
-  const int tb = TB;
-  const size_t ng = groups(E), gstride = chunks(d) * NE * VL;
-  float s[MR][NE];
-  for (int t0 = 0; t0 < T; t0 += tb) {
-    const int t1 = T - t0 < tb ? T : t0 + tb;
-    for (size_t g = 0; g < ng; g++) {
-      const int ne = E - (int)(g * NE) < NE ? E - (int)(g * NE) : NE;
-      for (int t = t0; t < t1; t += MR) {
-        const int mr = t1 - t < MR ? t1 - t : MR;
-        const float *xt = x + (size_t)t * d;
-        if (mr == MR && g == 0) block(xt, d, p, MR, 1, s);
-        else if (mr == MR) block(xt, d, p + g * gstride, MR, 0, s);
-        else if (mr == 2) block(xt, d, p + g * gstride, 2, 0, s);
-        else block(xt, d, p + g * gstride, 1, 0, s);
-        for (int r = 0; r < mr; r++)
-          for (int e = 0; e < ne; e++) out[(size_t)(t + r) * ldo + g * NE + e] = s[r][e];
-      }
+    if (r < mr) reduce_ne(acc[r], s[r]);
+  for (int r = 0; r < mr; r++) {
+    float *orow = o + (size_t)r * ldo;
+    if (ne == NE) {
+      if (add)
+        for (int e = 0; e < NE; e++) orow[e] += s[r][e];
+      else
+        for (int e = 0; e < NE; e++) orow[e] = s[r][e];
+    } else {
+      for (int e = 0; e < ne; e++) orow[e] = add ? orow[e] + s[r][e] : s[r][e];
     }
   }
 }
 
+/* This CPU's L1 data and L2 cache sizes in bytes (32 KiB and 1 MiB where the OS does not say), asked
+ * once (Workers may ask at the same time: they find the same sizes). */
+static size_t cache_l1 = 0, cache_l2 = 0;
+static void cache_sizes(void) {
+  if (__atomic_load_n(&cache_l1, __ATOMIC_ACQUIRE)) return;
+  long l1 = 0, l2 = 0;
+#if defined(__linux__) && defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+  l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+  l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+  __atomic_store_n(&cache_l2, l2 >= 128 * 1024 && l2 <= 64 * 1024 * 1024 ? (size_t)l2 : 1024 * 1024,
+                   __ATOMIC_RELAXED);
+  __atomic_store_n(&cache_l1, l1 >= 16 * 1024 && l1 <= 1024 * 1024 ? (size_t)l1 : 32 * 1024,
+                   __ATOMIC_RELEASE);
+}
+
+/* The blocking of moekit_gate_logits for rows of length d: chunks per K block (kc) and tokens per block
+ * (tb, a multiple of MR). */
+static void blocking(int d, int *kc, int *tb) {
+  cache_sizes();
+  const size_t nc = chunks(d), gbytes = NE * VL * 4;
+  /* a group's K block of packed weight takes up to half of L1 (measured against 1/3, 2/3 and 3/4 on a
+   * Zen 5: 2/3 and 3/4 were slower, 1/3 alike) */
+  size_t k = cache_l1 / 2 / gbytes;
+  if (k >= nc) k = nc;
+  else { /* K blocks of about equal size */
+    const size_t nb = (nc + k - 1) / k;
+    k = (nc + nb - 1) / nb;
+  }
+  *kc = k < 1 ? 1 : (int)k;
+  /* the token block's K block of X rows takes up to half of L2 (Mixtral's shape ran 1.2-1.4x faster than
+   * with 3/8 or 1/4; 5/8 no faster) */
+  int t = (int)(cache_l2 / 2 / ((size_t)*kc * VL * 4)) / MR * MR;
+  *tb = t < MR ? MR : t;
+}
+
+/* out[t * ldo + e] = x[t, :] . w[e, :] for t < T, e < E; p is moekit_gate_pack's output.
+ * Loops, outer to inner: token blocks (tb tokens), K blocks along d (kc chunks), expert groups, micro
+ * blocks of MR tokens. A group's K block of weight stays in L1 while the block's micro blocks use it; the
+ * token block's K block of X stays in L2 while the groups use it (it comes from memory on the first
+ * group's pass, which fetches the next micro block's rows ahead). Each K block's sums are added to out,
+ * so a logit is summed in the same order for every T and every thread. */
+void moekit_gate_logits(const float *x, int T, int d, const float *p, int E, float *out, int ldo) {
+  const size_t ng = groups(E), nc = chunks(d), gstride = nc * NE * VL;
+  const int full = d / VL, tail = full < (int)nc;
+  int kc, tb;
+  blocking(d, &kc, &tb);
+  for (int t0 = 0; t0 < T; t0 += tb) {
+    const int t1 = T - t0 < tb ? T : t0 + tb;
+    for (int c0 = 0; c0 < full || (c0 == 0 && tail); c0 += kc) {
+      const int c1 = full - c0 < kc ? full : c0 + kc, add = c0 > 0, last = c1 == full;
+      const int nch = c1 - c0, tl = last && tail;
+      for (size_t g = 0; g < ng; g++) {
+        const int ne = E - (int)(g * NE) < NE ? E - (int)(g * NE) : NE;
+        const float *pk = p + g * gstride + (size_t)c0 * NE * VL;
+        float *og = out + g * NE;
+        for (int t = t0; t < t1; t += MR) {
+          const int mr = t1 - t < MR ? t1 - t : MR;
+          const float *xt = x + (size_t)t * d + (size_t)c0 * VL;
+          float *ot = og + (size_t)t * ldo;
+          if (mr == MR) {
+            if (g == 0 && t + 2 * MR <= t1) {
+              if (add) micro(xt, d, pk, nch, tl, MR, 1, xt + (size_t)MR * d, ot, ldo, ne);
+              else micro(xt, d, pk, nch, tl, MR, 0, xt + (size_t)MR * d, ot, ldo, ne);
+            } else if (add) micro(xt, d, pk, nch, tl, MR, 1, 0, ot, ldo, ne);
+            else micro(xt, d, pk, nch, tl, MR, 0, 0, ot, ldo, ne);
+          } else if (mr == 2) micro(xt, d, pk, nch, tl, 2, add, 0, ot, ldo, ne);
+          else micro(xt, d, pk, nch, tl, 1, add, 0, ot, ldo, ne);
+        }
+      }
+    }
+  }
+}
 
 /* exp(x) for x <= 0 on every lane (Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial,
  * 2^n by the exponent bits); relative error about 2e-7; x below -87 gives about 1e-38, not 0. */
@@ -294,9 +375,13 @@ int moekit_gate_softmax_topk(const float *L, int rows, int E, int k, int norm, i
     const float *l = L + (size_t)i * E;
     /* max, and a NaN detector (v - v is 0 for finite v, NaN for an infinity or NaN) */
     vf mx = (vf){0} - __builtin_inff(), bad = (vf){0};
-    for (int c = 0; c < full; c++) {
+    vi_t mi = {0}, pos; /* per lane, the first index holding the lane's max */
+    for (int j = 0; j < VL; j++) pos[j] = j;
+    for (int c = 0; c < full; c++, pos += VL) {
       vf v = *(const vfu *)(l + c * VL);
-      mx = vsel(v > mx, v, mx);
+      const vi_t gt = v > mx;
+      mx = vsel(gt, v, mx);
+      mi = (pos & gt) | (mi & ~gt);
       bad += v - v;
     }
     float m = hmax(mx), nb = hsum(bad);
@@ -318,30 +403,40 @@ int moekit_gate_softmax_topk(const float *L, int rows, int E, int k, int norm, i
     /* top-k. A lower bound first: the k-th largest of the VL lane maxima is reached by at least k
      * logits, so only logits at or above it (and the tail's) are candidates, usually k to 2k of them;
      * each candidate's place is its rank among them (larger logit first, equal logits by index), counted
-     * without branches. Otherwise (k > VL, or too many candidates): sorted insertion of every logit. */
+     * without branches. Otherwise (k > VL, E < VL, or too many candidates): sorted insertion of every
+     * logit. */
     int n = 0;
     if (k == 1) {
-      /* the first index holding the max: the first chunk with a lane equal to it, then that lane */
-      const vf mv = (vf){0} + m;
-      int e = 0;
-      for (int c = 0; c < full; c++, e += VL) {
-        vf eq = vsel(*(const vfu *)(l + c * VL) == mv, (vf){0} + 1.0f, (vf){0});
-        if (hmax(eq) > 0) break;
-      }
-      while (l[e] != m) e++;
+      /* the first index holding the max: the lowest first index of the lanes whose max it is, else the
+       * first in the tail */
+      const vi_t eq = mx == (vf){0} + m, none = (vi_t){0} + E;
+      int e = full > 0 ? hmini((mi & eq) | (none & ~eq)) : E;
+      if (e == E)
+        for (e = full * VL; l[e] != m;) e++;
       bi[0] = e;
       bv[0] = m;
       n = 1;
     } else {
       float tau = -__builtin_inff();
-      if (full > 0 && k <= VL) {
+      if (full > 0 && k <= VL) { /* the lane max of rank k - 1 (every rank is held by one lane) */
         float lanes[VL];
         memcpy(lanes, &mx, sizeof mx);
-        for (int j = 0; j < VL; j++)
-          if (rank_of(lanes, 1, lanes[j], j) == k - 1) tau = lanes[j];
+        tau = hmax(vsel(ranks_in(lanes, VL, mx, 0) == k - 1, mx, (vf){0} - __builtin_inff()));
       }
-      int c = 0;
-      for (int e = 0; e < E && c <= 64; e++) {
+      /* the candidates in index order: per chunk a bit mask of the lanes >= tau, then its set bits (none
+       * gathered when E < VL: sorted insertion is quicker for so few) */
+      int c = full > 0 ? 0 : 65;
+      vi_t bit;
+      for (int j = 0; j < VL; j++) bit[j] = 1 << j;
+      const vf tv = (vf){0} + tau;
+      for (int ch = 0; ch < full && c <= 64; ch++) {
+        for (int bits = hsumi((*(const vfu *)(l + ch * VL) >= tv) & bit); bits; bits &= bits - 1, c++) {
+          const int e = ch * VL + __builtin_ctz(bits);
+          cv[c] = l[e];
+          ci[c] = e;
+        }
+      }
+      for (int e = full * VL; e < E && c <= 64; e++) {
         cv[c] = l[e];
         ci[c] = e;
         c += l[e] >= tau;
@@ -349,9 +444,13 @@ int moekit_gate_softmax_topk(const float *L, int rows, int E, int k, int norm, i
       if (c <= 64) {
         const int nch = (c + VL - 1) / VL;
         for (int a = c; a < nch * VL; a++) cv[a] = -__builtin_inff();
+        int rk[64 + VL];
+        for (int ch = 0; ch < nch; ch++) {
+          const vi_t r = ranks_in(cv, c, *(const vfu *)(cv + ch * VL), ch * VL);
+          memcpy(rk + ch * VL, &r, sizeof r);
+        }
         for (int a = 0; a < c; a++) {
-          int rank = rank_of(cv, nch, cv[a], a);
-          rank = rank < k ? rank : k; /* slot k is a discard */
+          const int rank = rk[a] < k ? rk[a] : k; /* slot k is a discard */
           bv[rank] = cv[a];
           bi[rank] = ci[a];
         }
