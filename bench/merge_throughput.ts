@@ -7,7 +7,8 @@
  *
  * - moekit 1T: `overlap: false`, everything on one thread, one tensor at a time;
  * - moekit 2T: the default, merges on a Worker and on the main thread, which also reads and writes (two
- *   threads);
+ *   threads) — when the run's estimated one-thread time reaches `WORKER_MIN_MS` (4 s; `runCostMs` in
+ *   lib/merging/merge_run.ts); a smaller run does not repay the Worker's start and runs as 1T does;
  * - torch 1T / 2T: a PyTorch merge with `torch.set_num_threads(t)` and `OPENBLAS_NUM_THREADS` /
  *   `OMP_NUM_THREADS` set before torch loads: `bench/torch_merge_methods.py` (every method, mergekit's
  *   definitions written as a plain torch script), or, for `ties`, `dare_ties` and `linear`, a port of

@@ -155,6 +155,7 @@ for (const dtype of ["BF16", "F32"] as const) {
               const to = `${dir}/blocked-${overlap}`;
               const r = await runCheckpointMerge(plan, to, {
                 overlap,
+                minWorkerMs: 0, // a Worker however small the run
                 seed: 5,
                 shardBytes: 2000,
                 maxBlockBytes: cap,
@@ -273,6 +274,7 @@ Deno.test("parts of a merge (--shard i/n) with blocks + finalize = the unblocked
           maxBlockBytes: 7 * 24 * per(4),
           part: { index, count: 3 },
           overlap: index !== 1,
+          minWorkerMs: 0,
         });
       }
     } finally {
@@ -328,7 +330,11 @@ Deno.test("slerp over large bf16 blocks (sums on 16-bit chunks decoded in the ke
         const [overlap, cap] of [[false, undefined], [true, undefined], [false, 300 * 1024 * per(2)]] as const
       ) {
         const to = `${dir}/out-${overlap}-${cap}`;
-        await runCheckpointMerge(plan, to, { overlap, ...(cap ? { maxBlockBytes: cap } : {}) });
+        await runCheckpointMerge(plan, to, {
+          overlap,
+          minWorkerMs: 0,
+          ...(cap ? { maxBlockBytes: cap } : {}),
+        });
         assertSame(await snapshot(to), want, `slerp overlap ${overlap} cap ${cap}`);
       }
     } finally {

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { decodeFloats, type Dtype, encodeFloats, openCheckpoint, writeCheckpoint } from "../lib/io/mod.ts";
 import { merge, parseMergeConfig, planCheckpointMerge, runCheckpointMerge } from "../lib/merging/mod.ts";
-import { BufferPool, mergeStream } from "../lib/merging/merge_run.ts";
+import { BufferPool, mergeStream, runCostMs } from "../lib/merging/merge_run.ts";
+import { OptionError } from "../lib/core/errors.ts";
 import { withTempDir } from "./harness.ts";
 
 Deno.test("BufferPool: size classes, reuse, the limit, foreign and detached buffers", () => {
@@ -78,7 +79,7 @@ async function poolRun(
 ): Promise<{ made: number; bytes: Uint8Array }> {
   const plan = await planCheckpointMerge(parseMergeConfig(config), { configDir: dir });
   const pool = new BufferPool(limit), out = `${dir}/out-${overlap}`;
-  const stream = mergeStream(plan, plan.tensors, { overlap, pool });
+  const stream = mergeStream(plan, plan.tensors, { overlap, pool, minWorkerMs: 0 });
   try {
     await writeCheckpoint(out, plan.tensors, (name) => stream.take(name), {
       onTensor: (name) => stream.written(name),
@@ -173,7 +174,7 @@ Deno.test("merge stream: a large tensor merged in blocks after its read passes =
       }).data;
       for (const overlap of [false, true]) {
         const plan = await planCheckpointMerge(config, { configDir: dir });
-        await runCheckpointMerge(plan, `${dir}/out`, { overlap, seed: 5, overwrite: true });
+        await runCheckpointMerge(plan, `${dir}/out`, { overlap, minWorkerMs: 0, seed: 5, overwrite: true });
         plan.close();
         const ck = await openCheckpoint(`${dir}/out`);
         const got = await ck.readBytes(EMBED);
@@ -186,3 +187,39 @@ Deno.test("merge stream: a large tensor merged in blocks after its read passes =
     }
   });
 });
+
+Deno.test("a run whose estimated one-thread time is below minWorkerMs starts no Worker", () =>
+  withTempDir(async (dir) => {
+    await layers(dir, 2);
+    const plan = await planCheckpointMerge(parseMergeConfig(TIES), { configDir: dir });
+    try {
+      // 2 tensors of 2¹⁸ entries × 4 inputs × 11 ns: about 23 ms on one thread
+      assert.equal(Math.round(runCostMs("ties", plan.tensors)), 23);
+      const workers = (options: Parameters<typeof mergeStream>[2]) => {
+        const s = mergeStream(plan, plan.tensors, options);
+        s.close();
+        return s.workers;
+      };
+      assert.equal(workers({}), 0, "too small to repay a Worker's start: the calling thread alone");
+      assert.equal(workers({ minWorkerMs: 23 }), 1);
+      assert.equal(workers({ minWorkerMs: 24 }), 0);
+      assert.equal(workers({ minWorkerMs: 0 }), 1);
+      assert.equal(workers({ minWorkerMs: 0, overlap: false }), 0);
+      assert.equal(workers({ minWorkerMs: Infinity }), 0);
+      // a bad value is an OptionError naming the option, with or without overlap, before anything is written
+      for (const bad of [-1, NaN, "5" as unknown as number]) {
+        assert.throws(
+          () => workers({ minWorkerMs: bad }),
+          (e) => e instanceof OptionError && e.option === "minWorkerMs",
+        );
+        assert.throws(() => workers({ minWorkerMs: bad, overlap: false }), OptionError);
+        await assert.rejects(() => runCheckpointMerge(plan, `${dir}/bad`, { minWorkerMs: bad }), OptionError);
+      }
+      await assert.rejects(Deno.stat(`${dir}/bad`), Deno.errors.NotFound);
+      // the same bytes with and without the Worker
+      const one = await poolRun(dir, TIES, false), two = await poolRun(dir, TIES, true);
+      assert.deepEqual(two.bytes, one.bytes);
+    } finally {
+      plan.close();
+    }
+  }));

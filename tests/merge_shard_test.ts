@@ -194,7 +194,13 @@ Deno.test("overlapped run (Worker compute, read-ahead, write-behind) writes the 
         const outs: Map<string, Uint8Array>[] = [];
         for (const overlap of [false, true]) {
           const out = `${dir}/o-${method}-${overlap}`;
-          const r = await runCheckpointMerge(plan, out, { shardBytes: 300, seed: 3, overlap, log: () => {} });
+          const r = await runCheckpointMerge(plan, out, {
+            shardBytes: 300,
+            seed: 3,
+            overlap,
+            minWorkerMs: 0, // a Worker however small the run
+            log: () => {},
+          });
           assert.equal(r.bytesRead, plan.inputBytes);
           outs.push(await snapshot(out));
         }
@@ -232,7 +238,7 @@ Deno.test("an error inside the merge Worker arrives with its class and fields; n
       };
       for (const overlap of [true, false]) {
         await assert.rejects(
-          () => runCheckpointMerge(bad, `${dir}/bad`, { overlap, log: () => {} }),
+          () => runCheckpointMerge(bad, `${dir}/bad`, { overlap, minWorkerMs: 0, log: () => {} }),
           (e) => {
             assert.ok(e instanceof OptionError, String(e));
             assert.match(e.option, /lambda/);

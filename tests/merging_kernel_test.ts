@@ -659,7 +659,7 @@ Deno.test("merge stream: a large tensor split in blocks over two Workers gives t
           // the reference: whole tensors decoded on this thread (no chunks, no halves)
           const was = setDecodePool(overlap);
           try {
-            await runCheckpointMerge(plan, `${dir}/out-${overlap}`, { overlap, seed: 3 });
+            await runCheckpointMerge(plan, `${dir}/out-${overlap}`, { overlap, minWorkerMs: 0, seed: 3 });
           } finally {
             setDecodePool(was);
           }

@@ -16,7 +16,7 @@ import {
 import { type Dtype, FLOAT_DTYPES } from "../io/dtype.ts";
 import type { TensorInfo } from "../io/safetensors.ts";
 import { evaluateParam, layerIndex, type MergeConfig, type ParamValue } from "./config.ts";
-import { mergeStream, writeMergePart } from "./merge_run.ts";
+import { mergeStream, minWorkerMs, writeMergePart } from "./merge_run.ts";
 import { checkModelCount, type MergeMethod, mergeMethod, validateMergeParams } from "./methods.ts";
 import type { MergeParams, ModelParams } from "./params.ts";
 import { shapeRule } from "./shapes.ts";
@@ -451,7 +451,9 @@ export async function planOutputFiles(
  * renamed into place when complete; an old folder is replaced as a whole (see `writeCheckpoint`).
  *
  * Reads, compute and writes overlap: the merges run on a Worker (and on this thread when the Worker
- * has two jobs queued) while this thread reads the next inputs and writes the previous result; a large
+ * has two jobs queued) while this thread reads the next inputs and writes the previous result — a Worker
+ * only for a run whose estimated one-thread time is at least `minWorkerMs` (a smaller run merges on this
+ * thread, its reads and writes still overlapped); a large
  * tensor goes in blocks of rows, and the work in flight together holds no more elements than the largest
  * tensor merged whole or a few blocks (so the peak memory is at most that of merging the largest tensor
  * alone). Every buffer is allocated once per run and reused. `overlap: false` runs everything on this
@@ -493,8 +495,17 @@ export async function runCheckpointMerge(
     readonly inputs?: readonly string[];
     /** Where notes go (cleanup of stale temporary folders, tensors merged whole). Default stderr. */
     readonly log?: (line: string) => void;
-    /** Overlap reads, compute (on a Worker) and writes. Default true; false: one tensor at a time here. */
+    /**
+     * Overlap reads, compute and writes. Default true: the merges also run on a Worker when the run's
+     * estimated one-thread time is at least `minWorkerMs` (a smaller run does not repay its start); false:
+     * everything on this thread. The output bytes are the same.
+     */
     readonly overlap?: boolean;
+    /**
+     * With `overlap`, the estimated one-thread time in ms from which a Worker starts (default
+     * `WORKER_MIN_MS` of the merge engine, 4000; 0: a Worker for any run).
+     */
+    readonly minWorkerMs?: number;
     /**
      * Caps the memory of merging one tensor: a tensor whose working set — its decoded inputs and its
      * result in float32, `(N + 2) × 4` bytes per entry with a base and N models — exceeds this many bytes
@@ -508,6 +519,7 @@ export async function runCheckpointMerge(
   } = {},
 ): Promise<{ files: string[]; seconds: number; bytesRead: number }> {
   const start = performance.now();
+  minWorkerMs(options.minWorkerMs); // a bad value: an OptionError before anything is written
   const side = await planOutputFiles(plan);
   const inputs = [...side.inputs, ...(options.inputs ?? [])];
   const metadata = { format: "pt", merged_by: "moekit", merge_method: plan.method };

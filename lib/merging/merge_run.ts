@@ -488,6 +488,11 @@ export interface MergeStream {
   written(name: string): void;
   /** Input bytes read so far. */
   readonly bytesRead: number;
+  /**
+   * Worker threads the run merges on beside the calling thread: 1 with `overlap` when the run's
+   * estimated one-thread time reaches `minWorkerMs`, else 0.
+   */
+  readonly workers: number;
   /** Stops the Worker. */
   close(): void;
 }
@@ -513,6 +518,92 @@ export interface TensorBlocks {
  * and their first jobs run slowly while they warm up).
  */
 const WORKER_QUEUE = 2;
+
+/**
+ * One thread's time per entry and input of a method's merge, in nanoseconds: a whole run — reads, planning
+ * passes, merges, writes — divided by its entries × inputs (measured on a 2-core Zen 5 EPYC, 29M entries
+ * per checkpoint, bf16 and f32 inputs warm in the page cache; the larger of the two). Used only to decide
+ * whether a run repays a Worker's start ({@link runCostMs}); methods not listed: 15.
+ */
+const NS_PER_INPUT_ENTRY: Readonly<Record<string, number>> = {
+  linear: 5,
+  task_arithmetic: 5,
+  nuslerp: 9,
+  slerp: 9,
+  ties: 11,
+  magnitude_prune: 11,
+  dare_linear: 13,
+  dare_ties: 15,
+  breadcrumbs: 16,
+  breadcrumbs_ties: 16,
+  della: 65,
+  della_linear: 65,
+};
+
+/**
+ * The estimated one-thread time of a run from which the stream starts a Worker (see `mergeStream`).
+ * Starting one is not free: Deno builds the Worker's runtime while the calling thread waits (40–100 ms
+ * measured), then the Worker loads its modules and compiles its kernel (~0.1–0.2 s of CPU, which on two
+ * busy cores slows the calling thread), and its first jobs run cold. Runs below this measured slower with
+ * the Worker than on one thread, so they run on the calling thread alone (the same bytes either way).
+ *
+ * @example
+ * ```ts
+ * import { minWorkerMs, WORKER_MIN_MS } from "./merge_run.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(WORKER_MIN_MS, 4000);
+ * assert.equal(minWorkerMs(undefined), WORKER_MIN_MS); // the default of the `minWorkerMs` option
+ * ```
+ */
+export const WORKER_MIN_MS = 4000;
+
+/**
+ * The estimated one-thread time, in milliseconds, of merging `list` (a plan's tensors) by `method`: entries
+ * × inputs (the base and the models) × the method's cost per entry and input ({@link NS_PER_INPUT_ENTRY});
+ * tensors copied as they are count nothing. Internal.
+ *
+ * @example
+ * ```ts
+ * import { runCostMs } from "./merge_run.ts";
+ * import assert from "node:assert/strict";
+ * const t = { name: "w", shape: [1000, 1000], dtype: "BF16" as const, t: 0, params: {}, passthrough: false };
+ * const src = { model: "a", tensor: "w", params: {} };
+ * // 10⁶ entries × 4 inputs × 5 ns
+ * assert.equal(runCostMs("linear", [{ ...t, sources: [src, src, src, src] }]), 20);
+ * assert.equal(runCostMs("linear", [{ ...t, sources: [src, src, src, src], passthrough: true }]), 0);
+ * ```
+ */
+export function runCostMs(method: string, list: readonly PlannedTensor[]): number {
+  const ns = NS_PER_INPUT_ENTRY[method] ?? 15;
+  let ms = 0;
+  for (const t of list) {
+    if (!t.passthrough) ms += (numel(t) * ((t.base ? 1 : 0) + t.sources.length) * ns) / 1e6;
+  }
+  return ms;
+}
+
+/**
+ * The `minWorkerMs` option, checked: a number of milliseconds ≥ 0 (Infinity: never a Worker), default
+ * {@link WORKER_MIN_MS}; anything else is an `OptionError`. Internal.
+ *
+ * @example
+ * ```ts
+ * import { minWorkerMs } from "./merge_run.ts";
+ * import { OptionError } from "../core/errors.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(minWorkerMs(0), 0);
+ * assert.equal(minWorkerMs(Infinity), Infinity);
+ * assert.throws(() => minWorkerMs(-1), OptionError);
+ * assert.throws(() => minWorkerMs(NaN), /minWorkerMs/);
+ * ```
+ */
+export function minWorkerMs(value: number | undefined): number {
+  if (value === undefined) return WORKER_MIN_MS;
+  if (typeof value !== "number" || !(value >= 0)) {
+    throw new OptionError("minWorkerMs", value, "must be a number of milliseconds ≥ 0 (0: always a Worker)");
+  }
+  return value;
+}
 
 /** Entries from which a tensor is split into blocks of rows by the stream (see `mergeStream`). */
 const SPLIT_MIN = 1 << 20;
@@ -715,9 +806,11 @@ export class BufferPool {
  * the largest unit (a few blocks of a tensor split that way), or when nothing else is in flight: the peak
  * memory stays that of merging the largest unit alone. Every buffer comes from one {@link BufferPool}
  * and goes back to it once used (no fresh memory per tensor). A blocked tensor is read, merged and
- * written block by block (the writer takes it as pieces). With `overlap: false` (or where no Worker can
- * start) everything runs on the calling thread; the results are the same bytes either way, and with or
- * without blocks.
+ * written block by block (the writer takes it as pieces). With `overlap: false`, where no Worker can
+ * start, or when the run's estimated one-thread time ({@link runCostMs}) is below `minWorkerMs` (default
+ * {@link WORKER_MIN_MS}: a smaller run does not repay the Worker's start), everything runs on the calling
+ * thread (its reads and writes still overlap its merges); the results are the same bytes either way, and
+ * with or without blocks.
  */
 export function mergeStream(
   plan: MergePlan,
@@ -729,11 +822,19 @@ export function mergeStream(
     readonly log?: (line: string) => void;
     /** The pool the run's buffers come from (default: a pool of its own, sized for the run). */
     readonly pool?: BufferPool;
+    /**
+     * With `overlap`, the estimated one-thread time in ms ({@link runCostMs}) from which the run starts a
+     * Worker: default {@link WORKER_MIN_MS}; 0 starts one for any run with something to merge.
+     */
+    readonly minWorkerMs?: number;
   } = {},
 ): MergeStream {
   const { blocked: capped, whole } = planBlocks(plan, options.maxBlockBytes);
+  minWorkerMs(options.minWorkerMs); // a bad value is refused with or without overlap
+  // a Worker only when the run's work repays its start (see WORKER_MIN_MS)
   const useWorker = options.overlap !== false && typeof Worker !== "undefined" &&
-    new URL(import.meta.url).protocol === "file:";
+    new URL(import.meta.url).protocol === "file:" && list.some((t) => !t.passthrough) &&
+    runCostMs(plan.method, list) >= minWorkerMs(options.minWorkerMs);
   // compute threads: this one and one Worker; this thread also reads and writes, and merges a job only
   // when the Worker has WORKER_QUEUE jobs queued (or has not started yet)
   const nWorkers = useWorker ? 1 : 0;
@@ -818,11 +919,20 @@ export function mergeStream(
   const refModel = plan.config.baseModel ?? plan.config.models[0]?.model ??
     plan.config.slices?.[0]?.sources[0]?.model;
   let next = 0, inFlight = 0, bytesRead = 0, closed = false;
-  // started now, so that their start (loading the modules, compiling the kernel) overlaps the first reads;
-  // the buffers a job is done with come back to the pool
-  const workers = list.some((t) => !t.passthrough)
-    ? Array.from({ length: nWorkers }, () => new ComputeWorker((bufs) => bufs.forEach((b) => pool.give(b))))
-    : [];
+  // the Worker starts once the first reads are under way (creating it blocks this thread while Deno builds
+  // its runtime: that wait then overlaps the reads; loading its modules and compiling its kernel overlap the
+  // first merges); until it is up, this thread merges every job. The buffers a job is done with come back
+  // to the pool
+  const workers: ComputeWorker[] = [];
+  let spawning = nWorkers === 0, timer: ReturnType<typeof setTimeout> | undefined;
+  const spawn = () => {
+    if (spawning) return;
+    spawning = true;
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (!closed) workers.push(new ComputeWorker((bufs) => bufs.forEach((b) => pool.give(b))));
+    }, 0);
+  };
 
   /** Entries per row of a source tensor (1 for a scalar). */
   const rowOf = (t: { shape: readonly number[] }) => (t.shape.length ? numel(t) / t.shape[0] : 1);
@@ -984,6 +1094,7 @@ export function mergeStream(
     inFlight += weight(u);
     u.job = run(u);
     u.job.catch(() => {}); // surfaces when (if) the unit is taken
+    spawn();
     // the last unit of a tensor: the read passes of the next tensor start now
     const t = units[j + 1]?.tensor;
     if (t !== undefined && t !== u.tensor && (blocked.get(list[t].name)?.passes ?? 0) > 0) plansOf(t);
@@ -1034,8 +1145,10 @@ export function mergeStream(
     get bytesRead() {
       return bytesRead;
     },
+    workers: nWorkers,
     close() {
       closed = true;
+      clearTimeout(timer);
       for (const w of workers) w.close();
       pool.clear();
     },
@@ -1225,6 +1338,7 @@ export async function writeMergePart(
     readonly shardBytes?: number;
     readonly seed?: number;
     readonly overlap?: boolean;
+    readonly minWorkerMs?: number;
     readonly maxBlockBytes?: number;
     readonly overwrite?: boolean;
     readonly inputs: readonly string[];
@@ -1235,6 +1349,7 @@ export async function writeMergePart(
   },
 ): Promise<{ files: string[]; seconds: number; bytesRead: number }> {
   const start = performance.now();
+  minWorkerMs(options.minWorkerMs); // refused before anything is written
   const { files, mine, configHash, planHash } = await planPart(plan, part, options);
   planBlocks(plan, options.maxBlockBytes); // a cap below one row: refused before anything is written
   await checkOutputFolder(outDir, { overwrite: options.overwrite, inputs: options.inputs });
