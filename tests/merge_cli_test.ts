@@ -211,7 +211,12 @@ Deno.test("CLI merge validates before any work: unknown method/parameter, missin
       ],
       [
         "merge_method: ties\nbase_model: base\nmodels: [{model: nowhere, parameters: {weight: 1}}]",
-        /nowhere: checkpoint does not exist/,
+        // the path from the current folder, and where it was looked for first (beside the config)
+        /nowhere: checkpoint does not exist \(model "nowhere" was looked for beside the config, at \S+\/nowhere, then here\)/,
+      ],
+      [
+        "merge_method: ties\nbase_model: base\nout_dtype: float8\nmodels: [{model: a, parameters: {weight: 1}}]",
+        /out_dtype = "float8"/,
       ],
       [
         "merge_method: ties\nbase_model: base\nmodels: [{model: missing, parameters: {weight: 1}}]",

@@ -7,6 +7,7 @@
 
 import { MoekitError, OptionError } from "../core/errors.ts";
 import { type Checkpoint, type ExtraFile, openCheckpoint, writeCheckpoint } from "../io/checkpoint.ts";
+import { CheckpointError } from "../io/errors.ts";
 import {
   chatTemplateOf,
   derivedModelConfig,
@@ -95,10 +96,14 @@ const DTYPE_NAMES: Record<string, Dtype> = {
   float64: "F64",
 };
 
-function dtypeOf(name: string | undefined, fallback: Dtype): Dtype {
+/** The output dtype a config asks for (`out_dtype`, else `dtype`), else `fallback`; a bad name is named with its key. */
+function outputDtype(config: MergeConfig, fallback: Dtype): Dtype {
+  const [key, name] = config.outDtype !== undefined
+    ? ["out_dtype", config.outDtype]
+    : ["dtype", config.dtype];
   if (name === undefined) return fallback;
   const d = DTYPE_NAMES[name.toLowerCase()];
-  if (!d) throw new OptionError("dtype", name, `use one of ${Object.keys(DTYPE_NAMES).join(", ")}`);
+  if (!d) throw new OptionError(key, name, `use one of ${Object.keys(DTYPE_NAMES).join(", ")}`);
   return d;
 }
 
@@ -126,16 +131,30 @@ export async function planCheckpointMerge(
   options: { readonly configDir?: string; readonly cwd?: string } = {},
 ): Promise<MergePlan> {
   const method = mergeMethod(config.method);
+  const besideConfig = (m: string) =>
+    options.configDir && !m.startsWith("/") ? `${options.configDir}/${m}` : "";
   const resolve = async (m: string) => {
-    if (options.configDir && !m.startsWith("/")) {
-      const rel = `${options.configDir}/${m}`;
-      if (await Deno.stat(rel).then(() => true, () => false)) return rel;
-    }
+    const rel = besideConfig(m);
+    if (rel && await Deno.stat(rel).then(() => true, () => false)) return rel;
     return options.cwd && !m.startsWith("/") ? `${options.cwd}/${m}` : m; // else relative to the caller's folder
   };
   const checkpoints = new Map<string, Checkpoint>();
   const open = async (m: string) => {
-    if (!checkpoints.has(m)) checkpoints.set(m, await openCheckpoint(await resolve(m)));
+    if (!checkpoints.has(m)) {
+      const path = await resolve(m);
+      try {
+        checkpoints.set(m, await openCheckpoint(path));
+      } catch (e) {
+        // a model found in neither place: name both, not only the fallback
+        const rel = besideConfig(m);
+        const gone = await Deno.stat(path).then(() => false, () => true);
+        if (!(e instanceof CheckpointError) || !rel || rel === path || !gone) throw e;
+        throw new CheckpointError(
+          path,
+          `checkpoint does not exist (model "${m}" was looked for beside the config, at ${rel}, then here)`,
+        );
+      }
+    }
     return checkpoints.get(m)!;
   };
   try {
@@ -227,7 +246,7 @@ async function buildEntries(
     out.push({
       name,
       shape: baseInfo.shape,
-      dtype: passthrough ? baseInfo.dtype : dtypeOf(config.outDtype ?? config.dtype, baseInfo.dtype),
+      dtype: passthrough ? baseInfo.dtype : outputDtype(config, baseInfo.dtype),
       t,
       ...(needsBase ? { base: { model: refModel, tensor: baseTensor } } : {}),
       sources: passthrough ? [] : sources,
