@@ -303,7 +303,8 @@ static void blocking(int d, int *kc, int *tb) {
  * Loops, outer to inner: token blocks (tb tokens), K blocks along d (kc chunks), expert groups, micro
  * blocks of MR tokens. A group's K block of weight stays in L1 while the block's micro blocks use it; the
  * token block's K block of X stays in L2 while the groups use it (it comes from memory on the first
- * group's pass, which fetches the next micro block's rows ahead). Each K block's sums are added to out,
+ * group's pass, which fetches the next micro block's rows ahead; every group's pass fetches the next
+ * weight block into L2). Each K block's sums are added to out,
  * so a logit is summed in the same order for every T and every thread. */
 void moekit_gate_logits(const float *x, int T, int d, const float *p, int E, float *out, int ldo) {
   const size_t ng = groups(E), nc = chunks(d), gstride = nc * NE * VL;
@@ -319,8 +320,19 @@ void moekit_gate_logits(const float *x, int T, int d, const float *p, int E, flo
         const int ne = E - (int)(g * NE) < NE ? E - (int)(g * NE) : NE;
         const float *pk = p + g * gstride + (size_t)c0 * NE * VL;
         float *og = out + g * NE;
+        /* the next weight block (the next group's, else the first group's next K block) is fetched into
+         * L2 meanwhile, a few lines per micro block: it would otherwise come from memory (or L3) while the
+         * first micro block of its group waits (DeepSeek-V3's 7.3 MB gate on a Zen 5: GEMM 1.1x faster) */
+        const char *pn = g + 1 < ng ? (const char *)(pk + gstride)
+                         : c1 < full ? (const char *)(p + (size_t)c1 * NE * VL) : 0;
+        const int nmicro = (t1 - t0 + MR - 1) / MR;
+        const int nlines = (int)(((size_t)(nch + tl) * NE * VL * 4 + 63) / 64);
+        const int per = (nlines + nmicro - 1) / nmicro;
+        int line = 0;
         for (int t = t0; t < t1; t += MR) {
           const int mr = t1 - t < MR ? t1 - t : MR;
+          if (pn)
+            for (int j = 0; j < per && line < nlines; j++, line++) __builtin_prefetch(pn + (size_t)line * 64, 0, 2);
           const float *xt = x + (size_t)t * d + (size_t)c0 * VL;
           float *ot = og + (size_t)t * ldo;
           if (mr == MR) {
