@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   accessTrace,
   applyCapacity,
+  capacityRouter,
   combineMatrix,
   cvSquaredLoss,
   deepseekBiasUpdate,
@@ -430,4 +431,18 @@ console.log(c.method, c.models.length);`,
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("capacity options are checked when the router is made (they were first checked at its first route), combine too", () => {
+  throwsNaming(() => switchRouter({ weight: w, capacityFactor: -1 }), OptionError, "capacityFactor = -1");
+  throwsNaming(() => capacityRouter({ weight: w, capacityFactor: NaN }), OptionError, "capacityFactor = NaN");
+  throwsNaming(() => capacityRouter({ weight: w, groupSize: 0 }), OptionError, "groupSize = 0");
+  // a misspelt combine rule silently kept the weights
+  throwsNaming(
+    () => capacityRouter({ weight: w, combine: "renormalise" as "renormalize" }),
+    OptionError,
+    "combine",
+    "renormalize",
+  );
+  assert.equal(capacityRouter({ weight: w, combine: "renormalize" }).route(x).tokens, x.rows);
 });

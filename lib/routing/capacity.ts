@@ -74,6 +74,36 @@ export interface CapacityOptions {
 }
 
 /**
+ * Checks capacity options before any routing (routers built with a capacity call it when they are made):
+ * a bad capacity factor, fixed capacity, minimum, drop policy, group size or combine rule is an
+ * {@link OptionError} naming the option and what it accepts.
+ *
+ * @example
+ * ```ts
+ * import { checkCapacityOptions } from "@moekit/moekit/routing";
+ * import assert from "node:assert/strict";
+ * checkCapacityOptions({ capacityFactor: 1.25, policy: "bpr", groupSize: 64, combine: "renormalize" });
+ * assert.throws(() => checkCapacityOptions({ capacityFactor: -1 }), /capacityFactor = -1/);
+ * assert.throws(() => checkCapacityOptions({ combine: "renormalise" as "renormalize" }), /combine/);
+ * ```
+ */
+export function checkCapacityOptions(options: CapacityOptions): void {
+  const policy = options.policy ?? "position";
+  if (!DROP_POLICIES.includes(policy)) {
+    throw new OptionError("policy", policy, `use one of ${DROP_POLICIES.join(", ")}`);
+  }
+  const S = options.groupSize;
+  if (S !== undefined && (!Number.isInteger(S) || S < 1)) {
+    throw new OptionError("groupSize", S, "must be an integer ≥ 1");
+  }
+  const combine = options.combine ?? "keep";
+  if (combine !== "keep" && combine !== "renormalize") {
+    throw new OptionError("combine", combine, `use "keep" or "renormalize"`);
+  }
+  expertCapacity(1, 1, 1, options); // the factor, a fixed capacity and the minimum
+}
+
+/**
  * The per-expert capacity for S tokens per group.
  *
  * @example
@@ -193,12 +223,9 @@ export interface CapacityDecision {
  */
 export function applyCapacity(claims: Claims, options: CapacityOptions = {}): CapacityDecision {
   const { tokens: T, experts: E, k, indices } = claims;
+  checkCapacityOptions(options);
   const policy = options.policy ?? "position";
-  if (!DROP_POLICIES.includes(policy)) {
-    throw new OptionError("policy", policy, `use one of ${DROP_POLICIES.join(", ")}`);
-  }
   const S = options.groupSize ?? T;
-  if (!Number.isInteger(S) || S < 1) throw new OptionError("groupSize", S, "must be an integer ≥ 1");
   const capacity = expertCapacity(Math.min(S, Math.max(T, 1)), E, k, options);
   const keep = new Uint8Array(T * k), slot = new Int32Array(T * k).fill(-1);
   for (let g0 = 0; g0 < T; g0 += S) {

@@ -11,7 +11,7 @@ import { sigmoid, softmaxInto } from "../core/numeric.ts";
 import { checkLogitsFinite, checkTokenShape } from "./checks.ts";
 import type { LogitContext, LogitSource } from "./gate.ts";
 import type { SelectContext, SelectionBuffers, Selector } from "./select.ts";
-import { applyCapacity, type CapacityOptions } from "./capacity.ts";
+import { applyCapacity, type CapacityOptions, checkCapacityOptions } from "./capacity.ts";
 import { SELECTOR_REGISTRY_URL } from "./registry.ts";
 import type { RouteOptions, Router, RoutingResult, ScoreFunction } from "./result.ts";
 
@@ -75,6 +75,7 @@ export interface ComposeOptions {
 export function composeRouter(options: ComposeOptions): Router {
   const { gate, selector, capacity } = options;
   selector.validate(gate.experts);
+  if (capacity) checkCapacityOptions(capacity); // when the router is made, not at its first route
   const jitter = options.jitter ?? 0;
   if (!(jitter >= 0 && jitter < 1)) throw new OptionError("jitter", jitter, "must be in [0, 1)");
   const tile = options.tileTokens ?? 64;
