@@ -12,7 +12,7 @@
  */
 
 import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
-import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
+import { checkPlotTargets, type PlotFile, plotFiles, writePlotFiles } from "./plot_files.ts";
 import {
   type DispatchTraffic,
   dispatchTraffic,
@@ -380,8 +380,7 @@ async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[
   ];
   const files: PlotFile[] = [];
   for (const [name, plot] of plots) {
-    files.push([`${name}.json`, JSON.stringify(plot.spec, null, 2)]);
-    files.push([`${name}.svg`, await plot.toSVG()]);
+    files.push(...await plotFiles(name, plot));
     if (png) files.push([`${name}.png`, await plot.toPNG()]);
   }
   const written = await writePlotFiles(USAGE, dir, files, overwrite);

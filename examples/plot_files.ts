@@ -10,7 +10,7 @@ import { usageError } from "./flags.ts";
 import { MoekitError } from "../lib/core/errors.ts";
 import * as lib from "../lib/cli/plot_files.ts";
 
-export type { PlotFile } from "../lib/cli/plot_files.ts";
+export { type PlotFile, plotFiles } from "../lib/cli/plot_files.ts";
 
 /**
  * Stops with a usage error (exit 2) when `dir` (or a parent of it) is a file, or one of `names` already

@@ -7,7 +7,7 @@
  */
 
 import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
-import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
+import { checkPlotTargets, type PlotFile, plotFiles, writePlotFiles } from "./plot_files.ts";
 // Only the areas the comparison needs load up front (routing + the MoE stack, the synthetic stream);
 // the plots, and the Vega packages behind them, load only when plots are written.
 import {
@@ -444,8 +444,7 @@ async function savePlots(
   const files: PlotFile[] = [];
   let pngProblem = w.pngProblem;
   for (const [i, plot] of plots.entries()) {
-    files.push([`${PLOT_NAMES[i]}.json`, JSON.stringify(plot.spec, null, 2)]);
-    files.push([`${PLOT_NAMES[i]}.svg`, await plot.toSVG()]);
+    files.push(...await plotFiles(PLOT_NAMES[i], plot));
     if (pngProblem) continue;
     try {
       files.push([`${PLOT_NAMES[i]}.png`, await plot.toPNG()]);

@@ -34,7 +34,7 @@ import type { MoeLayer, SwiGLUExpert } from "../moe/layer.ts";
 import { type LayerEdit, saveMoeModel } from "../checkpoints/save.ts";
 import { quantizedMatrix, type StoredExpert } from "../checkpoints/formats.ts";
 import { parseSize } from "./merge_cli.ts";
-import { checkPlotTargets, type PlotFile, writePlotFiles } from "./plot_files.ts";
+import { checkPlotTargets, type PlotFile, plotFiles, writePlotFiles } from "./plot_files.ts";
 
 /** The plots `route --plots DIR` writes, each as `<name>.json` and `<name>.svg`. */
 const ROUTE_PLOTS = ["layer-load", "load", "drop-vs-capacity", "coactivation"];
@@ -238,8 +238,8 @@ async function runRoute(args: string[]): Promise<number> {
     throw new MoekitError(`--capacity-factor ${values["capacity-factor"]}: use a number > 0`);
   }
   // the plot files are checked before any work: a second run is refused at once, not after the routing
-  const plotFiles = ROUTE_PLOTS.flatMap((n) => [`${n}.json`, `${n}.svg`]);
-  if (values.plots !== undefined) checkPlotTargets(values.plots, plotFiles, overwrite);
+  const plotNames = ROUTE_PLOTS.flatMap((n) => [`${n}.json`, `${n}.svg`]);
+  if (values.plots !== undefined) checkPlotTargets(values.plots, plotNames, overwrite);
   const t0 = performance.now();
   const model = await openMoeModel(positionals[0]);
   try {
@@ -303,10 +303,7 @@ async function runRoute(args: string[]): Promise<number> {
       };
       // every plot rendered in memory first, then written all or nothing
       const files: PlotFile[] = [];
-      for (const name of ROUTE_PLOTS) {
-        files.push([`${name}.json`, JSON.stringify(plots[name].spec, null, 2)]);
-        files.push([`${name}.svg`, await plots[name].toSVG()]);
-      }
+      for (const name of ROUTE_PLOTS) files.push(...await plotFiles(name, plots[name]));
       await writePlotFiles(values.plots, files, overwrite);
       progress(
         `plots (SVG, + .json specs): ${ROUTE_PLOTS.map((n) => `${values.plots}/${n}.svg`).join(", ")}; ` +

@@ -9,6 +9,7 @@
 
 import { dirname } from "node:path";
 import { MoekitError } from "../core/errors.ts";
+import type { Plot } from "../plots/plot.ts";
 
 /** One file to write: its name inside the plot folder and its contents. */
 export type PlotFile = [name: string, data: string | Uint8Array];
@@ -38,6 +39,25 @@ function folderProblem(flag: string, dir: string): string | undefined {
     // no read access to a parent: say it without the name
   }
   return `${flag} ${dir}: a parent of it is not a folder`;
+}
+
+/**
+ * A plot's files, rendered in memory for {@link writePlotFiles}: its Vega-Lite spec as `<name>.json` and
+ * its rendering as `<name>.svg` (what `Plot.save` writes for those extensions).
+ *
+ * @example
+ * ```ts
+ * import { plotFiles } from "./plot_files.ts";
+ * import { Plot } from "../plots/plot.ts";
+ * import assert from "node:assert/strict";
+ * const plot = new Plot({ data: { values: [{ x: 1 }] }, mark: "point", encoding: { x: { field: "x", type: "quantitative" } } });
+ * const [json, svg] = await plotFiles("p", plot);
+ * assert.deepEqual([json[0], JSON.parse(json[1] as string).mark], ["p.json", "point"]);
+ * assert.ok(svg[0] === "p.svg" && (svg[1] as string).startsWith("<svg"));
+ * ```
+ */
+export async function plotFiles(name: string, plot: Plot): Promise<PlotFile[]> {
+  return [[`${name}.json`, JSON.stringify(plot.spec, null, 2)], [`${name}.svg`, await plot.toSVG()]];
 }
 
 /**
