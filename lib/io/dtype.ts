@@ -115,6 +115,34 @@ export function bf16ToNumber(bits: number): number {
 }
 
 /**
+ * Stores `values` as IEEE binary16 into `out` through the runtime's `Float16Array` (one rounding from
+ * float64, no double rounding through float32), every NaN as {@link F16_NAN} (a NaN's bits through
+ * `Float16Array` vary: V8 keeps the payload on some paths and not on others). Front to back, so `out` may
+ * overlay `values`' own buffer. Returns false, storing nothing, where the runtime has no `Float16Array`.
+ *
+ * @example
+ * ```ts
+ * import { F16_NAN, storeF16 } from "./dtype.ts";
+ * import assert from "node:assert/strict";
+ * const out = new Uint16Array(3);
+ * if (storeF16([1, NaN, 65520], out)) assert.deepEqual(Array.from(out), [0x3c00, F16_NAN, 0x7c00]);
+ * ```
+ */
+export function storeF16(values: ArrayLike<number>, out: Uint16Array): boolean {
+  const F16 = (globalThis as {
+    Float16Array?: new (b: ArrayBufferLike, o: number, n: number) => { [i: number]: number };
+  }).Float16Array;
+  if (!F16) return false;
+  const h = new F16(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < out.length; i++) {
+    const v = values[i];
+    if (v === v) h[i] = v;
+    else out[i] = F16_NAN;
+  }
+  return true;
+}
+
+/**
  * f32 → IEEE binary16 bits, round to nearest even, with subnormals and overflow to ±Inf.
  *
  * @example
@@ -336,21 +364,7 @@ export function encodeFloats(values: ArrayLike<number>, dtype: Dtype): Uint8Arra
       return out;
     }
     case "F16": {
-      // Float16Array rounds float64 straight to binary16 (no double rounding through f32)
-      const F16 =
-        (globalThis as { Float16Array?: new (b: ArrayBuffer) => ArrayLike<number> & { [i: number]: number } })
-          .Float16Array;
-      if (F16) {
-        // a NaN's bits through Float16Array vary (V8 keeps the payload on some paths, not on others):
-        // every NaN is written as F16_NAN, so the same values give the same file
-        const h = new F16(out.buffer), o16 = new Uint16Array(out.buffer);
-        for (let i = 0; i < n; i++) {
-          const v = values[i];
-          if (v === v) h[i] = v;
-          else o16[i] = F16_NAN;
-        }
-        return out;
-      }
+      if (storeF16(values, new Uint16Array(out.buffer))) return out;
       for (let i = 0; i < n; i++) view.setUint16(2 * i, f16Bits(values[i]), true);
       return out;
     }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { F16_NAN } from "../io/dtype.ts";
+import { storeF16 } from "../io/dtype.ts";
 import { MERGE_WASM } from "./kernel_wasm.ts";
 import { HALF_BINS } from "./kernel_wat.ts";
 import { registerMagnitudeKernel } from "../core/selection.ts";
@@ -197,25 +197,15 @@ export class MergeKernel {
    * buffer. `data` must not live in this kernel's memory, and is not usable afterwards.
    */
   encode16(data: Float32Array | Float64Array, dtype: "BF16" | "F16"): Uint8Array {
-    // F16 is stored through Float16Array where the engine has one (its result is encodeFloats' by
-    // definition), else the kernel's `f16_encode` (bit-identical to it; `wasmF16` forces it, for tests)
     const n = data.length, wide = data instanceof Float64Array ? 1 : 0, size = data.BYTES_PER_ELEMENT;
     const out = new Uint8Array(data.buffer, data.byteOffset, 2 * n);
     const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    const F16 = (globalThis as unknown as {
-      Float16Array?: new (b: ArrayBufferLike, o: number, n: number) => Float32Array;
-    })
-      .Float16Array;
-    if (dtype === "F16" && F16 && !this.#wasmF16) {
-      // the engine's Float16Array stores (what encodeFloats does): measured faster than the scalar WASM
-      // encoder; front to back in place, each entry read before its 2 bytes are written
-      const h = new F16(data.buffer, data.byteOffset, n),
-        o16 = new Uint16Array(data.buffer, data.byteOffset, n);
-      for (let i = 0; i < n; i++) {
-        const v = data[i];
-        if (v === v) h[i] = v;
-        else o16[i] = F16_NAN;
-      }
+    // F16 as encodeFloats stores it (Float16Array, measured faster than the scalar WASM encoder; in place
+    // front to back, each entry read before its 2 bytes are written), else the kernel's `f16_encode`
+    // (bit-identical to it; `wasmF16` forces it, for tests)
+    if (
+      dtype === "F16" && !this.#wasmF16 && storeF16(data, new Uint16Array(data.buffer, data.byteOffset, n))
+    ) {
       return out;
     }
     const enc = dtype === "BF16" ? this.k.bf16_encode : this.k.f16_encode;
