@@ -54,7 +54,7 @@ if (overwrite && args.out === undefined) {
   usageError(USAGE, "--overwrite applies to --out FILE only (this example writes nothing else)");
 }
 // the output is checked before the work: permission, folder, an existing file
-if (args.out !== undefined) checkOutFile(USAGE, args.out, overwrite);
+if (args.out !== undefined) checkOutFile(args.out, overwrite);
 
 // experts = shared component + rank-4 differences + a little noise; router skewed toward a few experts
 const rng = new Rng(seed);
@@ -153,6 +153,6 @@ console.log(
   "active/token = parameters computed per token vs the dense layer (skipping and Compressed Experts lower it).",
 );
 if (args.out !== undefined) {
-  await writeOutFile(USAGE, args.out, JSON.stringify(rows, null, 2), overwrite);
+  await writeOutFile(args.out, JSON.stringify(rows, null, 2), overwrite);
   console.log(`\nrows saved to ${args.out} (plot them with compressionPlot)`);
 }

@@ -1,24 +1,33 @@
 /**
- * Flag handling the example scripts share: a usage error prints `error: …`, a blank line and the usage
- * text on stderr and exits 2 (no stack trace); integer flags are checked before any work starts.
+ * Flag handling the example scripts share, the same as the `mod.ts` commands (lib/cli/args.ts): a usage
+ * error prints one line, `error: …` naming the flag, the bad value and what is allowed, then a hint to
+ * run with `--help`, on stderr, and exits 2 (no stack trace, not the whole usage text); `--help` prints
+ * the usage on stdout and exits 0. Integer flags are checked before any work starts.
  * @module
  */
 
 import type { ParseArgsConfig } from "node:util";
 import { MoekitError } from "../lib/core/errors.ts";
-import { parseCommandLine } from "../lib/cli/args.ts";
+import { parseCommandLine, usageErrorText } from "../lib/cli/args.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
 
 /**
  * The flags of `Deno.args` (no positionals): an unknown or malformed flag is a usage error, and `--help`
  * (which `options` must declare) prints the usage and exits 0.
  */
-export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"]>>(
-  usage: string,
-  options: O,
-) {
+export function parseFlags<const O extends Options>(usage: string, options: O) {
+  return parseCommand(usage, options, 0).values;
+}
+
+/**
+ * The flags of `Deno.args` and up to `maxPositionals` arguments besides them (more is a usage error), as
+ * {@link parseFlags} does.
+ */
+export function parseCommand<const O extends Options>(usage: string, options: O, maxPositionals: number) {
   let parsed;
   try {
-    parsed = parseCommandLine({ args: Deno.args, allowPositionals: false, options });
+    parsed = parseCommandLine({ args: Deno.args, allowPositionals: maxPositionals > 0, options });
   } catch (e) {
     if (!(e instanceof MoekitError)) throw e;
     usageError(usage, e.message);
@@ -27,12 +36,39 @@ export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"
     console.log(usage);
     Deno.exit(0);
   }
-  return parsed.values;
+  if (parsed.positionals.length > maxPositionals) {
+    const extra = parsed.positionals[maxPositionals];
+    usageError(
+      usage,
+      `unexpected argument ${JSON.stringify(extra)}: this program takes at most ${maxPositionals} (${
+        usage.split("\n")[0].replace(/^usage: /, "")
+      })`,
+    );
+  }
+  return parsed;
 }
 
-/** Prints `error: <message>` and the usage on stderr, then exits with status 2. */
+/** The command a usage text is for: its first line without `usage: ` and the arguments (`deno run examples/x.ts`). */
+function commandOf(usage: string): string {
+  return usage.split("\n")[0].replace(/^usage:\s*/, "").replace(/\s+[[<].*$/, "");
+}
+
+/**
+ * Prints `error: <message>` and a hint to run with `--help` on stderr (lib/cli/args.ts's
+ * `usageErrorText`, with the command taken from the usage's first line), then exits with status 2.
+ */
 export function usageError(usage: string, message: string): never {
-  console.error(`error: ${message}\n\n${usage}`);
+  console.error(usageErrorText(message, commandOf(usage)));
+  Deno.exit(2);
+}
+
+/**
+ * Prints `error: <message>` on stderr and exits with status 2, without the `--help` hint: for a problem
+ * with a file or a permission (an existing output, a folder that is a file), where the options are right
+ * and the message says what to do.
+ */
+export function refuse(message: string): never {
+  console.error(`error: ${message}`);
   Deno.exit(2);
 }
 

@@ -7,7 +7,7 @@
  *   deno run -A examples/merge.ts [--dim 256] [--seed 0] [--keep] [--help]
  */
 
-import { intFlag, parseFlags, usageError } from "./flags.ts";
+import { intFlag, parseFlags, refuse } from "./flags.ts";
 import {
   matrix,
   openCheckpoint,
@@ -27,10 +27,6 @@ const USAGE = `usage: deno run -A examples/merge.ts [options]
 
 It writes safetensors checkpoints to a temporary folder: run it with -A (or --allow-read --allow-write).`;
 
-function fail(message: string): never {
-  return usageError(USAGE, message);
-}
-
 const args = parseFlags(USAGE, {
   dim: { type: "string" },
   seed: { type: "string" },
@@ -40,7 +36,9 @@ const args = parseFlags(USAGE, {
 const d = intFlag(USAGE, args, "dim", 256, 8), seed = intFlag(USAGE, args, "seed", 0, 0);
 for (const name of ["read", "write"] as const) {
   if (Deno.permissions.querySync({ name }).state !== "granted") {
-    fail(`it needs --allow-${name}: it writes and reads checkpoints in a temporary folder (or run with -A)`);
+    refuse(
+      `it needs --allow-${name}: it writes and reads checkpoints in a temporary folder (or run with -A)`,
+    );
   }
 }
 

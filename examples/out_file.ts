@@ -7,7 +7,7 @@
  */
 
 import { basename, dirname } from "node:path";
-import { usageError } from "./flags.ts";
+import { refuse } from "./flags.ts";
 
 const granted = (name: "read" | "write", path: string) =>
   Deno.permissions.querySync({ name, path }).state === "granted";
@@ -23,21 +23,21 @@ function reason(out: string, e: unknown): string {
 }
 
 /**
- * Before any work: stops with a usage error (exit 2) when `out` could not be written — no permission,
+ * Before any work: stops with a one-line error (exit 2) when `out` could not be written — no permission,
  * a missing folder, a folder at that name, an existing file without `overwrite`, or the operating
  * system refusing a file there (tried by creating it and removing it again; an existing file is opened,
  * not changed).
  */
-export function checkOutFile(usage: string, out: string, overwrite: boolean): void {
-  if (out === "") usageError(usage, "--out needs a file name");
+export function checkOutFile(out: string, overwrite: boolean): void {
+  if (out === "") refuse("--out needs a file name");
   if (!granted("write", out)) {
-    usageError(usage, `--out ${out}: writing there is not allowed; run with --allow-write=${out}`);
+    refuse(`--out ${out}: writing there is not allowed; run with --allow-write=${out}`);
   }
   if (granted("read", out)) {
     try {
-      if (Deno.statSync(out).isDirectory) usageError(usage, reason(out, new Deno.errors.IsADirectory()));
+      if (Deno.statSync(out).isDirectory) refuse(reason(out, new Deno.errors.IsADirectory()));
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) usageError(usage, reason(out, e));
+      if (!(e instanceof Deno.errors.NotFound)) refuse(reason(out, e));
     }
   }
   try {
@@ -45,15 +45,15 @@ export function checkOutFile(usage: string, out: string, overwrite: boolean): vo
     Deno.removeSync(out);
     return;
   } catch (e) {
-    if (!(e instanceof Deno.errors.AlreadyExists)) usageError(usage, reason(out, e));
+    if (!(e instanceof Deno.errors.AlreadyExists)) refuse(reason(out, e));
   }
   // something is there: a folder (seen without read access too), or a file, opened without changing it
   try {
     Deno.openSync(out, { write: true }).close();
   } catch (e) {
-    if (e instanceof Deno.errors.IsADirectory || overwrite) usageError(usage, reason(out, e));
+    if (e instanceof Deno.errors.IsADirectory || overwrite) refuse(reason(out, e));
   }
-  if (!overwrite) usageError(usage, reason(out, new Deno.errors.AlreadyExists()));
+  if (!overwrite) refuse(reason(out, new Deno.errors.AlreadyExists()));
 }
 
 /**
@@ -63,7 +63,6 @@ export function checkOutFile(usage: string, out: string, overwrite: boolean): vo
  * the new file, never half written. A failure removes what this call created and exits 1.
  */
 export async function writeOutFile(
-  usage: string,
   out: string,
   text: string,
   overwrite: boolean,
@@ -74,7 +73,7 @@ export async function writeOutFile(
       (await Deno.open(out, { write: true, createNew: true })).close();
       claimed = true;
     } catch (e) {
-      usageError(usage, reason(out, e));
+      refuse(reason(out, e));
     }
   }
   const folder = dirname(out);

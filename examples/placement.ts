@@ -11,7 +11,7 @@
  *   deno run --allow-write=placement-plots examples/placement.ts --plots placement-plots
  */
 
-import { checkWorkSize, intFlag, parseFlags, usageError } from "./flags.ts";
+import { checkWorkSize, intFlag, parseFlags, refuse, usageError } from "./flags.ts";
 import { checkPlotTargets, type PlotFile, plotFiles, writePlotFiles } from "./plot_files.ts";
 import {
   type DispatchTraffic,
@@ -347,11 +347,10 @@ const pngAllowed = () =>
 /** Stops before any work when the plots could not be written: no permission, or files that exist. */
 function checkPlots(dir: string, overwrite: boolean): void {
   if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
-    console.error(`error: --plots ${dir}: writing there is not allowed; run with --allow-write=${dir}`);
-    Deno.exit(2);
+    refuse(`--plots ${dir}: writing there is not allowed; run with --allow-write=${dir}`);
   }
   const exts = pngAllowed() ? ["json", "svg", "png"] : ["json", "svg"];
-  checkPlotTargets(USAGE, dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
+  checkPlotTargets(dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
 }
 
 /** Renders every plot in memory, then writes them without replacing existing files (unless allowed). */
@@ -383,7 +382,7 @@ async function writePlots(dir: string, overwrite: boolean, c: Config, rows: Row[
     files.push(...await plotFiles(name, plot));
     if (png) files.push([`${name}.png`, await plot.toPNG()]);
   }
-  const written = await writePlotFiles(USAGE, dir, files, overwrite);
+  const written = await writePlotFiles(dir, files, overwrite);
   console.log(
     `\nplots written to ${dir}/: ${written.join(", ")}${
       png ? "" : " (add --allow-ffi --allow-read for PNG)"

@@ -2,28 +2,29 @@
  * Plot files of the example scripts, through the library's checker (lib/cli/plot_files.ts, which
  * `mod.ts route --plots` uses too): the targets are checked before any work starts, every plot is
  * rendered in memory first, and the files are written all or nothing, never replacing an existing file
- * unless `--overwrite` is given. A problem is a usage error: one line, exit 2, no stack trace.
+ * unless `--overwrite` is given. A problem is one line (no `--help` hint: the options are right), exit 2,
+ * no stack trace.
  * @module
  */
 
-import { usageError } from "./flags.ts";
+import { refuse } from "./flags.ts";
 import { MoekitError } from "../lib/core/errors.ts";
 import * as lib from "../lib/cli/plot_files.ts";
 
 export { type PlotFile, plotFiles } from "../lib/cli/plot_files.ts";
 
 /**
- * Stops with a usage error (exit 2) when `dir` (or a parent of it) is a file, or one of `names` already
+ * Stops with a one-line error (exit 2) when `dir` (or a parent of it) is a file, or one of `names` already
  * exists in `dir` and `overwrite` is not set: called before the example's work, so a second run says so
  * at once instead of after the work. Seeing them needs read access to `dir`; without it
  * {@link writePlotFiles} still refuses, after the work.
  */
-export function checkPlotTargets(usage: string, dir: string, names: string[], overwrite: boolean): void {
+export function checkPlotTargets(dir: string, names: string[], overwrite: boolean): void {
   try {
     lib.checkPlotTargets(dir, names, overwrite);
   } catch (e) {
     if (!(e instanceof MoekitError)) throw e;
-    usageError(usage, e.message);
+    refuse(e.message);
   }
 }
 
@@ -33,7 +34,6 @@ export function checkPlotTargets(usage: string, dir: string, names: string[], ov
  * are removed again: the folder is left as it was found.
  */
 export async function writePlotFiles(
-  usage: string,
   dir: string,
   files: lib.PlotFile[],
   overwrite: boolean,
@@ -42,6 +42,6 @@ export async function writePlotFiles(
     return await lib.writePlotFiles(dir, files, overwrite);
   } catch (e) {
     if (!(e instanceof MoekitError)) throw e;
-    return usageError(usage, e.message);
+    return refuse(e.message);
   }
 }

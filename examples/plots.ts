@@ -30,15 +30,12 @@ import {
   topicStream,
   topKRouter,
 } from "../mod.ts";
+import { parseCommand } from "./flags.ts";
 
-if (Deno.args.some((a) => a.startsWith("-"))) {
-  const help = Deno.args.includes("--help") || Deno.args.includes("-h");
-  (help ? console.log : console.error)(
-    "usage: deno run -A examples/plots.ts [out-dir]   (re-renders the README gallery; default examples/plots)",
-  );
-  Deno.exit(help ? 0 : 2);
-}
-const out = Deno.args[0] ?? "examples/plots";
+const USAGE =
+  "usage: deno run -A examples/plots.ts [out-dir]   (re-renders the README gallery; default examples/plots)";
+const out = parseCommand(USAGE, { help: { type: "boolean", short: "h" } }, 1).positionals[0] ??
+  "examples/plots";
 await Deno.mkdir(out, { recursive: true });
 const stream = topicStream({ tokens: 2048, dim: 64, topics: 8, seed: 1 });
 const x = stream.hidden, E = 64;

@@ -166,7 +166,7 @@ function parse(): {
   const routers = list === "all" ? Object.keys(FACTORIES) : list.split(",").map((s) => s.trim());
   for (const r of routers) {
     if (!FACTORIES[r]) {
-      fail(`unknown router "${r}"; the routers are ${Object.keys(FACTORIES).join(", ")} (or all)`);
+      fail(`--router: unknown router "${r}"; the routers are ${Object.keys(FACTORIES).join(", ")} (or all)`);
     }
   }
   return {
@@ -411,7 +411,7 @@ async function plotsAllowed(dir: string, overwrite: boolean): Promise<PlotWriter
   const missing = plotsModule.pngPermissionsMissing();
   const pngProblem = missing.length ? `${missing.join(" ")} missing (PNG needs ${PNG_FLAGS}, or -A)` : "";
   const exts = pngProblem ? ["json", "svg"] : ["json", "svg", "png"];
-  checkPlotTargets(usage(), dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
+  checkPlotTargets(dir, PLOT_NAMES.flatMap((n) => exts.map((e) => `${n}.${e}`)), overwrite);
   return { dir, overwrite, pngProblem, plotsModule };
 }
 
@@ -453,7 +453,7 @@ async function savePlots(
       pngProblem = e.message; // e.g. no font installed: say so once, keep the SVGs
     }
   }
-  const written = await writePlotFiles(usage(), w.dir, files, w.overwrite);
+  const written = await writePlotFiles(w.dir, files, w.overwrite);
   console.log(
     `\nplots written to ${w.dir}/: ${written.join(", ")}${pngProblem ? `\n  no PNG: ${pngProblem}` : ""}`,
   );

@@ -94,7 +94,10 @@ Deno.test("mod.ts commands: a bad flag is named, with the allowed flags, in bala
   assert.ok(balancedQuotes(inspect.err), inspect.err);
   const route = await captureConsole(() => runModelCli("route", ["dir", "--hidden"]));
   assert.equal(route.code, 2);
-  assert.equal(route.err, "error: --hidden needs a value: --hidden <value>\n");
+  assert.equal(
+    route.err,
+    'error: --hidden needs a value: --hidden <value>\nrun "deno run -A mod.ts route --help" for all options\n',
+  );
 });
 
 Deno.test("route.ts --experts 3: the separator is as wide as the header, not the skipped router's note", async () => {
@@ -320,7 +323,7 @@ Deno.test({
     const cases: [string[], RegExp][] = [
       [
         ["--method", "prune", "--keep", "8", "--groups", "3"],
-        /^error: compress: --groups does not apply to --method prune \(its options: --keep, --prune-method\)\n$/,
+        /^error: compress: --groups does not apply to --method prune \(its options: --keep, --prune-method\)\nrun "deno run -A mod\.ts compress --help" for all options\n$/,
       ],
       [["--method", "rtn", "--rank", "4"], /--rank does not apply to --method rtn/],
       [["--method", "svd", "--ratio", "0.5", "--rank", "3"], /give --ratio or --rank, not both/],

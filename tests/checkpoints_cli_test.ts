@@ -20,6 +20,7 @@ import {
   writeSynthetic,
 } from "./checkpoints_helpers.ts";
 import { captureConsole } from "./harness.ts";
+import { assertUsageError } from "./usage_assert.ts";
 
 /** Runs the CLI with console.log / console.error captured. */
 const cli = (command: string, args: string[]) => captureConsole(() => runModelCli(command, args));
@@ -281,7 +282,7 @@ Deno.test("route with one tensor for every layer; compress --method prune end to
   });
 });
 
-Deno.test("bad input: exit 2 with a one-line reason", async () => {
+Deno.test("bad input: exit 2 with a one-line reason, and a --help hint when the command line is wrong", async () => {
   await withTempDir(async (dir) => {
     await writeOlmoe(`${dir}/m`);
     await writeOne(`${dir}/narrow.safetensors`, "x", "F32", [4, 8], new Float32Array(32));
@@ -331,12 +332,20 @@ Deno.test("bad input: exit 2 with a one-line reason", async () => {
       ],
       ["frobnicate", [], /unknown command/],
     ];
+    // a problem with a file is one line; a mistake on the command line is one line and a --help hint
+    const fileProblems = [/cannot read config\.json/, /\[4, 8\] but the model has d = 64/, /input|not empty/];
     for (const [cmd, args, why] of cases) {
       const r = await cli(cmd, args);
-      assert.equal(r.code, 2, `${cmd} ${args.join(" ")}: ${r.err}`);
-      assert.match(r.err, why);
-      assert.equal(r.err.trim().split("\n").length, 1, r.err);
-      assert.equal(r.out, "");
+      const label = `${cmd} ${args.join(" ")}`;
+      assert.equal(r.out, "", label);
+      if (fileProblems.some((p) => p.source === why.source)) {
+        assert.equal(r.code, 2, `${label}: ${r.err}`);
+        assert.match(r.err, why, label);
+        assert.equal(r.err.trim().split("\n").length, 1, r.err);
+      } else {
+        const command = cmd === "frobnicate" ? "deno run -A mod.ts" : `deno run -A mod.ts ${cmd}`;
+        assertUsageError({ code: r.code, stderr: r.err }, command, why, label);
+      }
     }
     await assert.rejects(Deno.stat(`${dir}/o`));
   });

@@ -72,7 +72,7 @@ Deno.test("route --plots: existing files refused before any work unless --overwr
   });
 });
 
-Deno.test("route --plots at a file, or --overwrite without --plots: a one-line error, exit 2, before any work", async () => {
+Deno.test("route --plots at a file, or --overwrite without --plots: a one-line error (and a --help hint for the flag mistake), exit 2, before any work", async () => {
   await withTempDir(async (dir) => {
     await writeModel(dir);
     await Deno.writeTextFile(`${dir}/afile`, "x");
@@ -85,7 +85,11 @@ Deno.test("route --plots at a file, or --overwrite without --plots: a one-line e
           `--plots ${dir}/afile/sub: ${dir}/afile exists and is not a folder`,
         ],
         [["--plots", ""], `--plots needs a folder`],
-        [["--overwrite"], "route: --overwrite applies to --plots DIR only (route writes nothing else)"],
+        [
+          ["--overwrite"],
+          "route: --overwrite applies to --plots DIR only (route writes nothing else)\n" +
+          'run "deno run -A mod.ts route --help" for all options',
+        ],
       ] as const
     ) {
       const r = await cli([...base, ...extra]);

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { runExample } from "./harness.ts";
+import { assertUsageError } from "./usage_assert.ts";
 
 const run = (flags: string[], args: string[], env: Record<string, string> = {}) =>
   runExample("merge.ts", flags, args, { env });
 
-Deno.test("examples/merge.ts: --help, and bad flags exit 2 with the usage, no stack trace", async () => {
+Deno.test("examples/merge.ts: --help prints the usage; a bad flag is one error line and a --help hint, exit 2", async () => {
   const help = await run([], ["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^usage: deno run -A examples\/merge\.ts/);
@@ -14,15 +15,19 @@ Deno.test("examples/merge.ts: --help, and bad flags exit 2 with the usage, no st
       [["-A"], ["--seed", "x"], /--seed must be an integer ≥ 0, got "x"/],
       [["-A"], ["--dim", "4"], /--dim must be an integer ≥ 8, got "4"/],
       [["-A"], ["--bogus"], /unknown option --bogus; the options are --/],
-      [[], [], /it needs --allow-read/],
     ] as const
   ) {
-    const r = await run([...flags], [...args]);
-    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
-    assert.match(r.stderr, pattern);
-    assert.match(r.stderr, /usage: deno run -A examples\/merge\.ts/);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+    assertUsageError(
+      await run([...flags], [...args]),
+      "deno run -A examples/merge.ts",
+      pattern,
+      args.join(" "),
+    );
   }
+  // a missing permission is not a command-line mistake: one line saying what to do, no --help hint
+  const denied = await run([], []);
+  assert.equal(denied.code, 2, denied.stderr);
+  assert.match(denied.stderr, /^error: it needs --allow-read: .*\(or run with -A\)\n$/);
 });
 
 Deno.test("examples/merge.ts removes its temporary files, or keeps them with --keep and says where", async () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { runExample } from "./harness.ts";
+import { assertUsageError } from "./usage_assert.ts";
 
 const run = (args: string[], permissions: string[] = []) => runExample("placement.ts", permissions, args);
 
@@ -114,7 +115,7 @@ Deno.test("examples/placement.ts --plots at a file: one line, exit 2, before any
   }
 });
 
-Deno.test("examples/placement.ts --help exits 0; bad flags exit 2 with a clear message", async () => {
+Deno.test("examples/placement.ts --help exits 0; a bad flag is one error line and a --help hint, exit 2", async () => {
   const help = await run(["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /usage: deno run examples\/placement.ts/);
@@ -138,10 +139,7 @@ Deno.test("examples/placement.ts --help exits 0; bad flags exit 2 with a clear m
       [["--tokens", "100000000"], /would hold 2\.11e\+11 float32 entries \(786\.8 GiB\)/],
     ] as const
   ) {
-    const { code, stderr } = await run([...args]);
-    assert.equal(code, 2, args.join(" "));
-    assert.match(stderr, pattern);
-    assert.match(stderr, /usage: deno run examples\/placement.ts/);
+    assertUsageError(await run([...args]), "deno run examples/placement.ts", pattern, args.join(" "));
   }
   // a topology whose group count does not divide over the nodes: hierarchical is skipped, global runs
   const three = await run([

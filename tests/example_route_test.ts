@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { runExample } from "./harness.ts";
+import { assertUsageError } from "./usage_assert.ts";
 
 const script = new URL("../examples/route.ts", import.meta.url).pathname;
 
@@ -60,14 +61,14 @@ Deno.test("examples/route.ts --json reports metrics per router", async () => {
   assert.equal(ec.auxLoss, null);
 });
 
-Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () => {
+Deno.test("examples/route.ts: a bad flag is one line naming the flag, the value and the choices, then a --help hint; exit 2", async () => {
   for (
     const [args, pattern] of [
       [["--bogus"], /unknown option --bogus; the options are --/],
       [["--experts", "x"], /--experts must be an integer ≥ 2, got "x"/],
       [
         ["--router", "topk,nope"],
-        /^error: unknown router "nope"; the routers are topk, topk-raw, switch, topk-cap, gshard, deepseek-v3, deepseek-v3-bal, expert-choice, noisy, hash, sinkhorn, base \(or all\)$/m,
+        /^error: --router: unknown router "nope"; the routers are topk, topk-raw, switch, topk-cap, gshard, deepseek-v3, deepseek-v3-bal, expert-choice, noisy, hash, sinkhorn, base \(or all\)$/m,
       ],
       [["--top-k", "9", "--experts", "4"], /--top-k 9 exceeds --experts 4/],
       [["--capacity-factor=-1"], /--capacity-factor must be a number ≥ 0/],
@@ -77,11 +78,13 @@ Deno.test("examples/route.ts: bad flags exit 2 with a clear message", async () =
       ],
     ] as const
   ) {
-    const { code, stderr } = await run(...args);
-    assert.equal(code, 2, args.join(" "));
-    assert.match(stderr, pattern);
-    assert.match(stderr, /usage: deno run examples\/route.ts/);
-  }
+    assertUsageError(await run(...args), "deno run examples/route.ts", pattern, args.join(" "));
+  } // --help still prints the whole usage, on stdout, exit 0
+  const help = await run("--help");
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^usage: deno run examples\/route\.ts \[options\]\n/);
+  assert.match(help.stdout, /--capacity-factor CF/);
+  assert.equal(help.stderr, "");
 });
 
 Deno.test("examples/route.ts: the printed PNG hint works, and names what is missing", async () => {

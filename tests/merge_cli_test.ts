@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { runMergeCli } from "../lib/cli/merge_cli.ts";
+import { progressLine, runMergeCli } from "../lib/cli/merge_cli.ts";
 import { matrix, openCheckpoint, writeCheckpoint } from "../lib/io/mod.ts";
 import { merge } from "../lib/merging/mod.ts";
 import { assertClose } from "./helpers.ts";
 import { captureConsole, withTempDir } from "./harness.ts";
+import { assertUsageError } from "./usage_assert.ts";
 
 const mod = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -284,11 +285,72 @@ slices:
     [out, base, a, b].forEach((c) => c.close());
   }));
 
-Deno.test("runMergeCli: usage errors exit 2; --help exits 0", async () => {
-  assert.equal(await runMergeCli(["--bogus"]), 2);
-  assert.equal(await runMergeCli([]), 2);
-  assert.equal(await runMergeCli(["a.yaml", "out", "--out-shard-size", "lots"]), 2);
+Deno.test("runMergeCli: a usage error is one line naming the flag and value, then a --help hint (exit 2); --help is the usage", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--bogus"], /^error: unknown option --bogus; the options are --dry-run, .*--help/],
+    [[], /^error: missing <config\.yaml> <out-dir> \(or --finalize <out-dir>\)$/],
+    [["a.yaml"], /^error: missing <out-dir> after a\.yaml \(or --dry-run/],
+    [
+      ["a.yaml", "out", "extra"],
+      /^error: unexpected argument "extra": merge takes <config\.yaml> <out-dir>$/,
+    ],
+    [
+      ["a.yaml", "out", "--out-shard-size", "lots"],
+      /^error: --out-shard-size "lots": use a byte count like 5B/,
+    ],
+    [["a.yaml", "out", "--max-block-size", "0"], /^error: --max-block-size "0" must be > 0$/],
+    [["a.yaml", "out", "--seed", "x"], /^error: --seed "x": use an integer/],
+    [
+      ["a.yaml", "out", "--shard", "2/2"],
+      /^error: --shard = "2\/2": the part i must be an integer in 0\.\.1/,
+    ],
+    [["--finalize", "out", "a.yaml"], /^error: --finalize takes only the output folder/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await cliHere(...args);
+    assertUsageError({ code: r.code, stderr: r.err }, "deno run -A mod.ts merge", pattern, args.join(" "));
+    assert.equal(r.out, "");
+  }
+  // a problem with a file is not a command-line mistake: one line, no --help hint
+  const missing = await cliHere("/nonexistent/a.yaml", "out");
+  assert.equal(missing.code, 2);
+  assert.match(missing.err, /^error: cannot read config \/nonexistent\/a\.yaml .*\n$/);
+  const help = await cliHere("--help");
+  assert.equal(help.code, 0);
+  assert.match(help.out, /^usage: deno run -A mod\.ts merge <config\.yaml> <out-dir> \[options\]\n/);
+  assert.equal(help.err, "");
 });
+
+Deno.test("progressLine: a unit that suits the size (B, kB, MB, GB), no rate or ETA before there is time to measure", () => {
+  const line = (done: number, total: number, bytesRead: number, bytesTotal: number, seconds: number) =>
+    progressLine({ done, total, bytesRead, bytesTotal, seconds }).replace(/^[█░]{30} /, "");
+  // a tiny merge: it said "0/0 MB", "0.0 MB/s" and "ETA 0 s"
+  assert.equal(line(2, 10, 96, 480, 0.001), "2/10 tensors  96/480 B");
+  assert.equal(line(10, 10, 480, 480, 0.003), "10/10 tensors  480/480 B  done in 0.0 s");
+  assert.equal(line(1, 4, 2_500, 36_000, 0.01), "1/4 tensors  2.50/36.0 kB");
+  // read bytes in the total's unit, rates and times left in their own
+  assert.equal(line(5, 10, 1.5e6, 3e6, 1.5), "5/10 tensors  1.50/3.00 MB  1.00 MB/s  ETA 2 s");
+  assert.equal(line(3, 300, 6e9, 150e9, 30), "3/300 tensors  6.00/150 GB  200 MB/s  ETA 12 min 00 s");
+  assert.equal(line(1, 9, 1e9, 16e12, 10), "1/9 tensors  0.00/16.0 TB  100 MB/s  ETA 44 h 26 min");
+  assert.equal(line(9, 9, 4e9, 4e9, 20), "9/9 tensors  4.00/4.00 GB  200 MB/s  done in 20.0 s");
+  // no bytes read yet after a while (a slow first read): no rate, no ETA of 0 s or Infinity
+  assert.equal(line(0, 9, 0, 4e9, 3), "0/9 tensors  0.00/4.00 GB");
+  assert.equal(line(0, 0, 0, 0, 0), "0/0 tensors  0/0 B  done in 0.0 s");
+  const bar = progressLine({ done: 5, total: 10, bytesRead: 1, bytesTotal: 2, seconds: 0 });
+  assert.ok(bar.startsWith(`${"█".repeat(15)}${"░".repeat(15)} 5/10`), bar);
+});
+
+Deno.test("CLI merge, stderr not a terminal: a tiny merge's progress reads in bytes, one line at the end", () =>
+  withFixture({}, async ({ dir }) => {
+    await Deno.writeTextFile(`${dir}/ta.yaml`, TA);
+    const r = await cli(`${dir}/ta.yaml`, `${dir}/out`);
+    assert.equal(r.code, 0, r.err);
+    const lines = r.err.trimEnd().split("\n").filter((l) => l.includes("tensors"));
+    assert.equal(lines.length, 1, r.err); // a run under 2 s: only the line at the end
+    // 1330 bytes of input: it said "0/0 MB"
+    assert.match(lines[0], /^█{30} 11\/11 tensors {2}1\.33\/1\.33 kB {2}(\S+ k?B\/s {2})?done in \d+\.\d s$/);
+    assert.doesNotMatch(r.err, /\r|MB|ETA/);
+  }));
 
 const TA =
   "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - {model: a, parameters: {weight: 0.5}}\n";

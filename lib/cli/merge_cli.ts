@@ -8,7 +8,7 @@
 
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseCommandLine } from "./args.ts";
+import { parseCommandLine, UsageError, usageErrorText } from "./args.ts";
 import { MoekitError } from "../core/errors.ts";
 import { checkOutputFolder } from "../io/output.ts";
 import { parseMergeConfig } from "../merging/config.ts";
@@ -47,36 +47,114 @@ const USAGE = `usage: deno run -A mod.ts merge <config.yaml> <out-dir> [options]
                         mergekit flags, accepted and ignored (moekit reads safetensors lazily on the CPU;
                         its masks are seeded by --seed)`;
 
-/** Parses `5B`, `500M`, `64K` or a number as bytes (`flag` names the option in errors). */
+/** The command these usage errors point to for `--help`. */
+const COMMAND = "deno run -A mod.ts merge";
+
+/**
+ * Parses `5B`, `500M`, `64K` or a number as bytes (`flag` names the option in errors, which are
+ * {@link UsageError}s).
+ *
+ * @example
+ * ```ts
+ * import { parseSize } from "./merge_cli.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(parseSize("5B"), 5e9);
+ * assert.equal(parseSize("64K"), 64_000);
+ * assert.throws(() => parseSize("lots", "--max-block-size"), /^UsageError: --max-block-size "lots": use a byte count/);
+ * ```
+ */
 export function parseSize(s: string, flag = "--out-shard-size"): number {
   const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*([KMGB]?)$/i.exec(s.trim());
   if (!m) {
-    throw new MoekitError(
+    throw new UsageError(
       `${flag} ${JSON.stringify(s)}: use a byte count like 5B, 500M, 64K or 1000000`,
     );
   }
   const mult = { "": 1, K: 1e3, M: 1e6, G: 1e9, B: 1e9 }[m[2].toUpperCase() as "" | "K" | "M" | "G" | "B"];
   const v = Math.floor(Number(m[1]) * mult);
-  if (!(v > 0)) throw new MoekitError(`${flag} ${JSON.stringify(s)} must be > 0`);
+  if (!(v > 0)) throw new UsageError(`${flag} ${JSON.stringify(s)} must be > 0`);
   return v;
 }
 
+/** The decimal unit (B, kB, MB, GB, TB) a byte count reads best in, as [divisor, name]. */
+function byteUnit(bytes: number): [number, string] {
+  const units: [number, string][] = [[1e12, "TB"], [1e9, "GB"], [1e6, "MB"], [1e3, "kB"]];
+  return units.find(([d]) => bytes >= d) ?? [1, "B"];
+}
+
+/** `n` in `unit` with three significant digits at most (whole bytes as they are): 3.14, 31.4, 314. */
+function inUnit(n: number, [d]: [number, string]): string {
+  if (d === 1) return String(Math.round(n));
+  const v = n / d;
+  return v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2);
+}
+
+/** A byte count in the unit it reads best in: `512 B`, `1.50 kB`, `23.4 MB`, `5.00 GB`. */
+function formatBytes(bytes: number): string {
+  const unit = byteUnit(bytes);
+  return `${inUnit(bytes, unit)} ${unit[1]}`;
+}
+
+/** A duration for an ETA: `42 s`, `3 min 05 s`, `2 h 07 min`. */
+function formatSeconds(s: number): string {
+  const t = Math.round(s);
+  if (t < 60) return `${t} s`;
+  if (t < 3600) return `${Math.floor(t / 60)} min ${String(t % 60).padStart(2, "0")} s`;
+  return `${Math.floor(t / 3600)} h ${String(Math.floor(t / 60) % 60).padStart(2, "0")} min`;
+}
+
+/** Below this many seconds (or bytes read) a rate, and an ETA from it, would be noise: they are not shown. */
+const MIN_RATE_SECONDS = 0.5;
+
+/**
+ * The merge progress line: a bar, tensors done, bytes read of the total in one unit that suits the total
+ * (B, kB, MB, GB, TB), then the read rate and the time left once there is enough to measure them, or,
+ * when every tensor is done, the time it took.
+ *
+ * @example
+ * ```ts
+ * import { progressLine } from "./merge_cli.ts";
+ * import assert from "node:assert/strict";
+ * // a tiny merge: bytes, not "0/0 MB"; no rate or ETA from 2 ms of work
+ * assert.match(progressLine({ done: 3, total: 10, bytesRead: 384, bytesTotal: 960, seconds: 0.002 }), /3\/10 tensors {2}384\/960 B$/);
+ * assert.match(progressLine({ done: 10, total: 10, bytesRead: 960, bytesTotal: 960, seconds: 0.004 }), /960\/960 B {2}done in 0\.0 s$/);
+ * // a big one: GB, a rate and the time left
+ * assert.match(
+ *   progressLine({ done: 50, total: 200, bytesRead: 4e9, bytesTotal: 16e9, seconds: 20 }),
+ *   /50\/200 tensors {2}4\.00\/16\.0 GB {2}200 MB\/s {2}ETA 1 min 00 s$/,
+ * );
+ * ```
+ */
+export function progressLine(p: MergeProgress): string {
+  const frac = p.total ? Math.min(p.done / p.total, 1) : 1, width = 30;
+  const bar = "█".repeat(Math.round(frac * width)).padEnd(width, "░");
+  const unit = byteUnit(Math.max(p.bytesTotal, p.bytesRead));
+  const head = `${bar} ${p.done}/${p.total} tensors  ${inUnit(p.bytesRead, unit)}/${
+    inUnit(p.bytesTotal, unit)
+  } ${unit[1]}`;
+  const measured = p.seconds >= MIN_RATE_SECONDS && p.bytesRead > 0;
+  const rate = measured ? p.bytesRead / p.seconds : 0;
+  if (p.done >= p.total) {
+    return `${head}  ${measured ? `${formatBytes(rate)}/s  ` : ""}done in ${p.seconds.toFixed(1)} s`;
+  }
+  if (!measured) return head;
+  return `${head}  ${formatBytes(rate)}/s  ETA ${
+    formatSeconds(Math.max(p.bytesTotal - p.bytesRead, 0) / rate)
+  }`;
+}
+
+/**
+ * Prints {@link progressLine} on stderr: on a terminal, rewritten in place (the line cleared first, so a
+ * shorter line leaves nothing behind); otherwise one line every 2 s and one at the end.
+ */
 function progressPrinter(): (p: MergeProgress) => void {
   const tty = Deno.stderr.isTerminal();
   let lastLine = 0;
   const enc = new TextEncoder();
   return (p) => {
-    const rate = p.bytesRead / 1e6 / Math.max(p.seconds, 1e-3);
-    const eta = rate > 0 ? (p.bytesTotal - p.bytesRead) / 1e6 / rate : 0;
-    const frac = p.total ? p.done / p.total : 1, width = 30;
-    const bar = "█".repeat(Math.round(frac * width)).padEnd(width, "░");
-    const text =
-      `${bar} ${p.done}/${p.total} tensors  ${(p.bytesRead / 1e6).toFixed(0)}/${
-        (p.bytesTotal / 1e6).toFixed(0)
-      } MB  ` +
-      `${rate.toFixed(1)} MB/s  ETA ${eta.toFixed(0)} s`;
-    if (tty) Deno.stderr.writeSync(enc.encode(`\r${text}${p.done === p.total ? "\n" : ""}`));
-    else if (p.done === p.total || p.seconds - lastLine >= 2) {
+    const text = progressLine(p), last = p.done === p.total;
+    if (tty) Deno.stderr.writeSync(enc.encode(`\r\x1b[K${text}${last ? "\n" : ""}`));
+    else if (last || p.seconds - lastLine >= 2) {
       lastLine = p.seconds;
       Deno.stderr.writeSync(enc.encode(`${text}\n`));
     }
@@ -117,7 +195,8 @@ export async function runMergeCli(args: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    console.error(`error: ${(e as Error).message}\n${USAGE}`);
+    if (!(e instanceof UsageError)) throw e;
+    console.error(usageErrorText(e.message, COMMAND));
     return 2;
   }
   const v = parsed.values;
@@ -127,8 +206,15 @@ export async function runMergeCli(args: string[]): Promise<number> {
   }
   if (v.finalize !== undefined) return await finalizeCli(v.finalize, parsed.positionals, v);
   const [configArg, outArg] = parsed.positionals;
-  if (!configArg || (!outArg && !v["dry-run"]) || parsed.positionals.length > 2) {
-    console.error(`error: expected <config.yaml> <out-dir>\n${USAGE}`);
+  const wrong = !configArg
+    ? "missing <config.yaml> <out-dir> (or --finalize <out-dir>)"
+    : !outArg && !v["dry-run"]
+    ? `missing <out-dir> after ${configArg} (or --dry-run to print the plan only)`
+    : parsed.positionals.length > 2
+    ? `unexpected argument ${JSON.stringify(parsed.positionals[2])}: merge takes <config.yaml> <out-dir>`
+    : undefined;
+  if (wrong) {
+    console.error(usageErrorText(wrong, COMMAND));
     return 2;
   }
   const ignored = (["cuda", "lazy-unpickle", "random-seed"] as const).filter((f) => v[f] !== undefined);
@@ -146,13 +232,7 @@ export async function runMergeCli(args: string[]): Promise<number> {
   let plan;
   let running = false; // errors before the run (config, inputs, output folder) are usage errors: exit 2
   try {
-    const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
-    const maxBlockBytes = v["max-block-size"] === undefined
-      ? undefined
-      : parseSize(v["max-block-size"], "--max-block-size");
-    const seed = v.seed === undefined ? 0 : Number(v.seed);
-    if (!Number.isInteger(seed)) throw new MoekitError(`--seed ${v.seed}: must be an integer`);
-    const part = v.shard === undefined ? undefined : parsePart(v.shard);
+    const { shardBytes, maxBlockBytes, seed, part } = flagValues(v);
     const text = await Deno.readTextFile(configPath).catch((e) => {
       throw new MoekitError(`cannot read config ${configPath} (${e.message})`);
     });
@@ -246,12 +326,33 @@ export async function runMergeCli(args: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (!(e instanceof MoekitError)) throw e;
-    console.error(`error: ${e.message}`);
+    console.error(e instanceof UsageError ? usageErrorText(e.message, COMMAND) : `error: ${e.message}`);
     if (e.message.startsWith("interrupted")) return 130;
     return running && !isOutputError(e, outDir) ? 1 : 2; // the run re-checks the output before any read
   } finally {
     plan?.close();
   }
+}
+
+/** The values of the merge's value flags; a bad one is a {@link UsageError} naming it. */
+function flagValues(
+  v: { "out-shard-size"?: string; "max-block-size"?: string; seed?: string; shard?: string },
+): { shardBytes: number; maxBlockBytes?: number; seed: number; part?: { index: number; count: number } } {
+  const shardBytes = v["out-shard-size"] === undefined ? 5e9 : parseSize(v["out-shard-size"]);
+  const maxBlockBytes = v["max-block-size"] === undefined
+    ? undefined
+    : parseSize(v["max-block-size"], "--max-block-size");
+  const seed = v.seed === undefined ? 0 : Number(v.seed);
+  if (!Number.isInteger(seed)) {
+    throw new UsageError(`--seed ${JSON.stringify(v.seed)}: use an integer (the default is 0)`);
+  }
+  let part;
+  try {
+    part = v.shard === undefined ? undefined : parsePart(v.shard);
+  } catch (e) {
+    throw e instanceof MoekitError ? new UsageError(e.message) : e;
+  }
+  return { shardBytes, maxBlockBytes, seed, part };
 }
 
 /** `merge --finalize <out-dir>`: every problem found before writing is exit 2. */
@@ -261,7 +362,7 @@ async function finalizeCli(
   v: { overwrite?: boolean; shard?: string; "dry-run"?: boolean; "max-block-size"?: string },
 ): Promise<number> {
   if (positionals.length || v.shard !== undefined || v["dry-run"] || v["max-block-size"] !== undefined) {
-    console.error(`error: --finalize takes only the output folder (and --overwrite)\n${USAGE}`);
+    console.error(usageErrorText("--finalize takes only the output folder (and --overwrite)", COMMAND));
     return 2;
   }
   try {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseCommandLine } from "./args.ts";
+import { parseCommandLine, UsageError, usageErrorText } from "./args.ts";
 import "../kernels/mod.ts"; // registers the WebAssembly / native gate GEMM backends for the routers
 import { MoekitError } from "../core/errors.ts";
 import type { Mat } from "../core/matrix.ts";
@@ -58,18 +58,28 @@ const USAGE = `usage: deno run -A mod.ts <command> …
         rtn [--bits 4] [--group-size 128]   RTN codes; moekit format
       the output folder must be new or empty unless --overwrite`;
 
-/** Parses `0,2-5` or `all` into layer indices among `moe`. */
+/**
+ * Parses `0,2-5` or `all` into layer indices among `moe`; a bad list is a {@link UsageError} naming `--layers`.
+ *
+ * @example
+ * ```ts
+ * import { parseLayers } from "./model_cli.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(parseLayers("0,2-3", [0, 1, 2, 3]), [0, 2, 3]);
+ * assert.throws(() => parseLayers("7", [0, 1]), /^UsageError: --layers: layer 7 is not an MoE layer/);
+ * ```
+ */
 export function parseLayers(spec: string | undefined, moe: readonly number[]): number[] {
   if (spec === undefined || spec === "all") return [...moe];
   const out: number[] = [];
   for (const part of spec.split(",")) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (!m) throw new MoekitError(`--layers ${JSON.stringify(spec)}: use a list like 0,2-5 or all`);
+    if (!m) throw new UsageError(`--layers ${JSON.stringify(spec)}: use a list like 0,2-5 or all`);
     const [a, b] = [Number(m[1]), Number(m[2] ?? m[1])];
-    if (b < a) throw new MoekitError(`--layers: the range ${a}-${b} is empty; write it low-high (${b}-${a})`);
+    if (b < a) throw new UsageError(`--layers: the range ${a}-${b} is empty; write it low-high (${b}-${a})`);
     for (let l = a; l <= b; l++) {
       if (!moe.includes(l)) {
-        throw new MoekitError(`--layers: layer ${l} is not an MoE layer (MoE layers: ${moe.join(", ")})`);
+        throw new UsageError(`--layers: layer ${l} is not an MoE layer (MoE layers: ${moe.join(", ")})`);
       }
       if (!out.includes(l)) out.push(l); // a layer named twice is routed (or compressed) once
     }
@@ -201,7 +211,7 @@ async function runInspect(args: string[]): Promise<number> {
     allowPositionals: true,
     options: { json: { type: "boolean" } },
   });
-  if (positionals.length !== 1) throw new MoekitError("inspect: expected one <model-dir>");
+  if (positionals.length !== 1) throw new UsageError("inspect: expected one <model-dir>");
   const model = await openMoeModel(positionals[0], { routers: false });
   try {
     const info = inspectModel(model);
@@ -227,15 +237,15 @@ async function runRoute(args: string[]): Promise<number> {
       json: { type: "boolean" },
     },
   });
-  if (positionals.length !== 1) throw new MoekitError("route: expected one <model-dir>");
+  if (positionals.length !== 1) throw new UsageError("route: expected one <model-dir>");
   const overwrite = values.overwrite ?? false;
   if (overwrite && values.plots === undefined) {
-    throw new MoekitError("route: --overwrite applies to --plots DIR only (route writes nothing else)");
+    throw new UsageError("route: --overwrite applies to --plots DIR only (route writes nothing else)");
   }
-  if (!values.hidden) throw new MoekitError("route: --hidden <file> is required (.npy or safetensors)");
+  if (!values.hidden) throw new UsageError("route: --hidden <file> is required (.npy or safetensors)");
   const cf = values["capacity-factor"] === undefined ? 1.25 : Number(values["capacity-factor"]);
   if (!(cf > 0) || !Number.isFinite(cf)) {
-    throw new MoekitError(`--capacity-factor ${values["capacity-factor"]}: use a number > 0`);
+    throw new UsageError(`--capacity-factor ${values["capacity-factor"]}: use a number > 0`);
   }
   // the plot files are checked before any work: a second run is refused at once, not after the routing
   const plotNames = ROUTE_PLOTS.flatMap((n) => [`${n}.json`, `${n}.svg`]);
@@ -333,7 +343,8 @@ async function runRoute(args: string[]): Promise<number> {
 
 /**
  * Runs `inspect`, `route` or `compress` with the given arguments; returns the exit code (0 ok, 2 bad input,
- * with a one-line reason on stderr).
+ * with a one-line reason on stderr, followed by a hint to run with `--help` when the command line itself is
+ * wrong).
  *
  * @example
  * ```ts
@@ -351,8 +362,13 @@ export async function runModelCli(command: string, args: string[]): Promise<numb
     if (command === "inspect") return await runInspect(args);
     if (command === "route") return await runRoute(args);
     if (command === "compress") return await runCompress(args);
-    throw new MoekitError(`unknown command ${JSON.stringify(command)}; use inspect, route or compress`);
+    throw new UsageError(`unknown command ${JSON.stringify(command)}; use inspect, route or compress`);
   } catch (e) {
+    if (e instanceof UsageError) {
+      const known = ["inspect", "route", "compress"].includes(command);
+      console.error(usageErrorText(e.message, `deno run -A mod.ts${known ? ` ${command}` : ""}`));
+      return 2;
+    }
     if (e instanceof MoekitError) {
       console.error(`error: ${(e as Error).message.split("\n")[0]}`);
       return 2;
@@ -378,7 +394,7 @@ function checkMethodOptions(method: CompressMethod, values: Record<string, unkno
   const own = METHOD_OPTIONS[method];
   for (const name of new Set(Object.values(METHOD_OPTIONS).flat())) {
     if (values[name] !== undefined && !own.includes(name)) {
-      throw new MoekitError(
+      throw new UsageError(
         `compress: --${name} does not apply to --method ${method} (its options: ${
           own.map((o) => `--${o}`).join(", ")
         })`,
@@ -386,11 +402,11 @@ function checkMethodOptions(method: CompressMethod, values: Record<string, unkno
     }
   }
   if (values.ratio !== undefined && values.rank !== undefined) {
-    throw new MoekitError(`compress: give --ratio or --rank, not both`);
+    throw new UsageError(`compress: give --ratio or --rank, not both`);
   }
   const pm = values["prune-method"];
   if (pm !== undefined && !(PRUNE_METHODS as readonly unknown[]).includes(pm)) {
-    throw new MoekitError(`compress: --prune-method ${JSON.stringify(pm)}; use ${PRUNE_METHODS.join(", ")}`);
+    throw new UsageError(`compress: --prune-method ${JSON.stringify(pm)}; use ${PRUNE_METHODS.join(", ")}`);
   }
 }
 
@@ -398,11 +414,11 @@ function intOption(v: string | undefined, name: string, fallback?: number, metho
   if (v === undefined && fallback !== undefined) return fallback;
   if (v === undefined) {
     const N = name === "groups" ? "G" : "N";
-    throw new MoekitError(`compress: --${name} ${N} is required${method ? ` for --method ${method}` : ""}`);
+    throw new UsageError(`compress: --${name} ${N} is required${method ? ` for --method ${method}` : ""}`);
   }
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) {
-    throw new MoekitError(`compress: --${name} ${v ?? ""}: use an integer ≥ 1`);
+    throw new UsageError(`compress: --${name} ${v ?? ""}: use an integer ≥ 1`);
   }
   return n;
 }
@@ -519,24 +535,24 @@ async function runCompress(args: string[]): Promise<number> {
       "out-shard-size": { type: "string" },
     },
   });
-  if (positionals.length !== 2) throw new MoekitError("compress: expected <model-dir> <out-dir>");
+  if (positionals.length !== 2) throw new UsageError("compress: expected <model-dir> <out-dir>");
   const [modelDir, outDir] = positionals;
   const method = (values.method ?? "") as CompressMethod;
   if (values.method === undefined) {
-    throw new MoekitError(`compress: --method is required; use ${COMPRESS_METHODS.join(", ")}`);
+    throw new UsageError(`compress: --method is required; use ${COMPRESS_METHODS.join(", ")}`);
   }
   if (!COMPRESS_METHODS.includes(method)) {
-    throw new MoekitError(
+    throw new UsageError(
       `compress: --method ${JSON.stringify(values.method ?? "")}; use ${COMPRESS_METHODS.join(", ")}`,
     );
   }
   checkMethodOptions(method, values);
   if (!values.calibration) {
-    throw new MoekitError("compress: --calibration <file> is required (.npy or safetensors)");
+    throw new UsageError("compress: --calibration <file> is required (.npy or safetensors)");
   }
   const ratio = values.ratio === undefined ? undefined : Number(values.ratio);
   if (ratio !== undefined && !(ratio > 0 && ratio <= 1)) {
-    throw new MoekitError(`compress: --ratio ${values.ratio}: use a number in (0, 1]`);
+    throw new UsageError(`compress: --ratio ${values.ratio}: use a number in (0, 1]`);
   }
   const o = {
     keep: method === "prune" ? intOption(values.keep, "keep", undefined, "prune") : 0,
@@ -547,7 +563,7 @@ async function runCompress(args: string[]): Promise<number> {
     bits: intOption(values.bits, "bits", 4),
     groupSize: intOption(values["group-size"], "group-size", 128),
   };
-  if (o.bits > 8) throw new MoekitError(`compress: --bits ${o.bits}: RTN supports 1 to 8 bits`);
+  if (o.bits > 8) throw new UsageError(`compress: --bits ${o.bits}: RTN supports 1 to 8 bits`);
   const shardBytes = values["out-shard-size"] === undefined ? undefined : parseSize(values["out-shard-size"]);
   const overwrite = values.overwrite ?? false;
   // everything is checked before the long work: the output folder, the model, the layers, the tokens
@@ -556,14 +572,14 @@ async function runCompress(args: string[]): Promise<number> {
   try {
     const { experts, topK, hidden } = model.config;
     if (method === "prune" && (o.keep < topK || o.keep > experts)) {
-      throw new MoekitError(`compress: --keep ${o.keep} must be in k..E = ${topK}..${experts}`);
+      throw new UsageError(`compress: --keep ${o.keep} must be in k..E = ${topK}..${experts}`);
     }
     if (method === "merge" && (o.groups < topK || o.groups > experts)) {
-      throw new MoekitError(`compress: --groups ${o.groups} must be in k..E = ${topK}..${experts}`);
+      throw new UsageError(`compress: --groups ${o.groups} must be in k..E = ${topK}..${experts}`);
     }
     const maxRank = Math.min(model.config.expertHidden, hidden);
     if (o.rank !== undefined && o.rank > maxRank) {
-      throw new MoekitError(
+      throw new UsageError(
         `compress: --rank ${o.rank} exceeds min(f, d) = ${maxRank}, the largest rank an expert matrix has`,
       );
     }
