@@ -252,7 +252,7 @@ for (const s of shapes) {
       ours[used] ??= {};
       // moekit's Workers (for native: each runs its own 1-thread GEMM on its tiles); the library's threads
       // for whatever native runs on the calling thread alone
-      await useThreads(n);
+      await useThreads(n, { idleMs: Infinity }); // no idle stop between shapes
       if (used === "native") setNativeThreads(n);
       // each call overwrites the previous result's arrays (`into`), as the peers reuse their output
       // buffers and a serving loop would (`--fresh`: a new result per call)

@@ -15,6 +15,7 @@ import {
   useThreads,
 } from "../mod.ts";
 import { buildGateKernels, gateWasmModuleText } from "../lib/kernels/build.ts";
+import { workersRunning } from "../lib/kernels/threads.ts";
 import { assertClose } from "./helpers.ts";
 
 const hasWasm = kernelInfo().wasm;
@@ -201,7 +202,7 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
     deepseekV2Router({ weight: w, k: 3, nGroup: 4, topkGroup: 2, backend }),
   ];
   const single = routers.map((r) => r.route(x));
-  await useThreads(2);
+  await useThreads(2, { idleMs: Infinity }); // the Workers must not stop between routes here
   try {
     assert.equal(threadCount(), 2);
     routers.forEach((r, i) => {
@@ -229,6 +230,8 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
   }
   assert.equal(threadCount(), 1);
   await assert.rejects(() => useThreads(0), OptionError);
+  for (const idleMs of [-1, NaN]) await assert.rejects(() => useThreads(2, { idleMs }), /idleMs/);
+  assert.equal(threadCount(), 1);
 });
 
 const nativeUp = kernelInfo().backends.some((b) => b.name === "native" && b.available);
@@ -263,7 +266,7 @@ Deno.test(
     );
     try {
       for (const threads of [1, 2]) {
-        await useThreads(threads);
+        await useThreads(threads, { idleMs: Infinity });
         for (const backend of backends) {
           cases.forEach(([T, , E, k, norm], i) => {
             const r = topKRouter({ weight: inputs[i].w, k, normTopkProb: norm, backend }).route(inputs[i].x);
@@ -300,4 +303,61 @@ Deno.test("allocTokens: every buffer starts on a 64-byte cache line, whatever th
   const again = allocTokens(2, 3); // from a freed gap
   if (hasWasm) assert.equal(again.data.byteOffset % 64, 0);
   for (const x of [made[0], made[2], made[4], made[5], again]) freeTokens(x);
+});
+
+Deno.test({
+  name: "useThreads: idle Workers stop by themselves, the next route restarts them, results unchanged",
+  ignore: !hasWasm,
+}, async () => {
+  const x = matrix.randn(2048, 64, { seed: 31 }), w = matrix.randn(16, 64, { seed: 32 });
+  const router = topKRouter({ weight: w, k: 2, backend: "wasm" });
+  const single = router.route(x);
+  await useThreads(2, { idleMs: 50 });
+  try {
+    assert.equal(workersRunning(), 1);
+    assert.deepEqual(router.route(x).indices, single.indices);
+    for (let i = 0; i < 200 && workersRunning() > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(workersRunning(), 0, "the Workers stopped after 50 ms idle");
+    assert.equal(threadCount(), 2, "the thread count asked for is kept");
+    const restarted = router.route(x); // on this thread, while the Workers start again
+    assert.deepEqual(restarted.weights, single.weights);
+    for (let i = 0; i < 400 && workersRunning() === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(workersRunning(), 1, "the route restarted the Workers");
+    assert.deepEqual(router.route(x).weights, single.weights);
+  } finally {
+    await useThreads(1);
+  }
+  assert.equal(workersRunning(), 0);
+});
+
+Deno.test({
+  name: "useThreads: a script that never calls useThreads(1) still ends on its own",
+  ignore: !hasWasm,
+}, async () => {
+  const script = `import { matrix, topKRouter, useThreads } from ${
+    JSON.stringify(new URL("../mod.ts", import.meta.url).href)
+  };
+await useThreads(2, { idleMs: 100 });
+const r = topKRouter({ weight: matrix.randn(8, 32, { seed: 1 }), k: 2 }).route(matrix.randn(4096, 32, { seed: 2 }));
+console.log("routed", r.tokens);`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--allow-read", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const wr = child.stdin.getWriter();
+  await wr.write(new TextEncoder().encode(script));
+  await wr.close();
+  // a hang is the failure: kill it after a minute (it ends 0.1 s after its route)
+  let killed = false;
+  const guard = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, 60_000);
+  const out = await child.output();
+  clearTimeout(guard);
+  assert.equal(killed, false, "the script hung: idle Workers kept it alive");
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  assert.match(new TextDecoder().decode(out.stdout), /routed 4096/);
 });

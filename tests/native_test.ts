@@ -386,7 +386,7 @@ gt(
       }),
     ];
     const single = routers.map((r) => r.route(x));
-    await useThreads(2);
+    await useThreads(2, { idleMs: Infinity });
     try {
       routers.forEach((r, i) => {
         const multi = r.route(x);

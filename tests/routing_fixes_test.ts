@@ -277,7 +277,7 @@ Deno.test("expert mask with threads: identical to one thread", async () => {
   const w = matrix.randn(8, 32, { seed: 1 }), x = matrix.randn(1024, 32, { seed: 2 });
   const mask = new Uint8Array([1, 1, 0, 1, 1, 1, 0, 1]);
   const one = topKRouter({ weight: w, k: 2, backend: "wasm" }).route(x, { expertMask: mask });
-  await useThreads(2);
+  await useThreads(2, { idleMs: Infinity });
   try {
     const two = topKRouter({ weight: w, k: 2, backend: "wasm" }).route(x, { expertMask: mask });
     assert.deepEqual(two.indices, one.indices);
@@ -364,7 +364,7 @@ registerSelector("randomTop1", () => randomTop1());
       });
     const x = matrix.randn(1024, 16, { seed: 2 });
     const one = make().route(x, { seed: 7 });
-    await useThreads(2);
+    await useThreads(2, { idleMs: Infinity });
     try {
       const two = make().route(x, { seed: 7 });
       assert.deepEqual(two.indices, one.indices);

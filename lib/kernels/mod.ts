@@ -11,4 +11,4 @@ import "./wasm_backend.ts";
 import "./native_backend.ts";
 export { allocTokens, freeTokens, kernelInfo } from "./runtime.ts";
 export { nativeInfo } from "./native.ts";
-export { threadCount, useThreads } from "./threads.ts";
+export { threadCount, type ThreadOptions, useThreads } from "./threads.ts";

@@ -39,9 +39,29 @@ interface Pool {
 
 let pool: Pool | undefined;
 
+/** Threads asked for by the last {@link useThreads} (the Workers may be stopped while idle). */
+let wanted = 1;
+/** Idle time after which the Workers stop (see {@link ThreadOptions.idleMs}). */
+let idleMs = 1000;
+/** Bumped by every useThreads call: a restart that finishes after one is dropped. */
+let generation = 0;
+let idleTimer: ReturnType<typeof setTimeout> | undefined, lastUse = 0, restarting = false;
+
+/** Options of {@link useThreads}. */
+export interface ThreadOptions {
+  /**
+   * Milliseconds without a parallel route after which the Workers stop, so that a program ends on its
+   * own (running Workers keep Deno from exiting); the next route restarts them (it runs on the calling
+   * thread meanwhile). Default 1000; `Infinity` keeps them until `useThreads(1)`.
+   */
+  idleMs?: number;
+}
+
 /**
  * Sets how many threads routing uses (the calling thread plus n − 1 Workers on the shared kernel
- * memory). `useThreads(1)` stops the Workers; call it before exit so the process can end.
+ * memory). Workers idle for `idleMs` (default 1 s) stop by themselves, so a script ends on its own
+ * (at most that long after its last route); the next route starts them again. `useThreads(1)` stops them
+ * at once. With moekit imported from a local folder, Deno needs `--allow-read` to start a Worker.
  *
  * @example
  * ```ts
@@ -52,47 +72,146 @@ let pool: Pool | undefined;
  * assert.equal(threadCount(), 2);
  * assert.equal(r.tokens, 512);
  * await useThreads(1);
+ * assert.equal(threadCount(), 1);
  * ```
  */
-export async function useThreads(n: number): Promise<void> {
+export async function useThreads(n: number, opts: ThreadOptions = {}): Promise<void> {
   if (!Number.isInteger(n) || n < 1 || n > 64) {
     throw new OptionError("threads", n, "must be an integer in 1..64");
   }
-  if (pool) {
-    for (let i = 0; i < pool.workers.length; i++) {
-      Atomics.store(pool.ctl, i * CTL, -1);
-      Atomics.notify(pool.ctl, i * CTL);
-      pool.workers[i].terminate();
-      freeBytes(requireRuntime(), pool.jobPtrs[i]);
-    }
-    if (pool.staging.bytes > 0) freeBytes(requireRuntime(), pool.staging.ptr);
-    pool = undefined;
+  const idle = opts.idleMs ?? 1000;
+  if (!(idle >= 0)) {
+    throw new OptionError("idleMs", idle, "must be a number of milliseconds ≥ 0, or Infinity");
   }
+  generation++;
+  stopPool();
+  wanted = n;
+  idleMs = idle;
   if (n === 1) return;
+  const started = await startPool(n, generation);
+  if (started) {
+    pool = started;
+    touchPool();
+  }
+}
+
+/** Stops the running Workers (if any); `wanted` is kept. */
+function stopPool(): void {
+  if (idleTimer !== undefined) clearTimeout(idleTimer);
+  idleTimer = undefined;
+  if (pool) discard(pool);
+  pool = undefined;
+}
+
+/** Stops a pool's Workers and frees its buffers. */
+function discard(p: Pool): void {
+  const rt = requireRuntime();
+  for (let i = 0; i < p.workers.length; i++) {
+    Atomics.store(p.ctl, i * CTL, -1);
+    Atomics.notify(p.ctl, i * CTL);
+    p.workers[i].terminate();
+    if (i < p.jobPtrs.length) freeBytes(rt, p.jobPtrs[i]);
+  }
+  if (p.staging.bytes > 0) freeBytes(rt, p.staging.ptr);
+}
+
+/**
+ * Starts n − 1 Workers; on any failure stops those started and throws. Returns undefined (stopping them)
+ * when useThreads was called again meanwhile.
+ */
+async function startPool(n: number, gen: number): Promise<Pool | undefined> {
   const rt = requireRuntime();
   // per worker CTL words, then one shared tile counter
   const ctl = new Int32Array(new SharedArrayBuffer(((n - 1) * CTL + 1) * 4));
   const workers: Worker[] = [], jobPtrs: number[] = [];
-  await Promise.all(Array.from({ length: n - 1 }, (_, i) => {
-    const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
-    workers.push(w);
-    jobPtrs.push(allocBytes(rt, JOB_BYTES));
-    return new Promise<void>((resolve, reject) => {
-      w.onmessage = (
-        e,
-      ) => (e.data === "ready" ? resolve() : reject(new MoekitError(`worker ${i}: ${e.data}`)));
-      w.onerror = (e) => {
-        e.preventDefault();
-        reject(new MoekitError(`worker ${i} failed to start: ${e.message}`));
-      };
-      w.postMessage({ memory: rt.memory, module: rt.module, ctl, index: i, jobPtr: jobPtrs[i] });
-    });
-  }));
-  pool = { workers, ctl, jobPtrs, seq: 0, staging: { ptr: 0, bytes: 0 } };
+  const p: Pool = { workers, ctl, jobPtrs, seq: 0, staging: { ptr: 0, bytes: 0 } };
+  try {
+    await Promise.all(Array.from({ length: n - 1 }, (_, i) => {
+      const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+      workers.push(w);
+      jobPtrs.push(allocBytes(rt, JOB_BYTES));
+      return new Promise<void>((resolve, reject) => {
+        w.onmessage = (
+          e,
+        ) => (e.data === "ready" ? resolve() : reject(new MoekitError(`worker ${i}: ${e.data}`)));
+        w.onerror = (e) => {
+          e.preventDefault();
+          reject(new MoekitError(`worker ${i} failed to start: ${e.message}`));
+        };
+        w.postMessage({ memory: rt.memory, module: rt.module, ctl, index: i, jobPtr: jobPtrs[i] });
+      });
+    }));
+  } catch (e) {
+    discard(p);
+    throw e;
+  }
+  if (gen !== generation) {
+    discard(p);
+    return undefined;
+  }
+  return p;
+}
+
+/** Notes a use of the Workers, and arms the idle timer (unref'd: it never keeps the process alive). */
+function touchPool(): void {
+  lastUse = performance.now();
+  if (idleTimer === undefined && Number.isFinite(idleMs)) armIdle(idleMs);
+}
+
+function armIdle(ms: number): void {
+  const timer = setTimeout(() => {
+    idleTimer = undefined;
+    const left = lastUse + idleMs - performance.now();
+    if (left > 0) armIdle(left);
+    else stopPool();
+  }, ms);
+  if (typeof Deno !== "undefined") Deno.unrefTimer(timer);
+  idleTimer = timer;
+}
+
+/** Restarts idle-stopped Workers in the background (the current route runs on the calling thread). */
+function restartPool(): void {
+  if (restarting || pool || wanted < 2) return;
+  restarting = true;
+  const gen = generation;
+  startPool(wanted, gen).then(
+    (p) => {
+      restarting = false;
+      if (!p) return;
+      if (pool) discard(p);
+      else {
+        pool = p;
+        touchPool();
+      }
+    },
+    () => {
+      restarting = false; // superseded, or failed as at the first start: stay on one thread
+      if (gen === generation) wanted = 1;
+    },
+  );
 }
 
 /**
- * The number of threads routing uses (1 unless {@link useThreads} started Workers).
+ * How many Workers are running now: `threadCount() − 1` after {@link useThreads}, 0 while they are stopped
+ * (by `useThreads(1)`, or while idle until the next route starts them again).
+ *
+ * @example
+ * ```ts
+ * import { useThreads, workersRunning } from "./threads.ts";
+ * import assert from "node:assert/strict";
+ * await useThreads(2, { idleMs: Infinity });
+ * assert.equal(workersRunning(), 1);
+ * await useThreads(1);
+ * assert.equal(workersRunning(), 0);
+ * ```
+ */
+export function workersRunning(): number {
+  return pool ? pool.workers.length : 0;
+}
+
+/**
+ * The number of threads routing uses (1 unless {@link useThreads} asked for more; Workers stopped while idle
+ * count, as the next route starts them again).
  *
  * @example
  * ```ts
@@ -102,7 +221,7 @@ export async function useThreads(n: number): Promise<void> {
  * ```
  */
 export function threadCount(): number {
-  return pool ? pool.workers.length + 1 : 1;
+  return wanted;
 }
 
 /** A job as a Worker reads it: tiles of `tile` rows of X are taken from a shared counter until none is left. */
@@ -133,6 +252,34 @@ export interface ThreadJob {
   fused?: { k: number; norm: boolean };
   /** Scratch for the fused epilogue: the tile's selected experts (tile·k ints), then max(k, 16) floats. */
   tmp: number;
+  /**
+   * Tile boundaries when tiles are not all `tile` rows (tile i is rows `bounds[i] .. bounds[i+1]`), from
+   * {@link guidedTiles}; only for jobs whose results do not depend on the tiling.
+   */
+  bounds?: number[];
+}
+
+/**
+ * Tile boundaries that shrink towards the end (guided scheduling): each tile takes a 2n-th of the rows
+ * left, at most `max` and at least `min` rows (multiples of 16 but the last), so n threads finish within
+ * about a small tile of each other instead of a whole one. Returns `[0, …, T]`.
+ *
+ * @example
+ * ```ts
+ * import { guidedTiles } from "./threads.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(guidedTiles(4096, 2, 1024, 64).slice(0, 4), [0, 1024, 1792, 2368]);
+ * assert.deepEqual(guidedTiles(100, 2, 1024, 64), [0, 64, 100]);
+ * ```
+ */
+export function guidedTiles(T: number, n: number, max: number, min: number): number[] {
+  const bounds = [0];
+  for (let t = 0; t < T;) {
+    const size = Math.max(min, Math.min(max, Math.floor((T - t) / (2 * n) / 16) * 16));
+    t = Math.min(T, t + size);
+    bounds.push(t);
+  }
+  return bounds;
 }
 
 /** The part of a selector a thread calls (structurally routing's `Selector`). */
@@ -163,9 +310,11 @@ export function runTileJob(
     scores: new Float32Array(memory.buffer, job.scores, T * k),
   };
   const epilogue = job.selector.epilogue, random = job.selector.random;
-  const callRng = new Rng(job.seed), tiles = Math.ceil(T / tile);
+  const callRng = new Rng(job.seed), bounds = job.bounds;
+  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile);
   for (let t = Atomics.add(ctl, job.counter, 1); t < tiles; t = Atomics.add(ctl, job.counter, 1)) {
-    const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
+    const t0 = bounds ? bounds[t] : t * tile, n = bounds ? bounds[t + 1] - t0 : Math.min(tile, T - t0);
+    const xt = job.x + t0 * d * 4;
     const logits: Mat = { rows: n, cols: E, data: heap.subarray(job.scratch / 4, job.scratch / 4 + n * E) };
     const xTile = () => ({ rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) });
     if (job.native === "gate") {
@@ -242,14 +391,20 @@ export function parallelSelect(
   weightPtr: number,
   E: number,
   job: ParallelJob,
-  opts: { native?: "blas" | "gate"; tile?: number } = {},
+  opts: { native?: "blas" | "gate"; tile?: number; guided?: { max: number; min: number } } = {},
 ): boolean {
-  if (!pool) return false;
-  const { x, k } = job, tile = opts.tile ?? job.tileTokens, fused = fusedTopK(job);
+  if (!pool) {
+    restartPool();
+    return false;
+  }
+  const { x, k } = job, fused = fusedTopK(job);
   const T = x.rows, n = pool.workers.length + 1;
-  if (T < 2 * n * tile || (opts.native === "blas" && !fused)) return false;
+  if (T < 2 * n * (opts.tile ?? job.tileTokens) || (opts.native === "blas" && !fused)) return false;
+  // guided tiles only where the results do not depend on the tiling (the fused epilogue selects row by row)
+  const bounds = opts.guided && fused ? guidedTiles(T, n, opts.guided.max, opts.guided.min) : undefined;
+  const tile = bounds ? opts.guided!.max : opts.tile ?? job.tileTokens;
   const rt = requireRuntime(), p = pool, d = x.cols;
-  const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
+  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
   // shared staging: the three output arrays, then per thread a logits tile and an epilogue buffer (softmax
   // sums or sigmoids, then the fused epilogue's scratch)
   const epiFloats = Math.ceil(Math.max(tile * E + 4, tile + 4 + tile * k + Math.max(k, 16)) / 4) * 4,
@@ -295,6 +450,7 @@ export function parallelSelect(
       ...(bias ? { bias } : {}),
       ...(opts.native ? { native: opts.native } : {}),
       ...(fused ? { fused } : {}),
+      ...(bounds ? { bounds } : {}),
     };
   };
   Atomics.store(p.ctl, counterIndex, 0);
@@ -346,6 +502,7 @@ export function parallelSelect(
     job.out.scores.set(staging.scores);
   } finally {
     if (staged) freeBytes(rt, staged);
+    touchPool();
   }
   return true;
 }
