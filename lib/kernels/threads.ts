@@ -252,34 +252,6 @@ export interface ThreadJob {
   fused?: { k: number; norm: boolean };
   /** Scratch for the fused epilogue: the tile's selected experts (tile·k ints), then max(k, 16) floats. */
   tmp: number;
-  /**
-   * Tile boundaries when tiles are not all `tile` rows (tile i is rows `bounds[i] .. bounds[i+1]`), from
-   * {@link guidedTiles}; only for jobs whose results do not depend on the tiling.
-   */
-  bounds?: number[];
-}
-
-/**
- * Tile boundaries that shrink towards the end (guided scheduling): each tile takes a 2n-th of the rows
- * left, at most `max` and at least `min` rows (multiples of 16 but the last), so n threads finish within
- * about a small tile of each other instead of a whole one. Returns `[0, …, T]`.
- *
- * @example
- * ```ts
- * import { guidedTiles } from "./threads.ts";
- * import assert from "node:assert/strict";
- * assert.deepEqual(guidedTiles(4096, 2, 1024, 64).slice(0, 4), [0, 1024, 1792, 2368]);
- * assert.deepEqual(guidedTiles(100, 2, 1024, 64), [0, 64, 100]);
- * ```
- */
-export function guidedTiles(T: number, n: number, max: number, min: number): number[] {
-  const bounds = [0];
-  for (let t = 0; t < T;) {
-    const size = Math.max(min, Math.min(max, Math.floor((T - t) / (2 * n) / 16) * 16));
-    t = Math.min(T, t + size);
-    bounds.push(t);
-  }
-  return bounds;
 }
 
 /** The part of a selector a thread calls (structurally routing's `Selector`). */
@@ -310,11 +282,9 @@ export function runTileJob(
     scores: new Float32Array(memory.buffer, job.scores, T * k),
   };
   const epilogue = job.selector.epilogue, random = job.selector.random;
-  const callRng = new Rng(job.seed), bounds = job.bounds;
-  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile);
+  const callRng = new Rng(job.seed), tiles = Math.ceil(T / tile);
   for (let t = Atomics.add(ctl, job.counter, 1); t < tiles; t = Atomics.add(ctl, job.counter, 1)) {
-    const t0 = bounds ? bounds[t] : t * tile, n = bounds ? bounds[t + 1] - t0 : Math.min(tile, T - t0);
-    const xt = job.x + t0 * d * 4;
+    const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
     const logits: Mat = { rows: n, cols: E, data: heap.subarray(job.scratch / 4, job.scratch / 4 + n * E) };
     const xTile = () => ({ rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) });
     if (job.native === "gate") {
@@ -391,20 +361,17 @@ export function parallelSelect(
   weightPtr: number,
   E: number,
   job: ParallelJob,
-  opts: { native?: "blas" | "gate"; tile?: number; guided?: { max: number; min: number } } = {},
+  opts: { native?: "blas" | "gate"; tile?: number } = {},
 ): boolean {
   if (!pool) {
     restartPool();
     return false;
   }
-  const { x, k } = job, fused = fusedTopK(job);
+  const { x, k } = job, tile = opts.tile ?? job.tileTokens, fused = fusedTopK(job);
   const T = x.rows, n = pool.workers.length + 1;
-  if (T < 2 * n * (opts.tile ?? job.tileTokens) || (opts.native === "blas" && !fused)) return false;
-  // guided tiles only where the results do not depend on the tiling (the fused epilogue selects row by row)
-  const bounds = opts.guided && fused ? guidedTiles(T, n, opts.guided.max, opts.guided.min) : undefined;
-  const tile = bounds ? opts.guided!.max : opts.tile ?? job.tileTokens;
+  if (T < 2 * n * tile || (opts.native === "blas" && !fused)) return false;
   const rt = requireRuntime(), p = pool, d = x.cols;
-  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
+  const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
   // shared staging: the three output arrays, then per thread a logits tile and an epilogue buffer (softmax
   // sums or sigmoids, then the fused epilogue's scratch)
   const epiFloats = Math.ceil(Math.max(tile * E + 4, tile + 4 + tile * k + Math.max(k, 16)) / 4) * 4,
@@ -450,7 +417,6 @@ export function parallelSelect(
       ...(bias ? { bias } : {}),
       ...(opts.native ? { native: opts.native } : {}),
       ...(fused ? { fused } : {}),
-      ...(bounds ? { bounds } : {}),
     };
   };
   Atomics.store(p.ctl, counterIndex, 0);
