@@ -231,6 +231,7 @@ Deno.test("worker threads: identical results to one thread; errors from a worker
   assert.equal(threadCount(), 1);
   await assert.rejects(() => useThreads(0), OptionError);
   for (const idleMs of [-1, NaN]) await assert.rejects(() => useThreads(2, { idleMs }), /idleMs/);
+  for (const spinMs of [-1, NaN, 5000]) await assert.rejects(() => useThreads(2, { spinMs }), /spinMs/);
   assert.equal(threadCount(), 1);
 });
 
@@ -312,7 +313,7 @@ Deno.test({
   const x = matrix.randn(2048, 64, { seed: 31 }), w = matrix.randn(16, 64, { seed: 32 });
   const router = topKRouter({ weight: w, k: 2, backend: "wasm" });
   const single = router.route(x);
-  await useThreads(2, { idleMs: 50 });
+  await useThreads(2, { idleMs: 50, spinMs: 0 }); // spinMs 0: the threads sleep at once between jobs
   try {
     assert.equal(workersRunning(), 1);
     assert.deepEqual(router.route(x).indices, single.indices);

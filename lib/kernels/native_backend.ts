@@ -153,7 +153,9 @@ export const nativeBackend: ComputeBackend = {
         // every thread multiplies its own tiles with the gate kernel and selects them (any selector; other
         // selectors than softmax top-k keep the router's tiles, which their random streams are keyed by)
         const tile = fusedTopK(job) ? OWN_WORKER_TILE : job.tileTokens;
-        if (parallelSelect(packedPtr, E, job, { native: "gate", tile })) return true;
+        // softmax top-k selects row by row, so its tiles may shrink towards the end (same bits)
+        const guided = { max: OWN_WORKER_TILE, min: 32 };
+        if (parallelSelect(packedPtr, E, job, { native: "gate", tile, guided })) return true;
         const f = fusedTopK(job);
         if (f && f.k <= GATE_MAX_K) {
           // softmax top-k: each block's logits are selected at once by the kernel's own epilogue

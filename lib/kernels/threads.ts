@@ -43,6 +43,8 @@ let pool: Pool | undefined;
 let wanted = 1;
 /** Idle time after which the Workers stop (see {@link ThreadOptions.idleMs}). */
 let idleMs = 1000;
+/** How long a thread spins for the next job or result before it sleeps (see {@link ThreadOptions.spinMs}). */
+let spinMs = 1;
 /** Bumped by every useThreads call: a restart that finishes after one is dropped. */
 let generation = 0;
 let idleTimer: ReturnType<typeof setTimeout> | undefined, lastUse = 0, restarting = false;
@@ -55,6 +57,12 @@ export interface ThreadOptions {
    * thread meanwhile). Default 1000; `Infinity` keeps them until `useThreads(1)`.
    */
   idleMs?: number;
+  /**
+   * Milliseconds a Worker keeps polling for the next route after finishing one (and the calling thread for
+   * the Workers' results) before it sleeps: waking a sleeping thread costs 0.1–0.3 ms on a VM, a tenth of
+   * a 4096-token Switch route. Default 1; 0 sleeps at once (no CPU used between routes).
+   */
+  spinMs?: number;
 }
 
 /**
@@ -79,14 +87,18 @@ export async function useThreads(n: number, opts: ThreadOptions = {}): Promise<v
   if (!Number.isInteger(n) || n < 1 || n > 64) {
     throw new OptionError("threads", n, "must be an integer in 1..64");
   }
-  const idle = opts.idleMs ?? 1000;
+  const idle = opts.idleMs ?? 1000, spin = opts.spinMs ?? 1;
   if (!(idle >= 0)) {
     throw new OptionError("idleMs", idle, "must be a number of milliseconds ≥ 0, or Infinity");
+  }
+  if (!(spin >= 0 && spin <= 1000)) {
+    throw new OptionError("spinMs", spin, "must be a number of milliseconds in 0..1000");
   }
   generation++;
   stopPool();
   wanted = n;
   idleMs = idle;
+  spinMs = spin;
   if (n === 1) return;
   const started = await startPool(n, generation);
   if (started) {
@@ -138,7 +150,7 @@ async function startPool(n: number, gen: number): Promise<Pool | undefined> {
           e.preventDefault();
           reject(new MoekitError(`worker ${i} failed to start: ${e.message}`));
         };
-        w.postMessage({ memory: rt.memory, module: rt.module, ctl, index: i, jobPtr: jobPtrs[i] });
+        w.postMessage({ memory: rt.memory, module: rt.module, ctl, index: i, jobPtr: jobPtrs[i], spinMs });
       });
     }));
   } catch (e) {
@@ -189,6 +201,28 @@ function restartPool(): void {
       if (gen === generation) wanted = 1;
     },
   );
+}
+
+/**
+ * Polls `ctl[index]` while it holds `value`, for at most `ms` milliseconds; true when it changed. A thread
+ * calls it before `Atomics.wait`, which would put it to sleep (a wake-up takes 0.1–0.3 ms on a VM).
+ *
+ * @example
+ * ```ts
+ * import { spinUntilChanged } from "./threads.ts";
+ * import assert from "node:assert/strict";
+ * const ctl = new Int32Array(new SharedArrayBuffer(8));
+ * assert.equal(spinUntilChanged(ctl, 0, 0, 1), false); // nobody changed it within 1 ms
+ * assert.equal(spinUntilChanged(ctl, 1, 5, 1), true); // it is not 5
+ * ```
+ */
+export function spinUntilChanged(ctl: Int32Array, index: number, value: number, ms: number): boolean {
+  if (ms <= 0) return Atomics.load(ctl, index) !== value;
+  const until = performance.now() + ms;
+  for (;;) {
+    for (let i = 0; i < 512; i++) if (Atomics.load(ctl, index) !== value) return true;
+    if (performance.now() > until) return false;
+  }
 }
 
 /**
@@ -252,6 +286,34 @@ export interface ThreadJob {
   fused?: { k: number; norm: boolean };
   /** Scratch for the fused epilogue: the tile's selected experts (tile·k ints), then max(k, 16) floats. */
   tmp: number;
+  /**
+   * Tile boundaries when tiles are not all `tile` rows (tile i is rows `bounds[i] .. bounds[i+1]`), from
+   * {@link guidedTiles}; only for jobs whose results do not depend on the tiling.
+   */
+  bounds?: number[];
+}
+
+/**
+ * Tile boundaries that shrink towards the end (guided scheduling): each tile takes a 2n-th of the rows
+ * left, at most `max` and at least `min` rows (multiples of 16 but the last), so n threads finish within
+ * about a small tile of each other instead of a whole one. Returns `[0, …, T]`.
+ *
+ * @example
+ * ```ts
+ * import { guidedTiles } from "./threads.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(guidedTiles(4096, 2, 1024, 64).slice(0, 4), [0, 1024, 1792, 2368]);
+ * assert.deepEqual(guidedTiles(100, 2, 1024, 64), [0, 64, 100]);
+ * ```
+ */
+export function guidedTiles(T: number, n: number, max: number, min: number): number[] {
+  const bounds = [0];
+  for (let t = 0; t < T;) {
+    const size = Math.max(min, Math.min(max, Math.floor((T - t) / (2 * n) / 16) * 16));
+    t = Math.min(T, t + size);
+    bounds.push(t);
+  }
+  return bounds;
 }
 
 /** The part of a selector a thread calls (structurally routing's `Selector`). */
@@ -282,9 +344,11 @@ export function runTileJob(
     scores: new Float32Array(memory.buffer, job.scores, T * k),
   };
   const epilogue = job.selector.epilogue, random = job.selector.random;
-  const callRng = new Rng(job.seed), tiles = Math.ceil(T / tile);
+  const callRng = new Rng(job.seed), bounds = job.bounds;
+  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile);
   for (let t = Atomics.add(ctl, job.counter, 1); t < tiles; t = Atomics.add(ctl, job.counter, 1)) {
-    const t0 = t * tile, n = Math.min(tile, T - t0), xt = job.x + t0 * d * 4;
+    const t0 = bounds ? bounds[t] : t * tile, n = bounds ? bounds[t + 1] - t0 : Math.min(tile, T - t0);
+    const xt = job.x + t0 * d * 4;
     const logits: Mat = { rows: n, cols: E, data: heap.subarray(job.scratch / 4, job.scratch / 4 + n * E) };
     const xTile = () => ({ rows: n, cols: d, data: heap.subarray(xt / 4, xt / 4 + n * d) });
     if (job.native === "gate") {
@@ -361,17 +425,20 @@ export function parallelSelect(
   weightPtr: number,
   E: number,
   job: ParallelJob,
-  opts: { native?: "blas" | "gate"; tile?: number } = {},
+  opts: { native?: "blas" | "gate"; tile?: number; guided?: { max: number; min: number } } = {},
 ): boolean {
   if (!pool) {
     restartPool();
     return false;
   }
-  const { x, k } = job, tile = opts.tile ?? job.tileTokens, fused = fusedTopK(job);
+  const { x, k } = job, fused = fusedTopK(job);
   const T = x.rows, n = pool.workers.length + 1;
-  if (T < 2 * n * tile || (opts.native === "blas" && !fused)) return false;
+  if (T < 2 * n * (opts.tile ?? job.tileTokens) || (opts.native === "blas" && !fused)) return false;
+  // guided tiles only where the results do not depend on the tiling (the fused epilogue selects row by row)
+  const bounds = opts.guided && fused ? guidedTiles(T, n, opts.guided.max, opts.guided.min) : undefined;
+  const tile = bounds ? opts.guided!.max : opts.tile ?? job.tileTokens;
   const rt = requireRuntime(), p = pool, d = x.cols;
-  const tiles = Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
+  const tiles = bounds ? bounds.length - 1 : Math.ceil(T / tile), counterIndex = (n - 1) * CTL;
   // shared staging: the three output arrays, then per thread a logits tile and an epilogue buffer (softmax
   // sums or sigmoids, then the fused epilogue's scratch)
   const epiFloats = Math.ceil(Math.max(tile * E + 4, tile + 4 + tile * k + Math.max(k, 16)) / 4) * 4,
@@ -417,6 +484,7 @@ export function parallelSelect(
       ...(bias ? { bias } : {}),
       ...(opts.native ? { native: opts.native } : {}),
       ...(fused ? { fused } : {}),
+      ...(bounds ? { bounds } : {}),
     };
   };
   Atomics.store(p.ctl, counterIndex, 0);
@@ -453,6 +521,7 @@ export function parallelSelect(
         done !== seq;
         done = Atomics.load(p.ctl, i * CTL + 1)
       ) {
+        if (spinUntilChanged(p.ctl, i * CTL + 1, done, spinMs)) continue;
         Atomics.wait(p.ctl, i * CTL + 1, done, 100);
       }
       if (Atomics.load(p.ctl, i * CTL + 2) !== 0) {

@@ -7,7 +7,7 @@
  */
 
 import type { GateKernel } from "./runtime.ts";
-import { runTileJob, type ThreadJob, type TileSelector } from "./threads.ts";
+import { runTileJob, spinUntilChanged, type ThreadJob, type TileSelector } from "./threads.ts";
 import type { SelectorSpec } from "../routing/backend.ts";
 
 const CTL = 16;
@@ -18,16 +18,17 @@ const load = (url: string) => {
 };
 
 self.onmessage = (e: MessageEvent) => {
-  const { memory, module, ctl, index, jobPtr } = e.data as {
+  const { memory, module, ctl, index, jobPtr, spinMs } = e.data as {
     memory: WebAssembly.Memory;
     module: WebAssembly.Module;
     ctl: Int32Array;
     index: number;
     jobPtr: number;
+    spinMs: number;
   };
   const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as GateKernel;
   self.postMessage("ready");
-  void serve(memory, ctl, index, jobPtr, kernel);
+  void serve(memory, ctl, index, jobPtr, kernel, spinMs);
 };
 
 async function serve(
@@ -36,11 +37,13 @@ async function serve(
   index: number,
   jobPtr: number,
   kernel: GateKernel,
+  spinMs: number,
 ): Promise<void> {
   const base = index * CTL, selectors = new Map<string, TileSelector>();
   let seen = 0;
   for (;;) {
-    Atomics.wait(ctl, base, seen);
+    // poll a little for the next job before sleeping: back-to-back routes then start without a wake-up
+    if (!spinUntilChanged(ctl, base, seen, spinMs)) Atomics.wait(ctl, base, seen);
     const seq = Atomics.load(ctl, base);
     if (seq === -1) return;
     if (seq === seen) continue;
