@@ -40,7 +40,7 @@ async function serve(
   spinMs: number,
 ): Promise<void> {
   const base = index * CTL, selectors = new Map<string, TileSelector>();
-  let seen = 0;
+  let seen = 0, last: { bytes: Uint8Array; job: ThreadJob; key: string } | undefined;
   for (;;) {
     // poll a little for the next job before sleeping: back-to-back routes then start without a wake-up
     if (!spinUntilChanged(ctl, base, seen, spinMs)) Atomics.wait(ctl, base, seen);
@@ -49,11 +49,14 @@ async function serve(
     if (seq === seen) continue;
     seen = seq;
     try {
-      const text = new TextDecoder().decode(
-        new Uint8Array(memory.buffer, jobPtr, Atomics.load(ctl, base + 3)).slice(),
-      );
-      const job = JSON.parse(text) as ThreadJob;
-      const key = JSON.stringify(job.selector);
+      // a route repeated on the same buffers sends the same description: reuse its parse (JSON.parse of
+      // it took 25–40 µs here, about 1 % of a 4096-token Switch route on two threads)
+      const bytes = new Uint8Array(memory.buffer, jobPtr, Atomics.load(ctl, base + 3));
+      if (!last || !sameBytes(bytes, last.bytes)) {
+        const job = JSON.parse(new TextDecoder().decode(bytes.slice())) as ThreadJob;
+        last = { bytes: bytes.slice(), job, key: JSON.stringify(job.selector) };
+      }
+      const { job, key } = last;
       let selector = selectors.get(key);
       if (!selector && !job.fused) {
         // module loads are the only awaits: the first job with a new selector kind pays them once
@@ -84,4 +87,10 @@ async function serve(
     Atomics.store(ctl, base + 1, seq);
     Atomics.notify(ctl, base + 1);
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
