@@ -30,7 +30,7 @@
  * |output − base| within 5 %.
  *
  *   deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods ties,linear,…]
- *                         [--threads 1,2] [--no-peer] [--own-peer] [--keep]
+ *                         [--threads 1,2] [--repeat 1] [--no-peer] [--own-peer] [--keep]
  *   MOEKIT_BENCH_QUICK=1 deno task bench:merge      (tiny sizes, a few seconds; checks the torch script)
  */
 
@@ -54,6 +54,7 @@ const args = parseArgs({
     dtypes: { type: "string", default: "bf16,f32" },
     methods: { type: "string", default: METHODS },
     threads: { type: "string", default: "1,2" },
+    repeat: { type: "string", default: "1" },
     "no-peer": { type: "boolean" },
     "own-peer": { type: "boolean" },
     keep: { type: "boolean" },
@@ -67,7 +68,8 @@ const args = parseArgs({
 if (args.help) {
   console.log(
     "usage: deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods m1,m2,…]\n" +
-      "                             [--threads 1,2] [--no-peer] [--own-peer] [--keep]\n" +
+      "                             [--threads 1,2] [--repeat 1] [--no-peer] [--own-peer] [--keep]\n" +
+      "--repeat n: every timed run n times, interleaved (moekit 1T, 2T, torch 1T, 2T, then again); the median\n" +
       `methods: ${METHODS}, breadcrumbs_ties, della_linear\n` +
       "MOEKIT_BENCH_QUICK=1: tiny sizes; checks the PyTorch script's outputs instead of timing it",
   );
@@ -131,6 +133,11 @@ const L = Number(args.layers), d = Number(args.dim);
 const dtypes = args.dtypes.split(",").map((x) => (x === "f32" ? "F32" : "BF16") as "F32" | "BF16");
 const methods = args.methods.split(",");
 const threads = args.threads.split(",").map(Number);
+const repeat = Number(args.repeat);
+if (!(Number.isInteger(repeat) && repeat >= 1)) {
+  console.error(`bench:merge: --repeat ${args.repeat}: use a whole number of runs ≥ 1`);
+  Deno.exit(2);
+}
 const mb = (b: number) => b / 1e6;
 const self = new URL(import.meta.url).pathname;
 const script = new URL("./torch_merge_methods.py", import.meta.url).pathname;
@@ -385,24 +392,52 @@ try {
       }
       return res;
     };
-    const m1 = await moekit(false, methods), m2 = await moekit(true, methods);
-    const torch = new Map<string, Map<number, { rate: number; rss: number }>>();
-    if (havePeer) {
-      for (const method of methods) {
-        const byT = new Map<number, { rate: number; rss: number }>();
-        for (const t of threads) {
-          const out = `${dir}/peer-out`;
-          await readAll(); // inputs warm in the page cache before each run
-          const env = {
-            OPENBLAS_NUM_THREADS: String(t),
-            OMP_NUM_THREADS: String(t),
-            MKL_NUM_THREADS: String(t),
-          };
-          const p = await timed(python, peerArgs([method], dir, out, t), env);
-          await Deno.remove(out, { recursive: true }).catch(() => {});
-          byT.set(t, { rate: p.json[0].MBps, rss: p.rss });
+    // every timed run `repeat` times, rounds interleaved (the machine's drift spreads over every column);
+    // the median rate of each, the largest peak RSS
+    type Run = { rate: number; rss: number };
+    const median = (runs: Run[]): Run => {
+      const r = runs.map((x) => x.rate).sort((a, b) => a - b), h = r.length >> 1;
+      return {
+        rate: r.length % 2 ? r[h] : (r[h - 1] + r[h]) / 2,
+        rss: Math.max(...runs.map((x) => x.rss)),
+      };
+    };
+    const rounds: { m1: Map<string, Run>; m2: Map<string, Run>; torch: Map<string, Map<number, Run>> }[] = [];
+    for (let round = 0; round < repeat; round++) {
+      const m1 = await moekit(false, methods), m2 = await moekit(true, methods);
+      const torch = new Map<string, Map<number, Run>>();
+      if (havePeer) {
+        for (const method of methods) {
+          const byT = new Map<number, Run>();
+          for (const t of threads) {
+            const out = `${dir}/peer-out`;
+            await readAll(); // inputs warm in the page cache before each run
+            const env = {
+              OPENBLAS_NUM_THREADS: String(t),
+              OMP_NUM_THREADS: String(t),
+              MKL_NUM_THREADS: String(t),
+            };
+            const p = await timed(python, peerArgs([method], dir, out, t), env);
+            await Deno.remove(out, { recursive: true }).catch(() => {});
+            byT.set(t, { rate: p.json[0].MBps, rss: p.rss });
+          }
+          torch.set(method, byT);
         }
-        torch.set(method, byT);
+      }
+      rounds.push({ m1, m2, torch });
+    }
+    const pick = (get: (r: (typeof rounds)[number]) => Run | undefined) => {
+      const runs = rounds.map(get).filter((x): x is Run => x !== undefined);
+      return runs.length ? median(runs) : undefined;
+    };
+    const m1 = new Map<string, Run>(), m2 = new Map<string, Run>();
+    const torch = new Map<string, Map<number, Run>>();
+    for (const m of methods) {
+      const a = pick((r) => r.m1.get(m)), b = pick((r) => r.m2.get(m));
+      if (a) m1.set(m, a);
+      if (b) m2.set(m, b);
+      if (havePeer) {
+        torch.set(m, new Map(threads.map((t) => [t, pick((r) => r.torch.get(m)?.get(t))!] as const)));
       }
     }
     if (quick) {
@@ -458,7 +493,9 @@ try {
   }
   console.log(`\nmachine at the end: ${machine()}`);
   console.log(
-    "Same sitting, one run each, inputs warm in the page cache before every run. The machine may be shared " +
+    `Same sitting, ${
+      repeat > 1 ? `the median of ${repeat} interleaved runs` : "one run"
+    } each, inputs warm in the page cache before every run. The machine may be shared ` +
       "with other work: read the ratios, not the absolute figures.",
   );
 } finally {

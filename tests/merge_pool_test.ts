@@ -128,7 +128,7 @@ Deno.test("merge stream: the fresh memory of a run is the pool's size, not propo
 });
 
 const EMBED = "model.embed_tokens.weight";
-/** A tensor the stream splits (≥ 2²⁰ entries) in blocks of 1048 and 52 rows: not whole chunks of 2¹⁶. */
+/** A tensor the stream splits (≥ 2²⁰ entries) in blocks of 262 rows and one of 52: not whole chunks of 2¹⁶. */
 const BIG = [1100, 1000];
 
 const CONFIGS: Record<string, string> = {

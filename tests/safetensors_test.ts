@@ -780,3 +780,46 @@ Deno.test("bytes already encoded are written as they are; a wrong length is an e
       "values.safetensors",
     ]);
   }));
+
+Deno.test("the file writer syncs its data to disk in the background every so many bytes; the bytes are the same", () =>
+  inTemp(async (dir) => {
+    const specs = ["a", "b", "c", "d"].map((name) => ({ name, dtype: "F32" as const, shape: [1000] }));
+    const vals = (i: number) => Float32Array.from({ length: 1000 }, (_, j) => Math.sin(i * 1000 + j));
+    // each tensor in 4 pieces of 1000 bytes, a pause after each: the syncs have time to finish
+    const produce = (_name: string, i: number): TensorChunks => ({
+      chunks: (async function* () {
+        for (let k = 0; k < 4; k++) {
+          yield vals(i).subarray(250 * k, 250 * (k + 1));
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })(),
+    });
+    const syncs: number[] = [];
+    await writeSafetensorsFile(`${dir}/synced.safetensors`, specs, produce, {
+      syncEvery: 3000,
+      onSync: (written) => syncs.push(written),
+    });
+    assert.ok(syncs.length >= 3 && syncs.length <= 5, `syncs at ${syncs}`);
+    assert.ok(syncs[0] >= 3000 && syncs.every((w, k) => !k || w - syncs[k - 1] >= 3000), `syncs at ${syncs}`);
+    // the default: 32 MiB between syncs, none in a small file
+    const none: number[] = [];
+    await writeSafetensorsFile(`${dir}/plain.safetensors`, specs, produce, { onSync: (w) => none.push(w) });
+    assert.deepEqual(none, []);
+    const whole = specs.map((s, i) => ({ ...s, data: vals(i) }));
+    await writeSafetensors(`${dir}/whole.safetensors`, whole);
+    const want = await Deno.readFile(`${dir}/whole.safetensors`);
+    assert.deepEqual(await Deno.readFile(`${dir}/synced.safetensors`), want);
+    assert.deepEqual(await Deno.readFile(`${dir}/plain.safetensors`), want);
+    // a sync still running when the writer fails is waited for (no operation left behind) and the error is
+    // the writer's
+    await assert.rejects(
+      () =>
+        writeSafetensorsFile(
+          `${dir}/failed.safetensors`,
+          specs,
+          (name, i) => (name === "c" ? new Float32Array(3) : vals(i)),
+          { syncEvery: 1 },
+        ),
+      /has 12 bytes/,
+    );
+  }));

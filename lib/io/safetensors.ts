@@ -620,11 +620,17 @@ function slice(values: ArrayLike<number>, a: number, b: number): ArrayLike<numbe
   return Array.prototype.slice.call(values, a, b) as number[];
 }
 
+/** Bytes written to a file between two of its background data syncs (see {@link writeSafetensorsFile}). */
+const SYNC_EVERY = 32 << 20;
+
 /**
  * Writes one safetensors file at `path`, which must not exist (created exclusively): header, then each
  * tensor as `produce` returns it — whole (float values encoded a slice at a time, so the encoded copy
- * stays small) or in pieces ({@link TensorChunks}) — then a flush to disk. Internal to `lib/io` (callers
- * write into a private temporary folder).
+ * stays small) or in pieces ({@link TensorChunks}) — then a flush to disk. Every `syncEvery` bytes
+ * written (32 MiB), a data sync of the file starts in the background, behind the writes (one at a time),
+ * so that the final flush finds little left to write instead of the whole file at once; a background sync
+ * that fails is ignored (the final flush, which stays, reports a failing disk). Internal to `lib/io`
+ * (callers write into a private temporary folder).
  */
 export async function writeSafetensorsFile(
   path: string,
@@ -635,6 +641,10 @@ export async function writeSafetensorsFile(
     readonly onTensor?: (name: string, bytes: number) => void;
     /** Called with the tensor's index after half of its bytes are written (fault injection in tests). */
     readonly midTensor?: (index: number) => Promise<void>;
+    /** Bytes written between two background data syncs (default 32 MiB; tests). */
+    readonly syncEvery?: number;
+    /** Called with the bytes written so far when a background data sync starts (tests). */
+    readonly onSync?: (written: number) => void;
   } = {},
 ): Promise<void> {
   const names = new Set<string>();
@@ -654,8 +664,32 @@ export async function writeSafetensorsFile(
   }
   const { bytes: header, offsets } = safetensorsHeader(specs, options.metadata);
   const file = await Deno.open(path, { write: true, createNew: true });
+  // the background syncs: through a handle of their own (the writes on `file` would otherwise wait for
+  // them), opened for writing as the writer needs no read permission, never written to
+  const every = options.syncEvery ?? SYNC_EVERY;
+  let total = 0, since = 0, syncing: Promise<void> | undefined;
+  const wrote = (n: number) => {
+    total += n;
+    since += n;
+    if (since < every || syncing) return;
+    since = 0;
+    options.onSync?.(total);
+    syncing = (async () => {
+      let f: Deno.FsFile | undefined;
+      try {
+        f = await Deno.open(path, { write: true });
+        await f.syncData();
+      } catch {
+        // the final flush reports a failing disk
+      } finally {
+        f?.close();
+        syncing = undefined;
+      }
+    })();
+  };
   try {
     await writeAll(file, header);
+    wrote(header.length);
     for (const [i, s] of specs.entries()) {
       const data = await produce(s.name, i);
       const want = offsets[i][1] - offsets[i][0], size = DTYPE_BYTES[s.dtype];
@@ -677,6 +711,7 @@ export async function writeSafetensorsFile(
           await writeAll(file, bytes.subarray(half - written));
         } else await writeAll(file, bytes);
         written += bytes.length;
+        wrote(bytes.length);
       };
       if (isChunks(data)) {
         for await (const piece of data.chunks) await put(pieceBytes(piece, s.dtype));
@@ -695,8 +730,10 @@ export async function writeSafetensorsFile(
       }
       options.onTensor?.(s.name, want);
     }
+    await syncing;
     await file.syncData();
   } finally {
+    await syncing; // never rejects
     file.close();
   }
 }
