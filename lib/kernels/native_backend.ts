@@ -61,6 +61,9 @@ const WORKER_TILE = 512;
 /** Tokens per tile for Workers on the own gate kernel (it packs nothing per call: smaller tiles share out better). */
 const OWN_WORKER_TILE = 256;
 
+/** The smallest of the own gate kernel's shrinking softmax top-k tiles on Workers (see `guidedTiles`). */
+const OWN_MIN_TILE = 32;
+
 /** Tokens per GEMM block (the weight is packed once per block; measured 1.3–2× faster than 64-token tiles). */
 const BLOCK = 1024;
 
@@ -154,7 +157,7 @@ export const nativeBackend: ComputeBackend = {
         // selectors than softmax top-k keep the router's tiles, which their random streams are keyed by)
         const tile = fusedTopK(job) ? OWN_WORKER_TILE : job.tileTokens;
         // softmax top-k selects row by row, so its tiles may shrink towards the end (same bits)
-        const guided = { max: OWN_WORKER_TILE, min: 32 };
+        const guided = { max: OWN_WORKER_TILE, min: OWN_MIN_TILE };
         if (parallelSelect(packedPtr, E, job, { native: "gate", tile, guided })) return true;
         const f = fusedTopK(job);
         if (f && f.k <= GATE_MAX_K) {
