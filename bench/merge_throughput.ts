@@ -29,8 +29,13 @@
  * (different generators): the share of entries changed from the base within 2 points and the mean
  * |output − base| within 5 %.
  *
+ * `--workers n` measures instead what the merge Worker buys: for each method, one process merges the files
+ * n + 1 times with a Worker (`minWorkerMs: 0`) and n + 1 times without (`minWorkerMs: Infinity`), the two
+ * alternating, the first pair discarded (warm-up); it prints the median times and their ratio (the
+ * Worker's speedup; below 1: slower with it). No peer runs in this mode.
+ *
  *   deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods ties,linear,…]
- *                         [--threads 1,2] [--repeat 1] [--no-peer] [--own-peer] [--keep]
+ *                         [--threads 1,2] [--repeat 1] [--no-peer] [--own-peer] [--keep] [--workers n]
  *   MOEKIT_BENCH_QUICK=1 deno task bench:merge      (tiny sizes, a few seconds; checks the torch script)
  */
 
@@ -58,6 +63,7 @@ const args = parseArgs({
     "no-peer": { type: "boolean" },
     "own-peer": { type: "boolean" },
     keep: { type: "boolean" },
+    workers: { type: "string" },
     help: { type: "boolean" },
     child: { type: "string" }, // internal: run these methods in this process
     dir: { type: "string" },
@@ -70,6 +76,7 @@ if (args.help) {
     "usage: deno task bench:merge [--layers 8] [--dim 2048] [--dtypes bf16,f32] [--methods m1,m2,…]\n" +
       "                             [--threads 1,2] [--repeat 1] [--no-peer] [--own-peer] [--keep]\n" +
       "--repeat n: every timed run n times, interleaved (moekit 1T, 2T, torch 1T, 2T, then again); the median\n" +
+      "--workers n: instead, per method in one process, n paired merges with and without the Worker\n" +
       `methods: ${METHODS}, breadcrumbs_ties, della_linear\n` +
       "MOEKIT_BENCH_QUICK=1: tiny sizes; checks the PyTorch script's outputs instead of timing it",
   );
@@ -114,6 +121,34 @@ function peakRss(): number {
   }
 }
 
+if (args.child !== undefined && args.workers !== undefined) {
+  // the Worker study (`--workers n`): paired merges with and without the Worker in this process, the
+  // order alternating, after one warm-up pair; one JSON line per method: {method, worker, none, bytes}
+  const n = Number(args.workers);
+  for (const method of args.child.split(",")) {
+    const dir = args.dir!, out = `${dir}/out-workers-${method}-${Deno.pid}`;
+    const times: Record<"worker" | "none", number[]> = { worker: [], none: [] };
+    let bytes = 0;
+    for (let r = 0; r <= n; r++) {
+      for (const k of r % 2 ? ["worker", "none"] as const : ["none", "worker"] as const) {
+        const plan = await planCheckpointMerge(parseMergeConfig(config(method)), { configDir: dir });
+        const t0 = performance.now();
+        const res = await runCheckpointMerge(plan, out, {
+          shardBytes: 5e9,
+          overwrite: true,
+          minWorkerMs: k === "worker" ? 0 : Infinity,
+        });
+        if (r > 0) times[k].push((performance.now() - t0) / 1000);
+        bytes = res.bytesRead;
+        plan.close();
+      }
+    }
+    await Deno.remove(out, { recursive: true });
+    console.log(JSON.stringify({ method, ...times, bytes }));
+  }
+  Deno.exit(0);
+}
+
 if (args.child !== undefined) {
   // runs the given methods in this process; one JSON line each: {method, seconds, bytes, hwm}
   for (const method of args.child ? args.child.split(",") : []) {
@@ -138,6 +173,11 @@ if (!(Number.isInteger(repeat) && repeat >= 1)) {
   console.error(`bench:merge: --repeat ${args.repeat}: use a whole number of runs ≥ 1`);
   Deno.exit(2);
 }
+const workerPairs = args.workers === undefined ? 0 : Number(args.workers);
+if (args.workers !== undefined && !(Number.isInteger(workerPairs) && workerPairs >= 1)) {
+  console.error(`bench:merge: --workers ${args.workers}: use a whole number of paired runs ≥ 1`);
+  Deno.exit(2);
+}
 const mb = (b: number) => b / 1e6;
 const self = new URL(import.meta.url).pathname;
 const script = new URL("./torch_merge_methods.py", import.meta.url).pathname;
@@ -157,7 +197,7 @@ async function torchMissing(): Promise<string> {
       new TextDecoder().decode(r.stderr).trim().split("\n").pop()
     }); set PEERS_PYTHON`;
 }
-const noTorch = args["no-peer"] ? "--no-peer" : await torchMissing();
+const noTorch = args["no-peer"] ? "--no-peer" : workerPairs ? "--workers" : await torchMissing();
 const havePeer = !quick && !noTorch;
 const havePort = !args["own-peer"] && (await Deno.stat(port).then(() => true, () => false));
 const usesPort = (method: string) => havePort && PORT_METHODS.includes(method);
@@ -371,6 +411,49 @@ try {
         mb(largest * 4).toFixed(0)
       } MB as f32)`,
     );
+    if (workerPairs) {
+      // the Worker study: per method, its own process (see the `--workers` child above)
+      const med = (x: number[]) => {
+        const v = [...x].sort((a, b) => a - b), h = v.length >> 1;
+        return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+      };
+      const rows = [["method (inputs)", "no Worker s", "Worker s", "Worker speedup", "runs"]];
+      for (const method of methods) {
+        await readAll(); // inputs warm in the page cache
+        const r = await timed(
+          Deno.execPath(),
+          [
+            "run",
+            "-A",
+            self,
+            "--child",
+            method,
+            "--dir",
+            dir,
+            "--workers",
+            String(workerPairs),
+          ],
+          {},
+          false,
+        );
+        const j = r.json[0] as { worker: number[]; none: number[] };
+        rows.push([
+          label(method),
+          med(j.none).toFixed(3),
+          med(j.worker).toFixed(3),
+          `${(med(j.none) / med(j.worker)).toFixed(2)}×`,
+          `${j.none.length} + ${j.worker.length}`,
+        ]);
+      }
+      const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+      console.log(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n"));
+      console.log(
+        "Median wall time of a merge in one process, with a Worker (minWorkerMs: 0) and without " +
+          "(Infinity), paired and alternating after a warm-up pair. Speedup below 1: slower with the Worker.",
+      );
+      if (!args.keep) await Deno.remove(dir, { recursive: true });
+      continue;
+    }
     const baseline = (await timed(Deno.execPath(), ["run", "-A", self, "--child", ""])).rss;
     const moekit = async (overlap: boolean, list: string[]) => {
       const res = new Map<string, { rate: number; rss: number }>();
@@ -492,12 +575,14 @@ try {
     if (!args.keep) await Deno.remove(dir, { recursive: true });
   }
   console.log(`\nmachine at the end: ${machine()}`);
-  console.log(
-    `Same sitting, ${
-      repeat > 1 ? `the median of ${repeat} interleaved runs` : "one run"
-    } each, inputs warm in the page cache before every run. The machine may be shared ` +
-      "with other work: read the ratios, not the absolute figures.",
-  );
+  if (!workerPairs) {
+    console.log(
+      `Same sitting, ${
+        repeat > 1 ? `the median of ${repeat} interleaved runs` : "one run"
+      } each, inputs warm in the page cache before every run. The machine may be shared ` +
+        "with other work: read the ratios, not the absolute figures.",
+    );
+  }
 } finally {
   if (!args.keep) await Deno.remove(root, { recursive: true }).catch(() => {});
 }
