@@ -56,52 +56,72 @@ Deno.test({
     // run from a temporary folder: the kernel must not pick up this repo's deno.json / deno.lock
     const out = await Deno.makeTempDir({ prefix: "moekit-nb-" });
     try {
-      const nb = `${out}/notebook.ipynb`;
-      await Deno.copyFile(new URL("../examples/notebook.ipynb", import.meta.url), nb);
-      const r = await new Deno.Command("jupyter", {
-        args: [
-          "nbconvert",
-          "--to",
-          "notebook",
-          "--execute",
-          nb,
-          "--output",
-          "executed.ipynb",
-          "--ExecutePreprocessor.timeout=300",
-        ],
-        cwd: out,
-        env: {
-          MOEKIT_URL: `${url}/mod.ts`,
-          NO_COLOR: "1",
-          ...(FIXTURES ? { MOEKIT_FIXTURES: FIXTURES } : {}),
-        },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
-      const executed = JSON.parse(await Deno.readTextFile(`${out}/executed.ipynb`));
-      const outputs = executed.cells.flatMap((c: { outputs?: unknown[] }) => c.outputs ?? []);
-      const errors = outputs.filter((o: { output_type: string }) => o.output_type === "error");
-      assert.deepEqual(errors, []);
-      const vega = outputs.filter((o: { data?: Record<string, unknown> }) =>
-        o.data?.["application/vnd.vegalite.v5+json"]
-      );
-      assert.ok(vega.length >= 2, `${vega.length} Vega-Lite outputs`);
-      assert.ok(
-        vega.every((o: { data: Record<string, unknown> }) => typeof o.data["image/png"] === "string"),
-        "PNG fallback present",
-      );
-      const text = JSON.stringify(outputs);
-      assert.match(text, /-1\.25/, "the TIES cell printed the merged tensor");
-      assert.match(text, /relativeError/, "the compression table");
-      // the real-checkpoint cell: opens the OLMoE fixture and routes its captured inputs (where CI has it)
-      if (FIXTURES) assert.match(text, /olmoe: E = 12, k = 3, MoE layers 0, 1/, "the OLMoE cell ran");
+      // The Deno kernel (2.9.6) now and then publishes a cell's output after it reports the cell idle;
+      // nbconvert stops listening at idle, so that output is missing from the executed file (about 1 run
+      // in 6 here; a live notebook shows it). A run that lacks an expected output is run again, at most
+      // twice; an error output, a failed run or outputs missing three times fail at once.
+      let missing: string[] = [];
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        missing = await runNotebook(url, out);
+        if (missing.length === 0) return;
+        console.warn(`notebook run ${attempt}: missing ${missing.join(", ")}`);
+      }
+      assert.fail(`three runs of the notebook lacked: ${missing.join(", ")}`);
     } finally {
       await close();
       await Deno.remove(out, { recursive: true });
     }
   },
 });
+
+/**
+ * Executes the notebook headless in `out` against the served checkout; asserts that it ran without an
+ * error output; returns the expected outputs it lacks.
+ */
+async function runNotebook(url: string, out: string): Promise<string[]> {
+  const nb = `${out}/notebook.ipynb`;
+  await Deno.copyFile(new URL("../examples/notebook.ipynb", import.meta.url), nb);
+  const r = await new Deno.Command("jupyter", {
+    args: [
+      "nbconvert",
+      "--to",
+      "notebook",
+      "--execute",
+      nb,
+      "--output",
+      "executed.ipynb",
+      "--ExecutePreprocessor.timeout=300",
+    ],
+    cwd: out,
+    env: {
+      MOEKIT_URL: `${url}/mod.ts`,
+      NO_COLOR: "1",
+      ...(FIXTURES ? { MOEKIT_FIXTURES: FIXTURES } : {}),
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const executed = JSON.parse(await Deno.readTextFile(`${out}/executed.ipynb`));
+  const outputs = executed.cells.flatMap((c: { outputs?: unknown[] }) => c.outputs ?? []);
+  const errors = outputs.filter((o: { output_type: string }) => o.output_type === "error");
+  assert.deepEqual(errors, []);
+  const vega = outputs.filter((o: { data?: Record<string, unknown> }) =>
+    o.data?.["application/vnd.vegalite.v5+json"]
+  );
+  // every Vega-Lite output carries its PNG fallback, whatever else is missing
+  assert.ok(
+    vega.every((o: { data: Record<string, unknown> }) => typeof o.data["image/png"] === "string"),
+    "PNG fallback present",
+  );
+  const text = JSON.stringify(outputs), missing: string[] = [];
+  if (vega.length < 2) missing.push(`Vega-Lite outputs (${vega.length} of at least 2)`);
+  if (!/-1\.25/.test(text)) missing.push("the TIES cell's merged tensor");
+  if (!/relativeError/.test(text)) missing.push("the compression table");
+  // the real-checkpoint cell: opens the OLMoE fixture and routes its captured inputs (where CI has it)
+  if (FIXTURES && !/olmoe: E = 12, k = 3, MoE layers 0, 1/.test(text)) missing.push("the OLMoE cell");
+  return missing;
+}
 
 Deno.test("the notebook's instructions work: `deno task serve` serves .ts as TypeScript on the URL it uses", async () => {
   const nb = JSON.parse(await Deno.readTextFile(new URL("../examples/notebook.ipynb", import.meta.url)));
