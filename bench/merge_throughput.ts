@@ -121,6 +121,18 @@ function peakRss(): number {
   }
 }
 
+/** The median of some numbers (the mean of the middle two for an even count). */
+function medianOf(values: readonly number[]): number {
+  const v = [...values].sort((a, b) => a - b), h = v.length >> 1;
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
+
+/** Prints rows of cells as columns padded to their widest cell (the first row is the header). */
+function printTable(rows: readonly (readonly string[])[]): void {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  console.log(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n"));
+}
+
 if (args.child !== undefined && args.workers !== undefined) {
   // the Worker study (`--workers n`): paired merges with and without the Worker in this process, the
   // order alternating, after one warm-up pair; one JSON line per method: {method, worker, none, bytes}
@@ -413,10 +425,6 @@ try {
     );
     if (workerPairs) {
       // the Worker study: per method, its own process (see the `--workers` child above)
-      const med = (x: number[]) => {
-        const v = [...x].sort((a, b) => a - b), h = v.length >> 1;
-        return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
-      };
       const rows = [["method (inputs)", "no Worker s", "Worker s", "Worker speedup", "runs"]];
       for (const method of methods) {
         await readAll(); // inputs warm in the page cache
@@ -439,14 +447,13 @@ try {
         const j = r.json[0] as { worker: number[]; none: number[] };
         rows.push([
           label(method),
-          med(j.none).toFixed(3),
-          med(j.worker).toFixed(3),
-          `${(med(j.none) / med(j.worker)).toFixed(2)}×`,
+          medianOf(j.none).toFixed(3),
+          medianOf(j.worker).toFixed(3),
+          `${(medianOf(j.none) / medianOf(j.worker)).toFixed(2)}×`,
           `${j.none.length} + ${j.worker.length}`,
         ]);
       }
-      const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-      console.log(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n"));
+      printTable(rows);
       console.log(
         "Median wall time of a merge in one process, with a Worker (minWorkerMs: 0) and without " +
           "(Infinity), paired and alternating after a warm-up pair. Speedup below 1: slower with the Worker.",
@@ -478,13 +485,10 @@ try {
     // every timed run `repeat` times, rounds interleaved (the machine's drift spreads over every column);
     // the median rate of each, the largest peak RSS
     type Run = { rate: number; rss: number };
-    const median = (runs: Run[]): Run => {
-      const r = runs.map((x) => x.rate).sort((a, b) => a - b), h = r.length >> 1;
-      return {
-        rate: r.length % 2 ? r[h] : (r[h - 1] + r[h]) / 2,
-        rss: Math.max(...runs.map((x) => x.rss)),
-      };
-    };
+    const median = (runs: Run[]): Run => ({
+      rate: medianOf(runs.map((x) => x.rate)),
+      rss: Math.max(...runs.map((x) => x.rss)),
+    });
     const rounds: { m1: Map<string, Run>; m2: Map<string, Run>; torch: Map<string, Map<number, Run>> }[] = [];
     for (let round = 0; round < repeat; round++) {
       const m1 = await moekit(false, methods), m2 = await moekit(true, methods);
@@ -563,8 +567,7 @@ try {
         havePeer ? (usesPort(m) ? "mergekit port" : "torch script") : "–",
       ];
     });
-    const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-    console.log([head, ...rows].map((r) => r.map((c, i) => c.padEnd(w[i])).join("  ")).join("\n"));
+    printTable([head, ...rows]);
     console.log(
       `MB/s of input. ÷torch: moekit ÷ torch at the same thread count. ÷raw: moekit ÷ the ${
         Number.isNaN(cold) ? "warm" : "first (uncached)"

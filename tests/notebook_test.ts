@@ -60,13 +60,13 @@ Deno.test({
       // nbconvert stops listening at idle, so that output is missing from the executed file (about 1 run
       // in 6 here; a live notebook shows it). A run that lacks an expected output is run again, at most
       // twice; an error output, a failed run or outputs missing three times fail at once.
-      let missing: string[] = [];
+      let lacking: string[] = [];
       for (let attempt = 1; attempt <= 3; attempt++) {
-        missing = await runNotebook(url, out);
-        if (missing.length === 0) return;
-        console.warn(`notebook run ${attempt}: missing ${missing.join(", ")}`);
+        lacking = await runNotebook(url, out);
+        if (lacking.length === 0) return;
+        console.warn(`notebook run ${attempt}: missing ${lacking.join(", ")}`);
       }
-      assert.fail(`three runs of the notebook lacked: ${missing.join(", ")}`);
+      assert.fail(`three runs of the notebook lacked: ${lacking.join(", ")}`);
     } finally {
       await close();
       await Deno.remove(out, { recursive: true });
@@ -114,13 +114,13 @@ async function runNotebook(url: string, out: string): Promise<string[]> {
     vega.every((o: { data: Record<string, unknown> }) => typeof o.data["image/png"] === "string"),
     "PNG fallback present",
   );
-  const text = JSON.stringify(outputs), missing: string[] = [];
-  if (vega.length < 2) missing.push(`Vega-Lite outputs (${vega.length} of at least 2)`);
-  if (!/-1\.25/.test(text)) missing.push("the TIES cell's merged tensor");
-  if (!/relativeError/.test(text)) missing.push("the compression table");
+  const text = JSON.stringify(outputs), lacking: string[] = [];
+  if (vega.length < 2) lacking.push(`Vega-Lite outputs (${vega.length} of at least 2)`);
+  if (!/-1\.25/.test(text)) lacking.push("the TIES cell's merged tensor");
+  if (!/relativeError/.test(text)) lacking.push("the compression table");
   // the real-checkpoint cell: opens the OLMoE fixture and routes its captured inputs (where CI has it)
-  if (FIXTURES && !/olmoe: E = 12, k = 3, MoE layers 0, 1/.test(text)) missing.push("the OLMoE cell");
-  return missing;
+  if (FIXTURES && !/olmoe: E = 12, k = 3, MoE layers 0, 1/.test(text)) lacking.push("the OLMoE cell");
+  return lacking;
 }
 
 Deno.test("the notebook's instructions work: `deno task serve` serves .ts as TypeScript on the URL it uses", async () => {
